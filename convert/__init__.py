@@ -1,0 +1,1 @@
+"""Checkpoint conversion between PyTorch (timm layouts) and MindSpore TNT."""

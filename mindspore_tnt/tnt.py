@@ -1,0 +1,268 @@
+"""TNT (Transformer in Transformer) in MindSpore, numerically matching ``torch_ref``.
+
+Reads line by line like ``torch_ref/tnt.py``: same classes, attributes and order.
+Runs in GRAPH and PYNATIVE mode on CPU, GPU and Ascend.
+"""
+import math
+
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.common.initializer import TruncatedNormal, initializer
+
+from tnt_common.variants import model_args, pretrained_cfg
+
+LN_EPS = 1e-5
+
+
+def trunc_normal_(param, std=0.02):
+    """timm's init for TNT: normal with std 0.02, truncated at +-2 (absolute)."""
+    param.set_data(initializer(TruncatedNormal(sigma=std, a=-2., b=2.), param.shape, param.dtype))
+
+
+class DropPath(nn.Cell):
+    """Per-sample stochastic depth: zeroes a sample's residual branch, scales the rest."""
+
+    def __init__(self, drop_prob=0.):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def construct(self, x):
+        if not self.training or self.drop_prob == 0.:
+            return x
+        keep_prob = 1. - self.drop_prob
+        mask = ops.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype)
+        mask = ops.floor(mask + keep_prob)
+        return x / keep_prob * mask
+
+
+class Mlp(nn.Cell):
+    """fc1 -> GELU (exact, erf) -> dropout -> fc2 -> dropout."""
+
+    def __init__(self, in_features, hidden_features, drop=0.):
+        super().__init__()
+        self.fc1 = nn.Dense(in_features, hidden_features)
+        self.act = nn.GELU(approximate=False)
+        self.drop1 = nn.Dropout(p=drop)
+        self.fc2 = nn.Dense(hidden_features, in_features)
+        self.drop2 = nn.Dropout(p=drop)
+
+    def construct(self, x):
+        x = self.drop1(self.act(self.fc1(x)))
+        return self.drop2(self.fc2(x))
+
+
+class Attention(nn.Cell):
+    """Multi-head self-attention with a fused q/k projection and a separate v."""
+
+    def __init__(self, dim, num_heads, attn_drop=0., proj_drop=0.):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.qk = nn.Dense(dim, dim * 2, has_bias=False)
+        self.v = nn.Dense(dim, dim, has_bias=False)
+        self.attn_drop = nn.Dropout(p=attn_drop)
+        self.proj = nn.Dense(dim, dim)
+        self.proj_drop = nn.Dropout(p=proj_drop)
+
+    def construct(self, x):
+        B, L, D = x.shape
+        qk = ops.transpose(self.qk(x).reshape(B, L, 2, self.num_heads, self.head_dim), (2, 0, 3, 1, 4))
+        q, k = qk[0], qk[1]
+        v = ops.transpose(self.v(x).reshape(B, L, self.num_heads, self.head_dim), (0, 2, 1, 3))
+        attn = ops.matmul(q, ops.swapaxes(k, -2, -1)) * self.scale
+        attn = self.attn_drop(ops.softmax(attn, axis=-1))
+        x = ops.transpose(ops.matmul(attn, v), (0, 2, 1, 3)).reshape(B, L, D)
+        return self.proj_drop(self.proj(x))
+
+
+class Block(nn.Cell):
+    """Inner transformer over the words of each sentence, then outer over the sentences."""
+
+    def __init__(self, dim, dim_out, num_pixel, num_heads_in, num_heads_out, mlp_ratio=4.,
+                 proj_drop=0., attn_drop=0., drop_path=0., legacy=False):
+        super().__init__()
+        self.legacy = legacy
+        self.norm_in = nn.LayerNorm((dim,), epsilon=LN_EPS)
+        self.attn_in = Attention(dim, num_heads_in, attn_drop, proj_drop)
+        self.norm_mlp_in = nn.LayerNorm((dim,), epsilon=LN_EPS)
+        self.mlp_in = Mlp(dim, dim * 4, proj_drop)
+        if legacy:
+            self.norm1_proj = nn.LayerNorm((dim,), epsilon=LN_EPS)
+            self.proj = nn.Dense(dim * num_pixel, dim_out, has_bias=True)
+        else:
+            self.norm1_proj = nn.LayerNorm((dim * num_pixel,), epsilon=LN_EPS)
+            self.proj = nn.Dense(dim * num_pixel, dim_out, has_bias=False)
+            self.norm2_proj = nn.LayerNorm((dim_out,), epsilon=LN_EPS)
+        self.norm_out = nn.LayerNorm((dim_out,), epsilon=LN_EPS)
+        self.attn_out = Attention(dim_out, num_heads_out, attn_drop, proj_drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm_mlp = nn.LayerNorm((dim_out,), epsilon=LN_EPS)
+        self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio), proj_drop)
+
+    def construct(self, pixel_embed, patch_embed):
+        pixel_embed = pixel_embed + self.drop_path(self.attn_in(self.norm_in(pixel_embed)))
+        pixel_embed = pixel_embed + self.drop_path(self.mlp_in(self.norm_mlp_in(pixel_embed)))
+        B, L, D = patch_embed.shape
+        if self.legacy:
+            sentence = self.proj(self.norm1_proj(pixel_embed).reshape(B, L - 1, -1))
+        else:
+            sentence = self.norm2_proj(self.proj(self.norm1_proj(pixel_embed.reshape(B, L - 1, -1))))
+        patch_embed = ops.cat([patch_embed[:, :1], patch_embed[:, 1:] + sentence], axis=1)
+        patch_embed = patch_embed + self.drop_path(self.attn_out(self.norm_out(patch_embed)))
+        patch_embed = patch_embed + self.drop_path(self.mlp(self.norm_mlp(patch_embed)))
+        return pixel_embed, patch_embed
+
+
+class PixelEmbed(nn.Cell):
+    """Image -> words: a 7x7/4 conv per 16x16 patch (legacy: over the whole image)."""
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, in_dim=48, stride=4, legacy=False):
+        super().__init__()
+        self.legacy = legacy
+        self.patch_size = patch_size
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.in_dim = in_dim
+        self.new_patch_size = math.ceil(patch_size / stride)
+        self.proj = nn.Conv2d(in_chans, in_dim, kernel_size=7, stride=stride, pad_mode='pad',
+                              padding=3, has_bias=True)
+
+    def construct(self, x, pixel_pos):
+        B, C, H, W = x.shape
+        gh, gw = self.grid_size
+        if self.legacy:
+            x = self.proj(x)
+            p = self.new_patch_size
+        else:
+            p = self.patch_size
+        x = ops.transpose(x.reshape(B, -1, gh, p, gw, p), (0, 2, 4, 1, 3, 5)).reshape(B * gh * gw, -1, p, p)
+        if not self.legacy:
+            x = self.proj(x)
+        x = x + pixel_pos
+        return ops.swapaxes(x.reshape(B * self.num_patches, self.in_dim, -1), 1, 2)
+
+
+class TNT(nn.Cell):
+    """Transformer in Transformer (Han et al., NeurIPS 2021)."""
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000,
+                 global_pool='token', embed_dim=768, inner_dim=48, depth=12,
+                 num_heads_inner=4, num_heads_outer=12, mlp_ratio=4., drop_rate=0.,
+                 pos_drop_rate=0., proj_drop_rate=0., attn_drop_rate=0., drop_path_rate=0.,
+                 first_stride=4, legacy=False):
+        super().__init__()
+        assert global_pool in ('token', 'avg'), global_pool
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.num_features = self.embed_dim = embed_dim
+        self.pixel_embed = PixelEmbed(img_size, patch_size, in_chans, inner_dim, first_stride, legacy)
+        num_patches = self.pixel_embed.num_patches
+        self.num_patches = num_patches
+        new_patch_size = self.pixel_embed.new_patch_size
+        num_pixel = new_patch_size ** 2
+        self.norm1_proj = nn.LayerNorm((num_pixel * inner_dim,), epsilon=LN_EPS)
+        self.proj = nn.Dense(num_pixel * inner_dim, embed_dim)
+        self.norm2_proj = nn.LayerNorm((embed_dim,), epsilon=LN_EPS)
+        self.cls_token = ms.Parameter(ops.zeros((1, 1, embed_dim), ms.float32), name='cls_token')
+        self.patch_pos = ms.Parameter(ops.zeros((1, num_patches + 1, embed_dim), ms.float32), name='patch_pos')
+        self.pixel_pos = ms.Parameter(ops.zeros((1, inner_dim, new_patch_size, new_patch_size), ms.float32),
+                                      name='pixel_pos')
+        self.pos_drop = nn.Dropout(p=pos_drop_rate)
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.CellList([
+            Block(inner_dim, embed_dim, num_pixel, num_heads_inner, num_heads_outer, mlp_ratio,
+                  proj_drop_rate, attn_drop_rate, dpr[i], legacy)
+            for i in range(depth)])
+        self.norm = nn.LayerNorm((embed_dim,), epsilon=LN_EPS)
+        self.head_drop = nn.Dropout(p=drop_rate)
+        self.head = nn.Dense(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self):
+        """timm's init: trunc-normal 0.02 on tokens, positions and Dense weights."""
+        for p in (self.cls_token, self.patch_pos, self.pixel_pos):
+            trunc_normal_(p)
+        for _, m in self.cells_and_names():
+            if isinstance(m, nn.Dense):
+                trunc_normal_(m.weight)
+                if m.bias is not None:
+                    m.bias.set_data(ops.zeros_like(m.bias))
+            elif isinstance(m, nn.LayerNorm):
+                m.gamma.set_data(ops.ones_like(m.gamma))
+                m.beta.set_data(ops.zeros_like(m.beta))
+
+    def no_weight_decay(self):
+        """Parameter names excluded from weight decay besides norms and biases."""
+        return {'patch_pos', 'pixel_pos', 'cls_token'}
+
+    def reset_classifier(self, num_classes, global_pool=None):
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Dense(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            trunc_normal_(self.head.weight)
+            self.head.bias.set_data(ops.zeros_like(self.head.bias))
+
+    def embed(self, x):
+        """Image -> (inner tokens (B*N, 16, C), outer tokens (B, N+1, D))."""
+        B = x.shape[0]
+        pixel_embed = self.pixel_embed(x, self.pixel_pos)
+        patch_embed = self.norm2_proj(self.proj(self.norm1_proj(pixel_embed.reshape(B, self.num_patches, -1))))
+        patch_embed = ops.cat([ops.broadcast_to(self.cls_token, (B, -1, -1)), patch_embed], axis=1)
+        patch_embed = self.pos_drop(patch_embed + self.patch_pos)
+        return pixel_embed, patch_embed
+
+    def forward_intermediates(self, x):
+        """Final normed outer tokens and ((inner, outer) after the embedding and each block)."""
+        pixel_embed, patch_embed = self.embed(x)
+        stages = ((pixel_embed, patch_embed),)
+        for blk in self.blocks:
+            pixel_embed, patch_embed = blk(pixel_embed, patch_embed)
+            stages = stages + ((pixel_embed, patch_embed),)
+        return self.norm(patch_embed), stages
+
+    def forward_features(self, x):
+        pixel_embed, patch_embed = self.embed(x)
+        for blk in self.blocks:
+            pixel_embed, patch_embed = blk(pixel_embed, patch_embed)
+        return self.norm(patch_embed)
+
+    def forward_head(self, x, pre_logits=False):
+        if self.global_pool == 'avg':
+            x = x[:, 1:].mean(axis=1)
+        else:
+            x = x[:, 0]
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def construct(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+class WithIntermediates(nn.Cell):
+    """Compiles ``forward_intermediates`` as one graph: returns (logits, stages)."""
+
+    def __init__(self, model):
+        super().__init__(auto_prefix=False)
+        self.model = model
+
+    def construct(self, x):
+        features, stages = self.model.forward_intermediates(x)
+        return self.model.forward_head(features), stages
+
+
+def create_model(name, pretrained=False, **kwargs):
+    """Build variant ``name``; ``kwargs`` override (num_classes, img_size, drop_path_rate, ...).
+
+    ``pretrained`` is accepted for timm compatibility; weights come from files through
+    ``convert``, never from a hub.
+    """
+    if pretrained:
+        raise ValueError('no hub downloads: load a checkpoint file with convert.load_torch_into_mindspore')
+    args = model_args(name)
+    args.update(kwargs)
+    model = TNT(**args)
+    model.pretrained_cfg = pretrained_cfg(name)
+    return model

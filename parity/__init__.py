@@ -1,0 +1,1 @@
+"""Run torch_ref and mindspore_tnt side by side and compare them block by block."""

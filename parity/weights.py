@@ -1,0 +1,29 @@
+"""Random weights for parity runs, at the activation scale of a trained network.
+
+timm's init (std 0.02, LayerNorm 1/0, zero biases) keeps activations tiny and every
+norm and bias identical, which would hide a swapped LayerNorm, a lost bias or a tanh
+GELU. Here every tensor is distinct and variance-preserving, so such faults show.
+"""
+import math
+
+import numpy as np
+
+
+def random_timm_weights(shapes, seed=0):
+    """``{timm_name: array}`` for the given ``{timm_name: shape}``."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in shapes.items():
+        module, leaf = name.rsplit('.', 1) if '.' in name else ('', name)
+        is_norm = module.rsplit('.', 1)[-1].startswith('norm')
+        if is_norm and leaf == 'weight':
+            a = 1. + 0.1 * rng.standard_normal(shape)
+        elif leaf == 'bias':
+            a = 0.1 * rng.standard_normal(shape)
+        elif leaf == 'weight':
+            fan_in = math.prod(shape[1:])
+            a = rng.standard_normal(shape) / math.sqrt(fan_in)
+        else:  # cls_token, patch_pos, pixel_pos
+            a = 0.1 * rng.standard_normal(shape)
+        out[name] = a.astype(np.float32)
+    return out
