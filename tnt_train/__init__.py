@@ -1,0 +1,1 @@
+"""Training TNT with MindSpore: data, optimiser, compiled train step, checkpoints, loop."""
