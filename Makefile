@@ -15,4 +15,4 @@ demo: $(VENV)/.installed
 	$(BIN)/tnt-parity --model tnt_s_patch16_224
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest parity_tests
+	$(BIN)/python -m pytest -v parity_tests
