@@ -63,3 +63,28 @@ def timm_shapes(name, num_classes=1000, img_size=None):
     if num_classes > 0:
         shapes.update(_linear('head', D, num_classes))
     return shapes
+
+
+def describe(shapes):
+    """Architecture facts readable from timm-named shapes: dims, depth, legacy, classes, size."""
+    blocks = {int(k.split('.')[1]) for k in shapes if k.startswith('blocks.')}
+    D = shapes['cls_token'][-1] if 'cls_token' in shapes else None
+    C = shapes['pixel_pos'][1] if 'pixel_pos' in shapes else None
+    n = shapes['patch_pos'][1] - 1 if 'patch_pos' in shapes else None
+    grid = int(round(n ** 0.5)) if n else None
+    return dict(
+        embed_dim=D, inner_dim=C, depth=len(blocks),
+        legacy='blocks.0.norm2_proj.weight' not in shapes and 'blocks.0.proj.bias' in shapes,
+        num_classes=shapes['head.weight'][0] if 'head.weight' in shapes else 0,
+        img_size=grid * PATCH if grid and grid * grid == n else None)
+
+
+def matching_variants(shapes):
+    """Variants whose timm layout (at the checkpoint's classes and input size) has exactly
+    these keys and shapes."""
+    facts = describe(shapes)
+    if facts['img_size'] is None:
+        return []
+    got = {k: tuple(s) for k, s in shapes.items()}
+    return [name for name in VARIANTS
+            if timm_shapes(name, facts['num_classes'], facts['img_size']) == got]
