@@ -20,17 +20,27 @@ def trunc_normal_(param, std=0.02):
 
 
 class DropPath(nn.Cell):
-    """Per-sample stochastic depth: zeroes a sample's residual branch, scales the rest."""
+    """Per-sample stochastic depth: zeroes a sample's residual branch, scales the rest.
+
+    ``noise`` is a test hook, None in every model built here: a callable
+    ``noise(shape, dtype)`` returning uniform [0, 1) noise replaces the framework's random
+    draw, so that parity tests give both frameworks the same masks (``parity.droppath``).
+    """
 
     def __init__(self, drop_prob=0.):
         super().__init__()
         self.drop_prob = drop_prob
+        self.noise = None
 
     def construct(self, x):
         if not self.training or self.drop_prob == 0.:
             return x
         keep_prob = 1. - self.drop_prob
-        mask = ops.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype)
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        if self.noise is None:
+            mask = ops.rand(shape, dtype=x.dtype)
+        else:
+            mask = self.noise(shape, x.dtype)
         mask = ops.floor(mask + keep_prob)
         return x / keep_prob * mask
 

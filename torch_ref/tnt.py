@@ -20,17 +20,27 @@ def trunc_normal_(tensor, std=0.02):
 
 
 class DropPath(nn.Module):
-    """Per-sample stochastic depth: zeroes a sample's residual branch, scales the rest."""
+    """Per-sample stochastic depth: zeroes a sample's residual branch, scales the rest.
+
+    ``noise`` is a test hook, None in every model built here: a callable
+    ``noise(shape, dtype)`` returning uniform [0, 1) noise replaces the framework's random
+    draw, so that parity tests give both frameworks the same masks (``parity.droppath``).
+    """
 
     def __init__(self, drop_prob=0.):
         super().__init__()
         self.drop_prob = drop_prob
+        self.noise = None
 
     def forward(self, x):
         if not self.training or self.drop_prob == 0.:
             return x
         keep_prob = 1. - self.drop_prob
-        mask = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        if self.noise is None:
+            mask = torch.rand(shape, dtype=x.dtype, device=x.device)
+        else:
+            mask = self.noise(shape, x.dtype)
         mask = torch.floor(mask + keep_prob)
         return x / keep_prob * mask
 
