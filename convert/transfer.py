@@ -56,7 +56,7 @@ def numpy_to_torch(arrays, model):
     check_keys(state, arrays, 'torch model')
     check_shapes({k: v.shape for k, v in state.items()}, {k: v.shape for k, v in arrays.items()},
                  'torch model')
-    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)).to(state[k].dtype)
+    model.load_state_dict({k: torch.from_numpy(np.require(v, requirements=('C', 'W'))).to(state[k].dtype)
                            for k, v in arrays.items()}, strict=True)
     return model
 

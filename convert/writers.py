@@ -1,0 +1,129 @@
+"""Checkpoint writers: stored-name arrays -> one output file, written atomically.
+
+Containers: MindSpore ``.ckpt`` (``mindspore_ckpt``), safetensors (timm's or MindSpore's:
+the same container, ``__metadata__.format`` ``pt`` or ``ms``) and torch pickles
+(``.pth``, ``.pt``, ``.bin``, ``.pth.tar``). The file is written to a temporary name in
+the output's directory and renamed into place only by ``commit``; ``discard`` removes it.
+"""
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from convert import mindspore_ckpt
+from convert.dtypes import storage
+from convert.errors import ConversionError
+
+CKPT, SAFETENSORS, TORCH = 'ckpt', 'safetensors', 'torch'
+MINDSPORE, PYTORCH = 'mindspore', 'torch'
+TORCH_SUFFIXES = ('.pth.tar', '.pth', '.pt', '.bin', '.tar')
+ST_DTYPES = {'fp32': 'F32', 'fp16': 'F16', 'bf16': 'BF16', 'int64': 'I64', 'int32': 'I32'}
+
+
+def container(path):
+    """(container, full suffix) of an output path, from its name."""
+    name = os.path.basename(path).lower()
+    if name.endswith('.ckpt'):
+        return CKPT, '.ckpt'
+    if name.endswith('.safetensors'):
+        return SAFETENSORS, '.safetensors'
+    for s in TORCH_SUFFIXES:
+        if name.endswith(s):
+            return TORCH, s
+    raise ConversionError(f'{path}: unknown output type; name it .ckpt, .safetensors, '
+                          f'or {", ".join(TORCH_SUFFIXES)}')
+
+
+def check_target(path, framework, force):
+    """Validate the output path for ``framework``; returns its container."""
+    kind, _ = container(path)
+    if kind == CKPT and framework != MINDSPORE:
+        raise ConversionError(f'{path}: .ckpt is a MindSpore format; use .pth or .safetensors for torch')
+    if kind == TORCH and framework != PYTORCH:
+        raise ConversionError(f'{path}: {os.path.basename(path)} is a torch format; use .ckpt or '
+                              '.safetensors for MindSpore')
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConversionError(f'{path}: directory {parent} does not exist')
+    if os.path.isdir(path):
+        raise ConversionError(f'{path}: is a directory')
+    if os.path.exists(path) and not force:
+        raise ConversionError(f'{path}: exists; pass --force to overwrite it')
+    return kind
+
+
+def _stored(arrays, dtype):
+    for k, v in arrays.items():
+        yield (k, *storage(v, dtype))
+
+
+def _write_ckpt(f, items, tick):
+    for name, a, dt in items:
+        mindspore_ckpt.write_tensor(f, name, a, dt)
+        tick(a.nbytes)
+
+
+def _write_safetensors(f, items, metadata, tick):
+    items = list(items)
+    header, offset = {'__metadata__': metadata}, 0
+    for name, a, dt in items:
+        header[name] = {'dtype': ST_DTYPES[dt], 'shape': list(a.shape),
+                        'data_offsets': [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    raw = json.dumps(header, separators=(',', ':')).encode()
+    raw += b' ' * (-len(raw) % 8)
+    f.write(len(raw).to_bytes(8, 'little') + raw)
+    for _, a, _ in items:
+        f.write(memoryview(np.ascontiguousarray(a)).cast('B'))
+        tick(a.nbytes)
+
+
+def _write_torch(f, items, tick):
+    import torch
+    state, total = {}, 0
+    for name, a, dt in items:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        state[name] = t.view(torch.bfloat16) if dt == 'bf16' else t
+        total += a.nbytes
+    torch.save(state, f)
+    tick(total)
+
+
+def write_temp(path, arrays, framework, dtype='fp32', progress=None):
+    """Write ``arrays`` (stored names) to a temporary file beside ``path``; returns its name.
+
+    ``progress(nbytes)`` is called after each tensor.
+    """
+    kind, suffix = container(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                               prefix=f'.{os.path.basename(path)}.tmp-', suffix=suffix)
+    tick = progress or (lambda n: None)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            items = _stored(arrays, dtype)
+            if kind == CKPT:
+                _write_ckpt(f, items, tick)
+            elif kind == SAFETENSORS:
+                _write_safetensors(f, items, {'format': 'ms' if framework == MINDSPORE else 'pt'}, tick)
+            else:
+                _write_torch(f, items, tick)
+    except BaseException:
+        discard(tmp)
+        raise
+    return tmp
+
+
+def commit(tmp, path):
+    """Move the finished temporary file into place, with the usual permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def discard(tmp):
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass

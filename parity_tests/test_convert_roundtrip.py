@@ -1,0 +1,268 @@
+"""Real checkpoint files of every layout and wrapper, converted by the CLI and the API.
+
+Files are built from ``torch_ref`` (and ``mindspore_tnt``) holding random weights
+(``parity.weights.random_timm_weights``), saved the way each source saves them. The
+official layout is written out here from DESIGN.md section 3, independently of
+``convert.keymap``. Each file is converted to MindSpore through ``tnt-convert`` (a
+subprocess) and through the API, loaded strictly, and must pass the fp32 parity bound
+against the torch model; converting back must reproduce every tensor bit for bit.
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+import mindspore as ms
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import convert
+import mindspore_tnt
+import torch_ref
+from convert.transfer import mindspore_to_numpy, numpy_to_mindspore, numpy_to_torch, torch_to_numpy
+from parity.forward import FP32_BOUND, compare_outputs, make_batch, mindspore_outputs, set_mode, torch_outputs
+from parity.weights import random_timm_weights
+
+TINY = 'tnt_tiny_patch16_64'
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Official Huawei module names for timm's (DESIGN.md section 3), by position in the name.
+OFFICIAL_TOP = {'pixel_embed': 'patch_embed', 'norm1_proj': 'proj_norm1', 'norm2_proj': 'proj_norm2'}
+OFFICIAL_BLOCK = {'norm_in': 'inner_norm1', 'attn_in': 'inner_attn', 'norm_mlp_in': 'inner_norm2',
+                  'mlp_in': 'inner_mlp', 'norm1_proj': 'proj_norm1', 'norm2_proj': 'proj_norm2',
+                  'norm_out': 'outer_norm1', 'attn_out': 'outer_attn', 'norm_mlp': 'outer_norm2',
+                  'mlp': 'outer_mlp'}
+
+
+def inner_pos_of(pixel_pos):
+    """``inner_pos[0, h*4 + w, c] = pixel_pos[0, c, h, w]``."""
+    return np.stack([pixel_pos[0, :, h, w] for h in range(4) for w in range(4)])[None]
+
+
+def to_official(state, inner_pos=inner_pos_of):
+    """A timm state dict (numpy) re-keyed as the official code names it."""
+    out = {}
+    for k, v in state.items():
+        parts = k.split('.')
+        if k == 'patch_pos':
+            out['outer_pos'] = v
+        elif k == 'pixel_pos':
+            out['inner_pos'] = inner_pos(v)
+        else:
+            if parts[0] == 'blocks':
+                parts[2] = OFFICIAL_BLOCK.get(parts[2], parts[2])
+            else:
+                parts[0] = OFFICIAL_TOP.get(parts[0], parts[0])
+            out['.'.join(parts)] = v
+    out['outer_tokens'] = np.zeros_like(state['patch_pos'][:, 1:])
+    return out
+
+
+def tensors(arrays, prefix=''):
+    return {prefix + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+
+
+def random_state(name=TINY, seed=0):
+    shapes = {k: v.shape for k, v in torch_ref.create_model(name).state_dict().items()}
+    return random_timm_weights(shapes, seed)
+
+
+def torch_model(arrays, name=TINY):
+    return numpy_to_torch(arrays, torch_ref.create_model(name))
+
+
+def mindspore_net(arrays, name=TINY):
+    return numpy_to_mindspore(arrays, mindspore_tnt.create_model(name))
+
+
+class WithLoss(ms.nn.Cell):
+    """A training wrapper as user code writes it: parameters gain a ``model.`` prefix."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+
+def save_mindspore(arrays, path, prefix=False, fmt='ckpt'):
+    net = mindspore_net(arrays)
+    ms.save_checkpoint(WithLoss(net) if prefix else net, str(path), format=fmt,
+                       append_dict={'epoch_num': 3, 'step_num': 120} if fmt == 'ckpt' else None)
+
+
+# Every source file: (file name, writer(state, path), stored layout for the way back).
+def _torch_writer(wrap):
+    return lambda state, path: torch.save(wrap(state), path)
+
+
+SOURCES = {
+    'timm.pth': (_torch_writer(lambda s: tensors(s)), 'timm'),
+    'timm.bin': (_torch_writer(lambda s: tensors(s)), 'timm'),
+    'timm.safetensors': (lambda s, p: save_file(tensors(s), str(p), metadata={'format': 'pt'}), 'timm'),
+    'official.pth.tar': (_torch_writer(lambda s: tensors(to_official(s))), 'official'),
+    'wrapped_state_dict.pth.tar': (_torch_writer(lambda s: {
+        'state_dict': tensors(s, 'module.'), 'epoch': 7, 'arch': TINY,
+        'args': argparse.Namespace(lr=1e-3, model=TINY)}), 'timm'),
+    'wrapped_model.pth': (_torch_writer(lambda s: {'model': tensors(s)}), 'timm'),
+    'mindspore.ckpt': (lambda s, p: save_mindspore(s, p), 'mindspore'),
+    'mindspore_prefixed.ckpt': (lambda s, p: save_mindspore(s, p, prefix=True), 'mindspore'),
+    'mindspore.safetensors': (lambda s, p: save_mindspore(s, p, fmt='safetensors'), 'mindspore'),
+}
+
+
+def run_cli(*args, check=True):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    p = subprocess.run([sys.executable, '-m', 'convert.cli', '--no-progress', *map(str, args)],
+                       capture_output=True, text=True, env=env, cwd=ROOT)
+    if check:
+        assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def load_ckpt_strict(path, name=TINY, **kwargs):
+    """MindSpore's own loader, strict: every parameter loaded, nothing left over (half
+    precision files are cast to the model's fp32 first, as strict loading requires)."""
+    net = mindspore_tnt.create_model(name, **kwargs)
+    fmt = 'safetensors' if str(path).endswith('.safetensors') else 'ckpt'
+    params = {k: ms.Parameter(v.astype(ms.float32), name=k)
+              for k, v in ms.load_checkpoint(str(path), format=fmt).items()}
+    not_loaded, unused = ms.load_param_into_net(net, params, strict_load=True)
+    assert not not_loaded and not unused, (not_loaded, unused)
+    return net
+
+
+@pytest.fixture(scope='module')
+def reference():
+    set_mode('pynative')
+    state = random_state()
+    x = make_batch(2, 64, seed=0)
+    return state, x, torch_outputs(torch_model(state), x)
+
+
+def assert_parity(net, reference):
+    _, x, ref = reference
+    report = compare_outputs(mindspore_outputs(net, x), ref)
+    assert report['passed'], report
+    assert report['logits_rel'] <= FP32_BOUND and report['top1_same']
+
+
+def assert_same_tensors(got, want):
+    assert sorted(got) == sorted(want)
+    for k in want:
+        a, b = np.asarray(got[k]), np.asarray(want[k])
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), k
+
+
+@pytest.mark.parametrize('source', sorted(SOURCES))
+def test_cli_and_api_convert_every_layout(source, reference, tmp_path):
+    state = reference[0]
+    writer, stored_layout = SOURCES[source]
+    src = tmp_path / source
+    writer(state, src)
+    before = src.read_bytes()
+
+    api_net = convert.load_torch_into_mindspore(src)
+    assert_parity(api_net, reference)
+    assert_same_tensors(mindspore_to_numpy(api_net), state)
+
+    out = tmp_path / 'out.ckpt'
+    p = run_cli(src, out, '--to', 'mindspore')
+    assert 'PASS' in p.stdout and f'variant   {TINY}' in p.stdout
+    assert_parity(load_ckpt_strict(out), reference)
+
+    # The way back, into the source's own layout and container: bit-exact.
+    back = tmp_path / ('back' + ''.join(src.suffixes))
+    if stored_layout == 'mindspore':
+        run_cli(out, back, '--to', 'mindspore', '--no-verify')
+        assert_same_tensors(mindspore_to_numpy(load_ckpt_strict(back)), state)
+        torch_back = convert.load_mindspore_into_torch(back)
+    else:
+        run_cli(out, back, '--to', 'torch', '--layout', stored_layout, '--no-verify')
+        want = to_official(state) if stored_layout == 'official' else state
+        got = load_file(back) if source.endswith('.safetensors') else torch.load(back, weights_only=True)
+        assert_same_tensors({k: v.numpy() for k, v in got.items()}, want)
+        torch_back = convert.load_mindspore_into_torch(back)
+    assert_same_tensors(torch_to_numpy(torch_back), state)
+    assert src.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == sorted([source, 'out.ckpt', back.name])
+
+
+def test_mindspore_reads_report_what_was_unwrapped(reference, tmp_path):
+    save_mindspore(reference[0], tmp_path / 'm.ckpt', prefix=True)
+    p = run_cli(tmp_path / 'm.ckpt', tmp_path / 'm.pth', '--no-verify')
+    assert "prefix 'model.' removed" in p.stdout
+    assert '2 training-state entries dropped' in p.stdout
+    assert 'layout    mindspore_tnt (MindSpore names)' in p.stdout
+
+
+def test_ema_is_chosen_on_request(reference, tmp_path):
+    state, ema = reference[0], random_state(seed=1)
+    src = tmp_path / 'train.pth.tar'
+    torch.save({'state_dict': tensors(state, 'module.'), 'state_dict_ema': tensors(ema)}, src)
+    assert_same_tensors(mindspore_to_numpy(convert.load_torch_into_mindspore(src)), state)
+    assert_same_tensors(mindspore_to_numpy(convert.load_torch_into_mindspore(src, ema=True)), ema)
+    p = run_cli(src, tmp_path / 'ema.ckpt', '--ema', '--no-verify')
+    assert "wrapper key 'state_dict_ema'" in p.stdout
+    assert_same_tensors(mindspore_to_numpy(load_ckpt_strict(tmp_path / 'ema.ckpt')), ema)
+    p = run_cli(src, tmp_path / 'plain.ckpt', '--no-verify')
+    assert 'EMA weights also present' in p.stdout
+
+
+def test_num_classes_and_img_size(reference, tmp_path):
+    state = reference[0]
+    src = tmp_path / 'timm.pth'
+    torch.save(tensors(state), src)
+    net = convert.load_torch_into_mindspore(src, num_classes=10, img_size=96)
+    got = mindspore_to_numpy(net)
+    assert got['head.weight'].shape == (10, 96) and not got['head.bias'].any()
+    assert 0.015 < got['head.weight'].std() < 0.025  # the model's own init: trunc-normal 0.02
+    assert got['patch_pos'].shape == (1, 37, 96)
+    np.testing.assert_array_equal(got['patch_pos'][:, 0], state['patch_pos'][:, 0])
+    for k in state:
+        if not k.startswith('head.') and k != 'patch_pos':
+            np.testing.assert_array_equal(got[k], state[k], err_msg=k)
+    headless = convert.load_torch_into_mindspore(src, num_classes=0)
+    assert not any(k.startswith('head') for k in mindspore_to_numpy(headless))
+
+    out = tmp_path / 'c10.ckpt'
+    p = run_cli(src, out, '--num-classes', '10', '--img-size', '96')
+    assert 'PASS' in p.stdout and 'head 1000 -> 10 classes' in p.stdout
+    net = load_ckpt_strict(out, num_classes=10, img_size=96)
+    np.testing.assert_array_equal(mindspore_to_numpy(net)['patch_pos'], got['patch_pos'])
+
+
+@pytest.mark.parametrize('dtype', ['fp16', 'bf16'])
+def test_half_precision_outputs(dtype, reference, tmp_path):
+    state = reference[0]
+    src = tmp_path / 'timm.pth'
+    torch.save(tensors(state), src)
+    torch_dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}[dtype]
+    want = {k: torch.from_numpy(v).to(torch_dtype) for k, v in state.items()}  # torch's rounding
+    out = tmp_path / 'half.ckpt'
+    p = run_cli(src, out, '--dtype', dtype)
+    assert 'PASS' in p.stdout and f'rounded to {dtype}' in p.stdout
+    params = ms.load_checkpoint(str(out))
+    assert {str(v.dtype) for v in params.values() if 'num' not in v.name} == {
+        {'fp16': 'Float16', 'bf16': 'BFloat16'}[dtype]}
+    for k, v in mindspore_to_numpy(load_ckpt_strict(out)).items():  # as loaded, fp32
+        np.testing.assert_array_equal(v, want[k].float().numpy(), err_msg=k)
+    tout = tmp_path / 'half.safetensors'
+    run_cli(out, tout, '--dtype', dtype, '--no-verify')
+    for k, v in load_file(tout).items():
+        assert v.dtype == torch_dtype and torch.equal(v, want[k]), k
+
+
+def test_tnt_s_legacy_conversion(tmp_path):
+    """One real-size conversion: TNT-S (legacy graph), torch -> MindSpore -> torch."""
+    name = 'tnt_s_legacy_patch16_224'
+    state = random_state(name)
+    src = tmp_path / 'tnt_s_legacy.pth'
+    torch.save(tensors(state), src)
+    out = tmp_path / 'tnt_s_legacy.ckpt'
+    p = run_cli(src, out)
+    assert 'layout    timm, legacy graph' in p.stdout and f'variant   {name}' in p.stdout
+    assert 'PASS' in p.stdout and '23,755,336 parameters' in p.stdout
+    assert_same_tensors(mindspore_to_numpy(load_ckpt_strict(out, name)), state)
+    run_cli(out, tmp_path / 'back.safetensors', '--no-verify')
+    assert_same_tensors({k: v.numpy() for k, v in load_file(tmp_path / 'back.safetensors').items()}, state)
