@@ -8,6 +8,12 @@ import numpy as np
 from convert.errors import ConversionError
 
 DTYPES = ('fp32', 'fp16', 'bf16')
+ITEMSIZE = {'fp32': 4, 'fp16': 2, 'bf16': 2}
+
+
+def stored_nbytes(a, dtype):
+    """Bytes ``a`` takes when stored as ``dtype`` (non-float arrays keep their own)."""
+    return a.size * ITEMSIZE[dtype] if np.issubdtype(a.dtype, np.floating) else a.nbytes
 
 
 def bf16_bits(a):

@@ -7,7 +7,7 @@ from convert import writers
 from convert.api import read_hub
 from convert.canonical import (MINDSPORE_NAMES, OFFICIAL, TIMM, TORCH_NAMES, adapt, from_timm,
                                new_head)
-from convert.dtypes import DTYPES, storage
+from convert.dtypes import DTYPES, stored_nbytes
 from convert.errors import ConversionError
 from convert.writers import MINDSPORE, PYTORCH
 
@@ -43,7 +43,7 @@ def convert_file(src, dst, to=None, layout=TIMM, model_name=None, num_classes=No
     writers.check_target(dst, target, force)
     arrays, nc, size, notes = adapt(can, num_classes, img_size, head=lambda d, n: new_head(d, n, seed))
     stored = from_timm(arrays, layout, MINDSPORE_NAMES if target == MINDSPORE else TORCH_NAMES)
-    total = sum(storage(a, dtype)[0].nbytes for a in stored.values())
+    total = sum(stored_nbytes(a, dtype) for a in stored.values())
     t_read = time.perf_counter() - t0
     from tqdm import tqdm
     with tqdm(total=total, unit='B', unit_scale=True, desc=f'writing {os.path.basename(dst)}',

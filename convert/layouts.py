@@ -86,5 +86,5 @@ def matching_variants(shapes):
     if facts['img_size'] is None:
         return []
     got = {k: tuple(s) for k, s in shapes.items()}
-    return [name for name in VARIANTS
+    return [name for name in sorted(VARIANTS)
             if timm_shapes(name, facts['num_classes'], facts['img_size']) == got]

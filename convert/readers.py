@@ -66,7 +66,7 @@ def _torch_load(path):
         raise ConversionError(f'{path}: refused: the pickle holds more than tensors and plain '
                               f'containers, so loading it could run code ({detail.strip()})') from None
     except Exception as e:  # torch raises RuntimeError/EOFError/... on damaged archives
-        msg = ' '.join(str(e).split())[:200]
+        msg = ' '.join(str(e).split()).split('. ')[0][:200]
         raise ConversionError(f'{path}: not a readable torch checkpoint (truncated or corrupt: '
                               f'{type(e).__name__}: {msg})') from None
 

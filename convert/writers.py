@@ -55,7 +55,10 @@ def check_target(path, framework, force):
 
 def _stored(arrays, dtype):
     for k, v in arrays.items():
-        yield (k, *storage(v, dtype))
+        try:
+            yield (k, *storage(v, dtype))
+        except ConversionError as e:
+            raise ConversionError(f'{k}: {e}') from None
 
 
 def _write_ckpt(f, items, tick):

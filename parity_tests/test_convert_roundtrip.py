@@ -266,3 +266,38 @@ def test_tnt_s_legacy_conversion(tmp_path):
     assert_same_tensors(mindspore_to_numpy(load_ckpt_strict(out, name)), state)
     run_cli(out, tmp_path / 'back.safetensors', '--no-verify')
     assert_same_tensors({k: v.numpy() for k, v in load_file(tmp_path / 'back.safetensors').items()}, state)
+
+
+def test_parity_catches_a_wrong_inner_pos_transform(reference, tmp_path):
+    """Planted fault: ``inner_pos`` reshaped without the transpose (same shape, wrong order)."""
+    state = reference[0]
+    src = tmp_path / 'official_bad.pth.tar'
+    torch.save(tensors(to_official(state, inner_pos=lambda p: p.reshape(1, 16, -1))), src)
+    net = convert.load_torch_into_mindspore(src)
+    _, x, ref = reference
+    report = compare_outputs(mindspore_outputs(net, x), ref)
+    assert not report['passed']
+    assert (report['first_failure']['stage'], report['first_failure']['stream']) == ('embed', 'inner')
+
+
+def test_verification_catches_a_transposed_weight(reference, tmp_path):
+    """Planted fault on the source side of the comparison: the square block proj transposed."""
+    from convert.verify import verify
+    state = reference[0]
+    out = tmp_path / 'good.ckpt'
+    torch.save(tensors(state), tmp_path / 'a.pth')
+    run_cli(tmp_path / 'a.pth', out, '--no-verify')
+    good = verify(str(out), state, 'torch', 'mindspore', 'timm', TINY, 1000, 64)
+    assert good['passed'] and not good['exact_mismatch']
+    bad_state = dict(state, **{'blocks.1.proj.weight': np.ascontiguousarray(state['blocks.1.proj.weight'].T)})
+    bad = verify(str(out), bad_state, 'torch', 'mindspore', 'timm', TINY, 1000, 64)
+    assert not bad['passed'] and bad['exact_mismatch'] == ['blocks.1.proj.weight']
+    assert (bad['first_failure']['stage'], bad['first_failure']['stream']) == ('block 1', 'outer')
+    assert bad['logits_rel'] > FP32_BOUND
+
+
+def test_bit_exact_check_sees_one_ulp(reference):
+    state = reference[0]
+    nudged = dict(state, **{'norm.bias': np.nextafter(state['norm.bias'], np.float32(np.inf))})
+    with pytest.raises(AssertionError, match='norm.bias'):
+        assert_same_tensors(nudged, state)

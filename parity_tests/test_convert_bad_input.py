@@ -1,0 +1,238 @@
+"""Bad input to ``tnt-convert``: a one-line error, exit code 1, no output, input untouched.
+
+Every case builds a real file in ``tmp_path`` and runs the CLI. Hostile pickles run as a
+subprocess and carry a payload that would create a marker file: it must not appear.
+"""
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import convert
+from convert import files, mindspore_ckpt
+from convert.cli import main
+from convert.errors import ConversionError
+from parity_tests.test_convert_roundtrip import (ROOT, TINY, random_state, save_mindspore, tensors,
+                                                 to_official)
+
+
+class Payload:
+    """Unpickling this runs ``os.system``: the marker file proves it ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+@pytest.fixture(scope='module')
+def state():
+    return random_state()
+
+
+def save(arrays, path):
+    torch.save(tensors(arrays), path)
+    return path
+
+
+def edited(state, drop=(), add=None, change=None):
+    out = {k: v for k, v in state.items() if k not in drop}
+    out.update(add or {})
+    out.update(change or {})
+    return out
+
+
+def write(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def truncated(src, path):
+    data = src.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    return path
+
+
+def zoo_ckpt(path):
+    """Keys of the MindSpore model zoo TNT (separate q/k, ``proj_norm2_tnt``)."""
+    arrays = {'cls_token': np.zeros((1, 1, 96), np.float32), 'outer_pos': np.zeros((1, 17, 96), np.float32),
+              'inner_pos': np.zeros((1, 16, 6), np.float32), 'proj_norm2_tnt.gamma': np.ones(96, np.float32)}
+    for b in ('inner_attn', 'outer_attn'):
+        for p in ('q', 'k', 'v', 'proj'):
+            arrays[f'blocks.0.{b}.{p}.weight'] = np.zeros((6, 6), np.float32)
+    with open(path, 'wb') as f:
+        for k, v in arrays.items():
+            mindspore_ckpt.write_tensor(f, k, v, 'fp32')
+    return path
+
+
+def resnet(path):
+    return save({'conv1.weight': np.zeros((8, 3, 7, 7), np.float32), 'bn1.weight': np.ones(8, np.float32),
+                 'layer1.0.conv1.weight': np.zeros((8, 8, 3, 3), np.float32),
+                 'fc.weight': np.zeros((10, 8), np.float32)}, path)
+
+
+# name: (build(tmp_path, state) -> extra CLI args with the input first, expected message part)
+CASES = {
+    'empty': (lambda t, s: [write(t / 'e.pth', b'')], 'empty file'),
+    'text garbage': (lambda t, s: [write(t / 'g.pth', b'hello, not a checkpoint\n' * 50)],
+                     'not a checkpoint (unrecognised format'),
+    'ckpt-like garbage': (lambda t, s: [write(t / 'g.ckpt', b'\x0a' + np.random.default_rng(0).bytes(4000))],
+                          'not a readable MindSpore checkpoint'),
+    'directory': (lambda t, s: [(t / 'd').mkdir() or t / 'd'], 'is a directory'),
+    'missing': (lambda t, s: [t / 'nope.pth'], 'no such file'),
+    'truncated pth': (lambda t, s: [truncated(save(s, t / 'full.pth'), t / 'cut.pth')],
+                      'not a readable torch checkpoint (truncated or corrupt'),
+    'truncated safetensors': (lambda t, s: [truncated(
+        (save_file(tensors(s), t / 'full.safetensors'), t / 'full.safetensors')[1], t / 'cut.safetensors')],
+        'not a readable safetensors file (truncated or corrupt'),
+    'truncated ckpt': (lambda t, s: [truncated((save_mindspore(s, t / 'full.ckpt'), t / 'full.ckpt')[1],
+                                               t / 'cut.ckpt')], 'not a readable MindSpore checkpoint'),
+    'resnet': (lambda t, s: [resnet(t / 'resnet50.pth')], 'not a TNT checkpoint: 4 tensors such as bn1.weight'),
+    'model zoo TNT': (lambda t, s: [zoo_ckpt(t / 'zoo.ckpt')], 'different architecture, not loadable into mindspore_tnt'),
+    'shape mismatch': (lambda t, s: [save(edited(s, change={'blocks.0.mlp.fc1.weight': np.zeros((100, 96), np.float32)}),
+                                          t / 'bad.pth')], 'no registered TNT variant has these keys and shapes'),
+    'shape mismatch, named': (lambda t, s: [save(edited(s, change={
+        'blocks.0.mlp.fc1.weight': np.zeros((100, 96), np.float32)}), t / 'bad.pth'), '--model', TINY],
+        'blocks.0.mlp.fc1.weight has shape (100, 96), expected (384, 96)'),
+    'missing key': (lambda t, s: [save(edited(s, drop=['blocks.1.norm_in.weight']), t / 'bad.pth'), '--model', TINY],
+                    "missing keys ['blocks.1.norm_in.weight'] (1), unexpected keys [] (0)"),
+    'unexpected key': (lambda t, s: [save(edited(s, add={'extra.weight': np.zeros(3, np.float32)}), t / 'bad.pth'),
+                                     '--model', TINY], "missing keys [] (0), unexpected keys ['extra.weight'] (1)"),
+    'other variant named': (lambda t, s: [save(s, t / 'tiny.pth'), '--model', 'tnt_s_patch16_224'],
+                            'not a tnt_s_patch16_224 checkpoint: missing keys'),
+    'NaN': (lambda t, s: [save(edited(s, change={'blocks.2.proj.weight': np.full((96, 96), np.nan, np.float32)}),
+                               t / 'nan.pth')], 'blocks.2.proj.weight holds 9216 NaN/Inf values'),
+    'Inf in official layout': (lambda t, s: [save(to_official(edited(s, change={
+        'norm.bias': np.full(96, np.inf, np.float32)})), t / 'inf.pth.tar')], 'norm.bias holds 96 NaN/Inf values'),
+    'fp16 overflow': (lambda t, s: [save(edited(s, change={'head.bias': np.full(1000, 1e6, np.float32)}),
+                                         t / 'big.pth'), '--dtype', 'fp16'], 'head.bias: values up to 1e+06 overflow fp16'),
+    'ema absent': (lambda t, s: [save(s, t / 'plain.pth'), '--ema'], '--ema: the file is a plain state dict'),
+    'no state dict': (lambda t, s: [(torch.save({'epoch': 3, 'optimizer': {'lr': 0.1}}, t / 'opt.pth'),
+                                     t / 'opt.pth')[1]], "no state dict found: top-level keys ['epoch', 'optimizer']"),
+    'bad classes': (lambda t, s: [save(s, t / 'a.pth'), '--num-classes', '-3'], '--num-classes must be >= 0'),
+    'bad size': (lambda t, s: [save(s, t / 'a.pth'), '--img-size', '100'], 'must be a positive multiple of 16'),
+}
+
+OUTPUT_CASES = {
+    'exists': (['out.ckpt'], 'exists; pass --force to overwrite it'),
+    'same as input': (['a.pth', '--force', '--to', 'torch'], 'is the input file'),
+    'ckpt for torch': (['out.ckpt', '--to', 'torch'], '.ckpt is a MindSpore format'),
+    'pth for mindspore': (['out.pth', '--to', 'mindspore'], 'is a torch format'),
+    'unknown suffix': (['out.npz'], 'unknown output type'),
+    'missing directory': (['no/such/dir/out.ckpt'], 'does not exist'),
+    'official for mindspore': (['out.ckpt', '--layout', 'official'], 'the official layout is a torch layout'),
+}
+
+
+def snapshot(path):
+    return {p: (p.stat().st_size, p.read_bytes()) for p in sorted(path.rglob('*')) if p.is_file()}
+
+
+def assert_refused(code, err, expected, tmp_path, before):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith('tnt-convert: error: '), err
+    assert expected in lines[0], lines[0]
+    assert snapshot(tmp_path) == before, 'a file was written, changed or left behind'
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_bad_input(case, state, tmp_path, capsys):
+    build, expected = CASES[case]
+    args = build(tmp_path, state)
+    before = snapshot(tmp_path)
+    code = main(['--no-progress', str(args[0]), str(tmp_path / 'out.ckpt'), *map(str, args[1:])])
+    assert_refused(code, capsys.readouterr().err, expected, tmp_path, before)
+    assert not (tmp_path / 'out.ckpt').exists()
+
+
+@pytest.mark.parametrize('case', sorted(OUTPUT_CASES))
+def test_bad_output(case, state, tmp_path, capsys):
+    save(state, tmp_path / 'a.pth')
+    (tmp_path / 'out.ckpt').write_bytes(b'keep me')
+    args, expected = OUTPUT_CASES[case]
+    before = snapshot(tmp_path)
+    code = main(['--no-progress', str(tmp_path / 'a.pth'), str(tmp_path / args[0]), *args[1:]])
+    assert_refused(code, capsys.readouterr().err, expected, tmp_path, before)
+
+
+def hostile_files(tmp_path, marker):
+    legacy = tmp_path / 'legacy_pickle.pth'
+    with open(legacy, 'wb') as f:
+        pickle.dump({'state_dict': Payload(marker)}, f, protocol=2)
+    zipped = tmp_path / 'zip_pickle.pth.tar'
+    torch.save({'state_dict': {'cls_token': torch.zeros(1)}, 'args': Payload(marker)}, zipped)
+    as_bin = tmp_path / 'pytorch_model.bin'
+    torch.save(Payload(marker), as_bin)
+    return legacy, zipped, as_bin
+
+
+def test_hostile_pickle_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / 'payload_ran'
+    assert not marker.exists()
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    for src in hostile_files(tmp_path, marker):
+        before = snapshot(tmp_path)
+        p = subprocess.run([sys.executable, '-m', 'convert.cli', '--no-progress', str(src),
+                            str(tmp_path / 'out.ckpt')], capture_output=True, text=True, env=env, cwd=ROOT)
+        assert_refused(p.returncode, p.stderr, 'refused: the pickle holds more than tensors', tmp_path, before)
+        assert 'posix.system' in p.stderr or 'os.system' in p.stderr, p.stderr
+        assert not marker.exists(), 'the payload ran'
+        with pytest.raises(ValueError, match='refused'):
+            convert.load_torch_into_mindspore(src)
+        assert not marker.exists(), 'the payload ran'
+    # The payload is live: plain unpickling does run it (so the refusal above is meaningful).
+    with open(tmp_path / 'legacy_pickle.pth', 'rb') as f:
+        pickle.load(f)
+    assert marker.exists()
+
+
+def test_api_raises_value_error_subclass(tmp_path):
+    with pytest.raises(ValueError, match='no such file') as info:
+        convert.load_torch_into_mindspore(tmp_path / 'missing.pth')
+    assert isinstance(info.value, convert.ConversionError) and '\n' not in str(info.value)
+    resnet(tmp_path / 'r.pth')
+    with pytest.raises(convert.ConversionError, match='not a TNT checkpoint'):
+        convert.load_mindspore_into_torch(tmp_path / 'r.pth')
+
+
+def test_failed_verification_leaves_no_output(state, tmp_path, monkeypatch):
+    """A conversion bug that verification catches: transposed square block ``proj`` weight."""
+    src = save(state, tmp_path / 'a.pth')
+    real = files.from_timm
+
+    def planted(arrays, *args):
+        out = dict(arrays)
+        out['blocks.1.proj.weight'] = np.ascontiguousarray(out['blocks.1.proj.weight'].T)
+        return real(out, *args)
+
+    monkeypatch.setattr(files, 'from_timm', planted)
+    before = snapshot(tmp_path)
+    with pytest.raises(ConversionError, match='verification failed: 1 tensors differ'):
+        files.convert_file(src, tmp_path / 'out.ckpt')
+    assert snapshot(tmp_path) == before
+
+
+def test_interrupted_write_leaves_no_temp_file(state, tmp_path, monkeypatch):
+    src = save(state, tmp_path / 'a.pth')
+    calls = []
+
+    def failing(f, name, array, dtype_name):
+        calls.append(name)
+        if len(calls) == 20:
+            raise OSError('No space left on device')
+        return real(f, name, array, dtype_name)
+
+    real = mindspore_ckpt.write_tensor
+    monkeypatch.setattr(mindspore_ckpt, 'write_tensor', failing)
+    before = snapshot(tmp_path)
+    with pytest.raises(OSError, match='No space left'):
+        files.convert_file(src, tmp_path / 'out.ckpt', verify=False)
+    assert snapshot(tmp_path) == before and len(calls) == 20
