@@ -1,18 +1,24 @@
 """Mixed-precision levels of the MindSpore TNT, shared by training and the parity report.
 
-O0: fp32 everywhere. O2 (the default on Ascend/GPU): Dense layers and matmuls in fp16;
-LayerNorm, softmax, GELU and residual adds stay fp32. O3: the whole network in fp16.
+O0: fp32 everywhere.
+O2 (the default for training): the matmuls in fp16 -- every Dense layer, the attention's
+q·kᵀ and attn·v, and the pixel-embedding convolution -- while LayerNorm, softmax, GELU,
+bias adds and residual adds stay fp32. Built on MindSpore's operator-level AMP
+(``amp_level='auto'``): matmul and convolution primitives run in fp16, LayerNorm and
+softmax are forced to fp32, every other op runs in the dtype of its inputs. An fp16
+matmul's output meets an fp32 bias add, LayerNorm or softmax, so fp16 does not reach
+GELU or the residual stream.
+O3: the whole network in fp16 (every cell's inputs and parameters cast, LayerNorm and
+softmax included); outputs cast back to fp32.
+
+Apply the level to the outermost Cell that is called (the model, its loss cell, or
+``WithIntermediates``): O2 acts within the ``construct`` of the cell it is given.
+``parity.dtypes`` reads the dtypes a compiled graph really computes; the parity tests
+check them for every level.
 """
 import mindspore as ms
-from mindspore import nn, ops
 
 AMP_LEVELS = ('O0', 'O2', 'O3')
-
-
-def _fp16_white_list():
-    from mindspore.ops.auto_generate import gen_ops_prim
-    extra = [getattr(gen_ops_prim, n) for n in ('MatMulExt', 'BatchMatMulExt') if hasattr(gen_ops_prim, n)]
-    return [nn.Dense, ops.MatMul, ops.BatchMatMul] + extra
 
 
 def apply_amp(net, level):
@@ -22,5 +28,5 @@ def apply_amp(net, level):
     if level == 'O0':
         return net
     if level == 'O2':
-        return ms.amp.custom_mixed_precision(net, white_list=_fp16_white_list(), dtype=ms.float16)
+        return ms.amp.auto_mixed_precision(net, 'auto', ms.float16)
     return ms.amp.auto_mixed_precision(net, 'O3', ms.float16)

@@ -46,3 +46,48 @@ def format_rows(rows):
         lines.append(f"{r['stage']:<10} {r['stream']:<6} {r['max_abs']:>10.3e} {r['rel']:>10.3e} "
                      f"{r['cos']:>12.9f}")
     return '\n'.join(lines)
+
+
+def rel_l2_err(test, ref):
+    """``||test - ref||_2 / ||ref||_2``: an error measure that a few outlying elements cannot dominate."""
+    t = np.asarray(test, np.float64)
+    r = np.asarray(ref, np.float64)
+    return float(np.linalg.norm(t - r) / max(np.linalg.norm(r), np.finfo(np.float64).tiny))
+
+
+def median_rel_err(test, ref):
+    """``median|test - ref| / median|ref|``: the typical element's error, blind to a few outliers."""
+    t = np.asarray(test, np.float64)
+    r = np.asarray(ref, np.float64)
+    return float(np.median(np.abs(t - r)) / max(float(np.median(np.abs(r))), np.finfo(np.float64).tiny))
+
+
+def compare_tensors(test, ref):
+    """Rows ``{name, max_abs, rel, rel_l2, rel_median, cos, ref_max}`` per tensor of the dicts ``ref`` and ``test``.
+
+    The names must agree (``KeyError`` otherwise); rows follow ``ref``'s order.
+    """
+    missing, extra = sorted(set(ref) - set(test)), sorted(set(test) - set(ref))
+    if missing or extra:
+        raise KeyError(f'tensor names differ: missing {missing[:5]}, unexpected {extra[:5]}')
+    rows = []
+    for name, r in ref.items():
+        t = test[name]
+        if np.shape(t) != np.shape(r):
+            raise ValueError(f'{name}: shape {np.shape(t)} != reference {np.shape(r)}')
+        rows.append(dict(name=name, max_abs=max_abs_err(t, r), rel=rel_err(t, r),
+                         rel_l2=rel_l2_err(t, r), rel_median=median_rel_err(t, r), cos=cosine(t, r),
+                         ref_max=float(np.max(np.abs(r)))))
+    return rows
+
+
+def worst(rows, key='rel'):
+    """The row with the largest ``key`` (NaN counts as largest)."""
+    return max(rows, key=lambda r: np.inf if np.isnan(r[key]) else r[key])
+
+
+def topk_agreement(test_logits, ref_logits, k=1):
+    """Mean over samples of ``|top-k(test) ∩ top-k(ref)| / k``; 1.0 when every top-k set agrees."""
+    t = np.argsort(-np.asarray(test_logits), axis=-1)[:, :k]
+    r = np.argsort(-np.asarray(ref_logits), axis=-1)[:, :k]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(t, r)]))

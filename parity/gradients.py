@@ -1,0 +1,111 @@
+"""Gradient parity: the same weights, batch and labels, label-smoothed cross-entropy, backward
+in both frameworks; every parameter's gradient and the input gradient compared."""
+import numpy as np
+
+from tnt_common.compare import compare_tensors, rel_err, worst
+
+SMOOTHING = 0.1
+GRAD_BOUND = 1e-4
+
+
+def make_labels(batch, num_classes, seed=0):
+    """Deterministic class labels for ``make_batch``'s images."""
+    return np.random.default_rng(seed + 1).integers(0, num_classes, batch).astype(np.int32)
+
+
+def torch_gradients(model, x, y, smoothing=SMOOTHING):
+    """(loss, {timm_name: grad}, input grad) of a torch TNT in training mode, as numpy."""
+    import torch
+    from torch.nn import functional as F
+    model.train()
+    model.zero_grad(set_to_none=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    loss = F.cross_entropy(model(xt), torch.from_numpy(y).long(), label_smoothing=smoothing)
+    loss.backward()
+    grads = {k: p.grad.numpy().copy() for k, p in model.named_parameters()}
+    return loss.item(), grads, xt.grad.numpy().copy()
+
+
+def loss_cell(net, smoothing=SMOOTHING):
+    """``net`` followed by label-smoothed cross-entropy on integer labels, as one Cell."""
+    from mindspore import nn, ops
+
+    class WithLoss(nn.Cell):
+        def __init__(self, backbone):
+            super().__init__(auto_prefix=False)
+            self.backbone = backbone
+
+        def construct(self, x, y):
+            return ops.cross_entropy(self.backbone(x), y, label_smoothing=smoothing)
+
+    return WithLoss(net)
+
+
+def grad_cell(cell, params):
+    """A Cell returning (loss, input grad, parameter grads) of ``cell(x, y)``; one graph in GRAPH mode."""
+    import mindspore as ms
+    from mindspore import nn
+
+    class WithGrads(nn.Cell):
+        def __init__(self):
+            super().__init__(auto_prefix=False)
+            self.cell = cell
+            self.grad_fn = ms.value_and_grad(cell, grad_position=0, weights=params)
+
+        def construct(self, x, y):
+            loss, (dx, grads) = self.grad_fn(x, y)
+            return loss, dx, grads
+
+    return WithGrads()
+
+
+def mindspore_gradients(net, x, y, smoothing=SMOOTHING, wrap=None):
+    """(loss, {timm_name: grad}, input grad) of a MindSpore TNT in training mode, as numpy.
+
+    ``wrap`` (e.g. an AMP level's ``apply_amp``) is applied to the loss cell before the
+    gradient is taken.
+    """
+    import mindspore as ms
+    from convert.keymap import TIMM_TO_MINDSPORE
+    net.set_train(True)
+    cell = loss_cell(net, smoothing)
+    if wrap is not None:
+        cell = wrap(cell)
+    params = net.trainable_params()
+    loss, dx, grads = grad_cell(cell, params)(ms.Tensor(x), ms.Tensor(y))
+    named = {TIMM_TO_MINDSPORE.backward(p.name): g.asnumpy() for p, g in zip(params, grads)}
+    return float(loss.asnumpy()), named, dx.asnumpy()
+
+
+def compare_gradients(test, ref, bound=GRAD_BOUND):
+    """Report of (loss, grads, input grad) against the reference: per-tensor rows, verdict.
+
+    Every parameter gradient and the input gradient must satisfy
+    ``max|test - ref| / max|ref| <= bound``; the loss too.
+    """
+    rows = compare_tensors(test[1], ref[1])
+    input_row = compare_tensors({'input': test[2]}, {'input': ref[2]})[0]
+    loss_rel = rel_err(test[0], ref[0])
+    failing = [r['name'] for r in rows + [input_row] if not r['rel'] <= bound]
+    return dict(rows=rows, input=input_row, loss=test[0], loss_ref=ref[0], loss_rel=loss_rel,
+                worst=worst(rows), failing=failing, bound=bound,
+                passed=not failing and loss_rel <= bound)
+
+
+def describe_gradients(report):
+    """One line: the verdict and the worst tensor."""
+    w, i = report['worst'], report['input']
+    head = 'gradients agree' if report['passed'] else f"gradients differ in {len(report['failing'])} tensor(s) " \
+                                                    f"({', '.join(report['failing'][:4])})"
+    return (f"{head}: worst {w['name']} rel {w['rel']:.3e} (cos {w['cos']:.7f}), input rel {i['rel']:.3e}, "
+            f"loss {report['loss']:.6f} vs {report['loss_ref']:.6f} (bound {report['bound']:.0e})")
+
+
+def run_gradients(name, mode, batch=2, seed=0, models=None):
+    """(MindSpore, torch) (loss, grads, input grad) of variant ``name`` on random weights."""
+    from parity.forward import make_batch, random_models, set_mode
+    set_mode(mode)
+    torch_model, net = models or random_models(name, seed)
+    x = make_batch(batch, torch_model.pixel_embed.grid_size[0] * 16, seed)
+    y = make_labels(batch, torch_model.num_classes, seed)
+    return mindspore_gradients(net, x, y), torch_gradients(torch_model, x, y)

@@ -1,0 +1,168 @@
+"""Training-step parity: the same init, batches, drop-path masks, AdamW groups and LR schedule.
+
+The MindSpore side uses the training package's optimizer (``tnt_train.optim``: AdamW with
+the recipe's weight-decay groups and its in-graph LR schedule); the torch side uses
+``torch.optim.AdamW`` with the groups and schedule of ``tnt_common.recipe``. Drop path is
+on, its masks shared through ``parity.droppath`` (so MindSpore runs in PYNATIVE mode).
+"""
+import numpy as np
+
+from tnt_common import recipe
+from tnt_common.compare import compare_tensors, rel_err, worst
+
+STEPS = 5
+WARMUP_STEPS = 2
+WARMUP_LR = 1e-4
+DROP_PATH = 0.1
+LOSS_BOUND = 1e-5
+# Per tensor, on the change of the weights since the start (the update u = w_step - w_init):
+# median|u_ms - u_pt| / median|u_pt|. See docs/parity.md for why the median.
+UPDATE_BOUND = 1e-4
+
+
+def schedule(steps=STEPS, warmup_steps=WARMUP_STEPS, warmup_lr=WARMUP_LR):
+    """The recipe's per-step LR function (linear warm-up, then cosine to ``min_lr``) at its peak LR.
+
+    The warm-up starts at 1e-4 rather than the recipe's 1e-6: a 1e-6 step is below the
+    fp32 resolution of the weights (1.2e-7 near 1) and would compare rounding, not updates.
+    """
+    return recipe.lr_schedule(recipe.RECIPE['lr'], steps, warmup_steps, warmup_lr=warmup_lr)
+
+
+def batches(steps, batch, img_size, num_classes, seed=0):
+    """``steps`` distinct (images, labels) batches."""
+    from parity.forward import make_batch
+    from parity.gradients import make_labels
+    return [(make_batch(batch, img_size, seed + 100 + s), make_labels(batch, num_classes, seed + 100 + s))
+            for s in range(steps)]
+
+
+def torch_optimizer(model, lr, weight_decay=recipe.RECIPE['weight_decay']):
+    """torch AdamW over the recipe's groups: decay where ``recipe.applies_weight_decay``."""
+    import torch
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if recipe.applies_weight_decay(name, p.shape) else no_decay).append(p)
+    return torch.optim.AdamW([{'params': decay, 'weight_decay': weight_decay},
+                              {'params': no_decay, 'weight_decay': 0.}],
+                             lr=lr, betas=recipe.RECIPE['betas'], eps=recipe.RECIPE['eps'])
+
+
+def torch_train(model, data, lrs, noise=None, smoothing=0.1):
+    """([loss per step], [{timm_name: weights} after each step]) of torch AdamW steps."""
+    import torch
+    from torch.nn import functional as F
+    from parity.droppath import set_noise
+    set_noise(model, noise)
+    model.train()
+    opt = torch_optimizer(model, lrs[0])
+    losses, weights = [], []
+    for lr, (x, y) in zip(lrs, data):
+        for group in opt.param_groups:
+            group['lr'] = lr
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y).long(),
+                               label_smoothing=smoothing)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        weights.append({k: v.detach().numpy().copy() for k, v in model.named_parameters()})
+    return losses, weights
+
+
+def train_step_cell(cell, optimizer, lr_schedule):
+    """One training step as a Cell: gradients, the LR schedule's step, the optimizer's update."""
+    import mindspore as ms
+    from mindspore import nn
+
+    class TrainStep(nn.Cell):
+        def __init__(self):
+            super().__init__(auto_prefix=False)
+            self.cell = cell
+            self.optimizer = optimizer
+            self.lr_schedule = lr_schedule
+            self.grad_fn = ms.value_and_grad(cell, None, optimizer.parameters)
+
+        def construct(self, x, y):
+            loss, grads = self.grad_fn(x, y)
+            self.lr_schedule()
+            self.optimizer(grads)
+            return loss
+
+    return TrainStep()
+
+
+def mindspore_train(net, data, lrs, noise=None, create_optimizer=None):
+    """([loss per step], [{timm_name: weights} after each step]) of ``tnt_train.optim`` steps.
+
+    ``create_optimizer(net, lrs) -> (optimizer, lr_schedule)`` defaults to the training
+    package's ``tnt_train.optim.create_optimizer``.
+    """
+    import mindspore as ms
+    from convert.transfer import mindspore_to_numpy
+    from parity.droppath import set_noise
+    from parity.gradients import loss_cell
+    if create_optimizer is None:
+        from tnt_train.optim import create_optimizer
+    set_noise(net, noise)
+    net.set_train(True)
+    optimizer, lr_schedule = create_optimizer(net, lrs)
+    step = train_step_cell(loss_cell(net), optimizer, lr_schedule)
+    losses, weights = [], []
+    for x, y in data:
+        losses.append(float(step(ms.Tensor(x), ms.Tensor(y)).asnumpy()))
+        weights.append(mindspore_to_numpy(net))
+    return losses, weights
+
+
+def compare_training(test, ref, initial, loss_bound=LOSS_BOUND, update_bound=UPDATE_BOUND):
+    """Per-step report of (losses, weights) against the reference, from common ``initial`` weights.
+
+    Losses: ``|Δloss| / |loss| <= loss_bound``. Weights: per tensor, the updates since
+    ``initial`` (u) must agree for the typical element, ``median|u_test - u_ref| /
+    median|u_ref| <= update_bound``; the max-abs error of the weights is reported beside it.
+    """
+    steps = []
+    for s, (lt, lr_, wt, wr) in enumerate(zip(test[0], ref[0], test[1], ref[1])):
+        delta_t = {k: wt[k] - initial[k] for k in wr}
+        delta_r = {k: wr[k] - initial[k] for k in wr}
+        rows = compare_tensors(delta_t, delta_r)
+        for row in rows:
+            row['weight_max_abs'] = float(np.max(np.abs(wt[row['name']] - wr[row['name']])))
+        failing = [r['name'] for r in rows if not r['rel_median'] <= update_bound]
+        loss_rel = rel_err(lt, lr_)
+        steps.append(dict(step=s, loss=lt, loss_ref=lr_, loss_rel=loss_rel, rows=rows,
+                          worst=worst(rows, 'rel_median'), failing=failing,
+                          passed=not failing and loss_rel <= loss_bound))
+    return dict(steps=steps, loss_bound=loss_bound, update_bound=update_bound,
+                passed=len(steps) == len(ref[0]) and all(s['passed'] for s in steps))
+
+
+def describe_training(report):
+    lines = []
+    for s in report['steps']:
+        w = s['worst']
+        lines.append(f"step {s['step']}: loss {s['loss']:.6f} vs {s['loss_ref']:.6f} (rel {s['loss_rel']:.2e}); "
+                     f"worst update {w['name']} median rel {w['rel_median']:.2e}, "
+                     f"max|Δw| over all tensors {max(r['weight_max_abs'] for r in s['rows']):.2e}"
+                     + ('' if s['passed'] else f"  FAIL: {', '.join(s['failing'][:4])}"))
+    return '\n'.join(lines)
+
+
+def run_training(name, batch=2, steps=STEPS, seed=0, create_optimizer=None, models=None):
+    """(report, MindSpore (losses, weights), torch (losses, weights)) for variant ``name``."""
+    from convert.transfer import torch_to_numpy
+    from parity.droppath import mindspore_noise, torch_noise
+    from parity.forward import random_models, set_mode
+    set_mode('pynative')
+    torch_model, net = models or random_models(name, seed, drop_path_rate=DROP_PATH)
+    initial = torch_to_numpy(torch_model)
+    data = batches(steps, batch, torch_model.pixel_embed.grid_size[0] * 16, torch_model.num_classes, seed)
+    lrs = schedule(steps)
+    ms_noise, pt_noise = mindspore_noise(seed), torch_noise(seed)
+    test = mindspore_train(net, data, lrs, ms_noise, create_optimizer)
+    ref = torch_train(torch_model, data, lrs, pt_noise)
+    if ms_noise.source.shapes != pt_noise.source.shapes:
+        raise AssertionError('the frameworks drew different drop-path masks: '
+                             f'{len(ms_noise.source.shapes)} vs {len(pt_noise.source.shapes)} draws')
+    return compare_training(test, ref, initial), test, ref
