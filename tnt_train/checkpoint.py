@@ -1,0 +1,134 @@
+"""Training checkpoints: written atomically (temp file + rename), CRC-checked, last K kept plus the best.
+
+A checkpoint holds every Parameter of the training state (weights, AdamW moments and
+step, group LRs, the LR schedule's step, EMA weights, loss-scale value and counter),
+the default generator's state, and ``meta``: epoch, step within the epoch, global step,
+data seed and best accuracy (the data order and augmentations follow from them).
+"""
+import glob
+import json
+import os
+import re
+
+from tnt_train.errors import InputError
+from tnt_train.mslog import quiet_mindspore_log
+
+CKPT_DIR = 'checkpoints'
+_PATTERN = re.compile(r'step(\d+)\.ckpt$')
+
+
+def state_parameters(*cells_or_params):
+    """Unique Parameters (by name, in order) of the given cells and loose Parameters."""
+    import mindspore as ms
+    out = {}
+    for item in cells_or_params:
+        params = [item] if isinstance(item, ms.Parameter) else item.get_parameters()
+        for p in params:
+            out.setdefault(p.name, p)
+    return list(out.values())
+
+
+def atomic_save(params, path, append_dict=None):
+    """Write ``params`` (and ``append_dict``) to ``path`` via a temp file in the same folder, then rename."""
+    import mindspore as ms
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f'.tmp-{os.getpid()}-{os.path.basename(path)}')
+    try:
+        ms.save_checkpoint([{'name': p.name, 'data': p.value()} for p in params], tmp,
+                           append_dict=append_dict, crc_check=True)
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_training_state(params, path, meta):
+    """A training checkpoint: ``params``, ``meta`` and the default generator's state."""
+    import mindspore as ms
+    return atomic_save(params, path, {'meta': json.dumps(meta), 'rng_state': ms.get_rng_state()})
+
+
+def read(path):
+    """``(arrays {name: Parameter}, meta dict, rng_state)`` of a checkpoint; ``InputError`` if unreadable."""
+    import mindspore as ms
+    if not os.path.isfile(path):
+        raise InputError(f'checkpoint {path} does not exist')
+    try:
+        with quiet_mindspore_log():
+            saved = ms.load_checkpoint(path, crc_check=True)
+        meta = json.loads(saved.pop('meta'))
+        rng_state = saved.pop('rng_state')
+    except (ValueError, KeyError, TypeError, RuntimeError, OSError) as e:
+        raise InputError(f'checkpoint {path} is corrupt or not a training checkpoint '
+                         f'({type(e).__name__})') from None
+    return saved, meta, rng_state
+
+
+def restore(params, saved, path):
+    """Load ``saved`` into ``params`` strictly (names and shapes); ``InputError`` on mismatch."""
+    names = {p.name for p in params}
+    missing, unexpected = sorted(names - set(saved)), sorted(set(saved) - names)
+    if missing or unexpected:
+        raise InputError(f'checkpoint {path} does not match this training setup: missing '
+                         f'{missing[:3]} ({len(missing)}), unexpected {unexpected[:3]} ({len(unexpected)})')
+    for p in params:
+        if tuple(saved[p.name].shape) != tuple(p.shape):
+            raise InputError(f'checkpoint {path} does not match this model: {p.name} has shape '
+                             f'{tuple(saved[p.name].shape)}, expected {tuple(p.shape)}')
+    for p in params:
+        p.set_data(saved[p.name].value().astype(p.dtype))
+
+
+def checkpoints_in(folder):
+    """Step checkpoints in ``folder``, oldest first."""
+    found = [(int(m.group(1)), f) for f in glob.glob(os.path.join(folder, '*.ckpt'))
+             if (m := _PATTERN.search(os.path.basename(f)))]
+    return [f for _, f in sorted(found)]
+
+
+def resolve_resume(path):
+    """A checkpoint file, or the latest one in a run folder or its checkpoint folder."""
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(path):
+        for folder in (os.path.join(path, CKPT_DIR), path):
+            found = checkpoints_in(folder)
+            if found:
+                return found[-1]
+        raise InputError(f'no checkpoint found in {path}')
+    raise InputError(f'checkpoint {path} does not exist')
+
+
+class CheckpointManager:
+    """Writes ``epochE_stepG.ckpt`` into ``<out>/checkpoints``, keeps the last ``keep`` and ``best.ckpt``."""
+
+    def __init__(self, out_dir, keep=3, enabled=True):
+        self.folder = os.path.join(out_dir, CKPT_DIR)
+        self.keep = max(int(keep), 1)
+        self.enabled = enabled
+        if enabled:
+            os.makedirs(self.folder, exist_ok=True)
+            for stale in glob.glob(os.path.join(self.folder, '.tmp-*')):
+                os.remove(stale)
+
+    def save(self, params, meta):
+        if not self.enabled:
+            return None
+        path = save_training_state(params, os.path.join(
+            self.folder, f"epoch{meta['epoch']:04d}_step{meta['global_step']:08d}.ckpt"), meta)
+        for old in checkpoints_in(self.folder)[:-self.keep]:
+            os.remove(old)
+        return path
+
+    def save_best(self, params, meta):
+        if self.enabled:
+            save_training_state(params, os.path.join(self.folder, 'best.ckpt'), meta)
+
+
+def save_weights(net, path):
+    """Model weights only (mindspore_tnt names), atomically."""
+    return atomic_save(list(net.get_parameters()), path)

@@ -1,0 +1,209 @@
+"""ImageNet-style image folders through ``mindspore.dataset`` with the recipe's transforms.
+
+Train: RandomResizedCrop (bicubic) -> flip -> RandAugment -> normalise -> random erasing
+-> batch -> one-hot with label smoothing -> Mixup or CutMix (switch probability 0.5).
+Eval: resize to ``img_size / crop_pct`` (bicubic) -> centre crop -> normalise.
+Each epoch's pipeline is seeded from (seed, epoch), so the data order and every random
+augmentation are reproducible: a resumed run rebuilds the epoch and skips what it has seen.
+"""
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from tnt_train.errors import InputError
+
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def _images_in(folder):
+    return [f for f in os.listdir(folder) if f.lower().endswith(IMG_EXTENSIONS)]
+
+
+def image_folder_classes(split_dir):
+    """Sorted class names of an image folder split; ``InputError`` if missing or empty."""
+    if not os.path.isdir(split_dir):
+        raise InputError(f'data folder {split_dir} does not exist')
+    classes = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+    if not classes:
+        raise InputError(f'data folder {split_dir} has no class sub-folders')
+    empty = [c for c in classes if not _images_in(os.path.join(split_dir, c))]
+    if len(empty) == len(classes):
+        raise InputError(f'data folder {split_dir} holds no images ({", ".join(IMG_EXTENSIONS)})')
+    if empty:
+        raise InputError(f'data folder {split_dir}: class folders without images: {", ".join(empty[:5])}')
+    return classes
+
+
+def check_dataset(root, need_train=True):
+    """Class names of ``root/train`` and ``root/val`` (which must agree)."""
+    if not os.path.isdir(root):
+        raise InputError(f'data folder {root} does not exist')
+    val = image_folder_classes(os.path.join(root, 'val'))
+    if need_train:
+        train = image_folder_classes(os.path.join(root, 'train'))
+        if train != val:
+            raise InputError(f'{root}: train has {len(train)} classes, val has {len(val)}; they must match')
+    return val
+
+
+def default_data_dir():
+    cache = os.environ.get('XDG_CACHE_HOME', os.path.join(os.path.expanduser('~'), '.cache'))
+    return os.path.join(cache, 'tnt_train', 'sklearn_digits')
+
+
+def export_digits(root=None, size=32, val_fraction=0.2, seed=0):
+    """Write scikit-learn's handwritten digits (1797 8x8 images, 10 classes) as ``root/{train,val}/<digit>/``.
+
+    Done once: an existing folder is reused. Images are upscaled bicubically to ``size``
+    and stored as RGB PNGs; the split is stratified and fixed by ``seed``.
+    """
+    root = root or default_data_dir()
+    if os.path.isdir(os.path.join(root, 'val')):
+        return root
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    digits = load_digits()
+    index = np.arange(len(digits.target))
+    train_idx, val_idx = train_test_split(index, test_size=val_fraction, stratify=digits.target,
+                                          random_state=seed)
+    parent = os.path.dirname(os.path.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.digits-', dir=parent)
+    try:
+        for split, idx in (('train', train_idx), ('val', val_idx)):
+            for i in idx:
+                folder = os.path.join(tmp, split, str(digits.target[i]))
+                os.makedirs(folder, exist_ok=True)
+                pixels = (digits.images[i] * (255. / 16.)).round().astype(np.uint8)
+                img = Image.fromarray(pixels).resize((size, size), Image.BICUBIC).convert('RGB')
+                img.save(os.path.join(folder, f'{i:04d}.png'))
+        os.rename(tmp, root)
+    except OSError:
+        if not os.path.isdir(os.path.join(root, 'val')):  # not a concurrent writer's success
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+@dataclass(frozen=True)
+class TrainTransform:
+    """The training augmentation's settings (defaults: the recipe, DESIGN.md §5).
+
+    ``augment=False`` trains on the eval transform (no random crop, flip, RandAugment,
+    erasing or mixing; label smoothing still applies): every sample is deterministic.
+    """
+    img_size: int = 224
+    augment: bool = True
+    crop_pct: float = 0.9
+    scale: tuple = (0.08, 1.0)
+    ratio: tuple = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    rand_augment: str = 'rand-m9-mstd0.5-inc1'   # '' for none
+    reprob: float = 0.25
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    smoothing: float = 0.1
+    mean: tuple = (0.5, 0.5, 0.5)
+    std: tuple = (0.5, 0.5, 0.5)
+
+
+def _normalize(mean, std):
+    from mindspore.dataset import vision
+    return [vision.Normalize([255. * m for m in mean], [255. * s for s in std]), vision.HWC2CHW()]
+
+
+def _eval_ops(img_size, crop_pct, mean, std):
+    from mindspore.dataset import vision
+    return [vision.Decode(), vision.Resize(int(img_size / crop_pct), vision.Inter.BICUBIC),
+            vision.CenterCrop(img_size)] + _normalize(mean, std)
+
+
+def _folder(root, split, classes, shuffle, rank, world):
+    import mindspore.dataset as ds
+    return ds.ImageFolderDataset(os.path.join(root, split), shuffle=shuffle, num_shards=world, shard_id=rank,
+                                 class_indexing={c: i for i, c in enumerate(classes)},
+                                 extensions=list(IMG_EXTENSIONS) + [e.upper() for e in IMG_EXTENSIONS])
+
+
+def samples_per_rank(root, split, classes, rank=0, world=1):
+    """Images of ``root/split`` this rank reads per epoch (shards are padded to equal size)."""
+    return _folder(root, split, classes, False, rank, world).get_dataset_size()
+
+
+def _configure(workers, prefetch):
+    import mindspore.dataset as ds
+    if prefetch:
+        ds.config.set_prefetch_size(prefetch)
+    return workers
+
+
+def _augment(data, tf, workers):
+    """Per-sample random augmentation of ``(image, aug_seed)`` rows."""
+    from mindspore.dataset import vision
+    from tnt_train.augment import RandAugment, RandomErasing
+    geometric = [vision.Decode(), vision.RandomResizedCrop(tf.img_size, tf.scale, tf.ratio, vision.Inter.BICUBIC)]
+    if tf.hflip > 0:
+        geometric.append(vision.RandomHorizontalFlip(tf.hflip))
+    data = data.map(geometric, 'image', num_parallel_workers=workers)
+    if tf.rand_augment:
+        data = data.map(RandAugment(tf.rand_augment), ['image', 'aug_seed'], ['image', 'aug_seed'],
+                        num_parallel_workers=workers)
+    data = data.map(_normalize(tf.mean, tf.std), 'image', num_parallel_workers=workers)
+    if tf.reprob > 0:
+        data = data.map(RandomErasing(tf.reprob), ['image', 'aug_seed'], ['image', 'aug_seed'],
+                        num_parallel_workers=workers)
+    return data
+
+
+def _mix(data, tf):
+    """Mixup or CutMix of whole batches (one-hot targets); with both, each batch picks one."""
+    from mindspore.dataset import transforms, vision
+    mixers = []
+    if tf.mixup > 0:
+        mixers.append(vision.MixUpBatch(tf.mixup))
+    if tf.cutmix > 0:
+        mixers.append(vision.CutMixBatch(vision.ImageBatchFormat.NCHW, tf.cutmix))
+    if not mixers:
+        return data
+    return data.map(transforms.RandomChoice(mixers) if len(mixers) > 1 else mixers[0], ['image', 'label'])
+
+
+def train_dataset(root, classes, tf, batch_size, seed, epoch, rank=0, world=1, workers=2, prefetch=0):
+    """Batched ``(image (B,3,S,S) float32, target (B,K) float32)`` of epoch ``epoch`` for this rank.
+
+    Shuffling and the C++ random ops follow the dataset seed set from (seed, epoch); the
+    Python ops (RandAugment, erasing) follow per-sample seeds from (seed, epoch, rank).
+    """
+    import mindspore.dataset as ds
+    from mindspore.dataset import transforms
+    workers = _configure(workers, prefetch)
+    ds.config.set_seed(int(seed) * 100003 + int(epoch))
+    images = _folder(root, 'train', classes, True, rank, world)
+    sample_seeds = np.random.default_rng([int(seed), int(epoch), rank]).integers(
+        0, 2 ** 62, size=images.get_dataset_size())
+    data = ds.zip((images, ds.NumpySlicesDataset({'aug_seed': sample_seeds}, shuffle=False)))
+    if tf.augment:
+        data = _augment(data, tf, workers)
+    else:
+        data = data.map(_eval_ops(tf.img_size, tf.crop_pct, tf.mean, tf.std), 'image', num_parallel_workers=workers)
+    data = data.project(['image', 'label'])
+    data = data.map(transforms.OneHot(len(classes), tf.smoothing), 'label')
+    data = data.map(transforms.TypeCast(np.float32), 'label')
+    data = data.batch(batch_size, drop_remainder=True)
+    return _mix(data, tf) if tf.augment else data
+
+
+def eval_dataset(root, classes, img_size, crop_pct, batch_size, mean=(0.5,) * 3, std=(0.5,) * 3,
+                 rank=0, world=1, workers=2, prefetch=0):
+    """Batched ``(image, label int32)`` of ``root/val`` for this rank (no shuffling)."""
+    from mindspore.dataset import transforms
+    workers = _configure(workers, prefetch)
+    data = _folder(root, 'val', classes, False, rank, world)
+    data = data.map(_eval_ops(img_size, crop_pct, mean, std), 'image', num_parallel_workers=workers)
+    data = data.map(transforms.TypeCast(np.int32), 'label')
+    return data.batch(batch_size, drop_remainder=False)

@@ -1,0 +1,59 @@
+"""Device, execution mode, seeding and (under msrun) the data-parallel process group."""
+import os
+from dataclasses import dataclass
+
+DEVICES = ('auto', 'Ascend', 'GPU', 'CPU')
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: str
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self):
+        """Only rank 0 writes logs, checkpoints and plots."""
+        return self.rank == 0
+
+    @property
+    def distributed(self):
+        return self.world > 1
+
+
+def available_device():
+    """The best device MindSpore can use here: Ascend, then GPU, then CPU."""
+    import mindspore as ms
+    from tnt_train.mslog import quiet_mindspore_log
+    for name, ctx in (('Ascend', ms.device_context.ascend), ('GPU', ms.device_context.gpu)):
+        with quiet_mindspore_log():   # an absent backend is expected here, not worth a warning
+            if ctx.is_available():
+                return name
+    return 'CPU'
+
+
+def launched_by_msrun():
+    return os.environ.get('MS_ROLE') == 'MS_WORKER' and int(os.environ.get('MS_WORKER_NUM', '1')) > 1
+
+
+def setup(device='auto', pynative=False, seed=0, deterministic=False):
+    """Select the device and mode, join the msrun process group if launched by it, seed everything.
+
+    Every rank uses the same seed, so models built after this call start from the same
+    weights on all ranks (MindSpore does not broadcast initial weights).
+    """
+    import mindspore as ms
+    if device not in DEVICES:
+        raise ValueError(f'unknown device {device!r}; choose one of {", ".join(DEVICES)}')
+    device = available_device() if device == 'auto' else device
+    ms.set_device(device)
+    ms.set_context(mode=ms.PYNATIVE_MODE if pynative else ms.GRAPH_MODE)
+    if deterministic:
+        ms.set_deterministic(True)
+    rank, world = 0, 1
+    if launched_by_msrun():
+        from mindspore.communication import get_group_size, get_rank, init
+        init()
+        rank, world = get_rank(), get_group_size()
+    ms.set_seed(seed)
+    return Runtime(device, rank, world)

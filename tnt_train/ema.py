@@ -1,0 +1,32 @@
+"""Exponential moving average of the weights, updated inside the compiled train step."""
+import mindspore as ms
+from mindspore import nn, ops
+
+_ema_update = ops.MultitypeFuncGraph('ema_update')
+
+
+@_ema_update.register('Number', 'Tensor', 'Tensor')
+def _update(decay, shadow, param):
+    return ops.assign(shadow, shadow * decay + param.astype(shadow.dtype) * (1. - decay))
+
+
+class EMA(nn.Cell):
+    """``ema.<name> = decay * ema.<name> + (1 - decay) * <name>`` for every weight of ``net``."""
+
+    def __init__(self, net, decay):
+        super().__init__(auto_prefix=False)
+        self.decay = float(decay)
+        self.weights = ms.ParameterTuple(net.trainable_params())
+        self.shadow = self.weights.clone(prefix='ema', init='same')
+        for p in self.shadow:
+            p.requires_grad = False
+        self.hyper_map = ops.HyperMap()
+
+    def construct(self):
+        return self.hyper_map(ops.partial(_ema_update, self.decay), self.shadow, self.weights)
+
+    def copy_to(self, net):
+        """Write the averaged weights into ``net`` (a model of the same variant)."""
+        shadow = {p.name[len('ema.'):]: p for p in self.shadow}
+        for p in net.trainable_params():
+            p.set_data(shadow[p.name].value())

@@ -1,0 +1,247 @@
+"""The training session: builds model, optimiser, compiled steps and records, then trains and evaluates."""
+import contextlib
+import hashlib
+import math
+import os
+import time
+
+import numpy as np
+
+from tnt_common.recipe import lr_schedule, scaled_lr
+from tnt_common.variants import pretrained_cfg
+from tnt_train import checkpoint as ckpt
+from tnt_train.data import TrainTransform, eval_dataset, samples_per_rank, train_dataset
+from tnt_train.errors import InputError
+from tnt_train.metrics import RunLog
+
+
+@contextlib.contextmanager
+def working_dir(path):
+    """MindSpore's graph rewrite (used by AMP O2) writes its sources into the working directory."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+class Trainer:
+    """One run: ``fit()`` trains with evaluation each epoch; ``evaluate()`` and ``export()`` stand alone."""
+
+    def __init__(self, args, runtime, classes):
+        import mindspore as ms
+        from mindspore_tnt.amp import apply_amp
+        from tnt_train.ema import EMA
+        from tnt_train.evaluate import Evaluator
+        from tnt_train.model import build_model
+        from tnt_train.optim import create_optimizer
+        from tnt_train.train_step import TrainStep, dynamic_loss_scaler
+
+        self.args, self.rt, self.classes = args, runtime, classes
+        self.num_classes = len(classes)
+        cfg = pretrained_cfg(args.model)
+        self.crop_pct, self.mean, self.std = args.crop_pct or cfg['crop_pct'], cfg['mean'], cfg['std']
+        self.net = build_model(args.model, self.num_classes, args.img_size, args.drop_path,
+                               args.pretrained, replace_head=args.num_classes is not None)
+        with working_dir(args.output):
+            self.train_net = apply_amp(self.net, args.amp)
+
+        self.steps_per_epoch = samples_per_rank(args.data, 'train', classes, runtime.rank, runtime.world) \
+            // args.batch_size
+        if self.steps_per_epoch == 0 and not args.eval_only:
+            raise InputError(f'--batch-size {args.batch_size} is larger than the {args.data}/train '
+                             f'images one rank reads per epoch')
+        self.global_batch = args.batch_size * runtime.world
+        self.peak_lr = scaled_lr(self.global_batch, args.lr, args.lr_base_batch)
+        total = max(args.epochs * self.steps_per_epoch, 1)
+        self.schedule = lr_schedule(self.peak_lr, total, round(args.warmup_epochs * self.steps_per_epoch),
+                                    args.warmup_lr, args.min_lr)
+        self.optimizer, self.lr_schedule = create_optimizer(self.net, self.schedule, args.weight_decay, args.opt_eps)
+        self.scaler = dynamic_loss_scaler(args.loss_scale, args.loss_scale_window) if args.loss_scale else None
+        self.ema = EMA(self.net, args.ema_decay) if args.ema else None
+        self.step = TrainStep(self.train_net, self.optimizer, self.lr_schedule, args.clip_grad, self.scaler,
+                              self.ema, runtime.world)
+        self.evaluator = Evaluator(self.train_net, self.num_classes, args.eval_batch_size, runtime.world)
+        if self.ema is not None:
+            import mindspore_tnt
+            self.ema_net = mindspore_tnt.create_model(args.model, num_classes=self.num_classes,
+                                                      img_size=args.img_size)
+            self.ema_evaluator = Evaluator(self.ema_net, self.num_classes, args.eval_batch_size, runtime.world)
+        extra = [self.scaler.scale_value, self.scaler.counter] if self.scaler else []
+        self.state = ckpt.state_parameters(self.step, *extra)
+        self.checkpoints = ckpt.CheckpointManager(args.output, args.keep_checkpoints, enabled=runtime.is_main)
+        self.log = RunLog(args.output, enabled=runtime.is_main)
+        self.epoch = self.step_in_epoch = self.global_step = 0
+        self.best_top1 = None
+        self.num_params = sum(int(np.prod(p.shape)) for p in self.net.trainable_params())
+        self.ms = ms
+
+    # -- state -------------------------------------------------------------------------------
+    def meta(self):
+        return dict(epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
+                    steps_per_epoch=self.steps_per_epoch, seed=self.args.seed, best_top1=self.best_top1,
+                    model=self.args.model, num_classes=self.num_classes, img_size=self.args.img_size)
+
+    def resume(self, path):
+        """Restore the full training state saved at ``path``; the next step is the one after it."""
+        saved, meta, rng_state = ckpt.read(path)
+        if meta.get('steps_per_epoch') != self.steps_per_epoch:
+            raise InputError(f'checkpoint {path} was written with {meta.get("steps_per_epoch")} steps per epoch, '
+                             f'this run has {self.steps_per_epoch}: use the same data, batch size and workers')
+        ckpt.restore(self.state, saved, path)
+        self.ms.set_rng_state(rng_state)
+        self.epoch, self.step_in_epoch = meta['epoch'], meta['step_in_epoch']
+        self.global_step, self.best_top1 = meta['global_step'], meta['best_top1']
+        return meta
+
+    def save(self):
+        return self.checkpoints.save(self.state, self.meta())
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _val_data(self):
+        a = self.args
+        return eval_dataset(a.data, self.classes, a.img_size, self.crop_pct, a.eval_batch_size, self.mean,
+                            self.std, self.rt.rank, self.rt.world, a.workers, a.prefetch)
+
+    def evaluate(self):
+        """``{top1, top5, loss, count}`` of the model, plus ``ema_top1``/``ema_top5`` with EMA."""
+        result = self.evaluator(self._val_data())
+        if self.ema is not None:
+            self.ema.copy_to(self.ema_net)
+            ema = self.ema_evaluator(self._val_data())
+            result.update(ema_top1=ema['top1'], ema_top5=ema['top5'])
+        return result
+
+    # -- training ----------------------------------------------------------------------------
+    def _train_data(self, epoch):
+        a = self.args
+        tf = TrainTransform(img_size=a.img_size, augment=not a.no_augment, crop_pct=self.crop_pct, scale=(a.scale_min, 1.), hflip=a.hflip,
+                            rand_augment=a.rand_augment, reprob=a.reprob, mixup=a.mixup, cutmix=a.cutmix,
+                            smoothing=a.smoothing, mean=self.mean, std=self.std)
+        return train_dataset(a.data, self.classes, tf, a.batch_size, a.seed, epoch, self.rt.rank, self.rt.world,
+                             a.workers, a.prefetch)
+
+    def _train_epoch(self):
+        from tqdm import tqdm
+        a, S = self.args, self.steps_per_epoch
+        start = self.step_in_epoch
+        bar = tqdm(total=S, initial=start, desc=f'epoch {self.epoch + 1}/{a.epochs}', unit='step',
+                   disable=None if self.rt.is_main else True, leave=False)
+        # a resumed epoch's mean loss includes the steps logged before the interruption
+        losses = [float(r['loss']) for r in self.log.steps if int(r['epoch']) == self.epoch and not int(r['overflow'])]
+        times, overflows, row = [], 0, {}
+        iterator = self._train_data(self.epoch).create_tuple_iterator(num_epochs=1)
+        for i, (images, targets) in enumerate(iterator):
+            if i >= S:
+                break
+            if i < start:       # resumed mid-epoch: replay the seeded pipeline up to where it stopped
+                continue
+            t0 = time.perf_counter()
+            loss, grad_norm, finite, scale, lr = self.step(images, targets)
+            loss, finite = float(loss.asnumpy()), bool(finite.asnumpy())
+            dt = time.perf_counter() - t0
+            if self._warm:
+                times.append(dt)
+            self._warm = True
+            self.global_step += 1
+            self.step_in_epoch = i + 1
+            row = dict(global_step=self.global_step, epoch=self.epoch, loss=f'{loss:.6f}', lr=f'{float(lr.asnumpy()):.6e}',
+                       grad_norm=f'{float(grad_norm.asnumpy()):.4f}', loss_scale=f'{float(scale.asnumpy()):g}',
+                       overflow=int(not finite), step_ms=f'{dt * 1e3:.1f}')
+            self.log.step(row)
+            bar.update(1)
+            bar.set_postfix(loss=f'{loss:.4f}', lr=row['lr'])
+            if finite:
+                losses.append(loss)
+            else:
+                overflows += 1
+                self.log.log(f"step {self.global_step}: non-finite gradients at loss scale {row['loss_scale']}, "
+                             f"update skipped")
+            if a.log_interval and self.global_step % a.log_interval == 0 and bar.disable:
+                self.log.log(f"epoch {self.epoch + 1} step {i + 1}/{S} loss {loss:.4f} lr {row['lr']} "
+                             f"grad_norm {row['grad_norm']} {dt * 1e3:.0f} ms")
+            if a.save_every and self.global_step % a.save_every == 0 and i + 1 < S:
+                self.save()
+        bar.close()
+        step_s = float(np.mean(times)) if times else float('nan')
+        return dict(train_loss=float(np.mean(losses)) if losses else float('nan'), lr=row.get('lr', ''),
+                    step_ms=step_s * 1e3, img_per_s=self.global_batch / step_s if times else float('nan'),
+                    overflow_steps=overflows, loss_scale=row.get('loss_scale', ''))
+
+    def run_info(self):
+        a, rt = self.args, self.rt
+        return dict(model=a.model, device=rt.device, ranks=rt.world, mode='pynative' if a.pynative else 'graph',
+                    amp=a.amp, img_size=a.img_size, num_classes=self.num_classes, params=self.num_params,
+                    batch_per_rank=a.batch_size, global_batch=self.global_batch, peak_lr=self.peak_lr,
+                    epochs=a.epochs, steps_per_epoch=self.steps_per_epoch, data=a.data, seed=a.seed)
+
+    def fit(self):
+        a = self.args
+        info = self.run_info()
+        self.log.start(self.global_step, info)
+        self.log.log(f"{a.model} ({self.num_params:,} params) on {self.rt.device} x{self.rt.world}, "
+                     f"{'PyNative' if a.pynative else 'GRAPH'} mode, AMP {a.amp}; global batch {self.global_batch}, "
+                     f"peak LR {self.peak_lr:.3g}, {a.epochs} epochs x {self.steps_per_epoch} steps"
+                     + (f'; resumed at epoch {self.epoch + 1} step {self.step_in_epoch}' if self.global_step else ''))
+        self._warm = False
+        while self.epoch < a.epochs:
+            t0 = time.perf_counter()
+            train = self._train_epoch()
+            result = self.evaluate() if (self.epoch + 1) % a.eval_every == 0 or self.epoch + 1 == a.epochs else {}
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+            improved = 'top1' in result and (self.best_top1 is None or result['top1'] > self.best_top1)
+            if improved:
+                self.best_top1 = result['top1']
+            row = dict(epoch=self.epoch, global_step=self.global_step, epoch_s=f'{time.perf_counter() - t0:.1f}',
+                       val_loss=_fmt(result.get('loss')), top1=_fmt(result.get('top1')), top5=_fmt(result.get('top5')),
+                       ema_top1=_fmt(result.get('ema_top1')), ema_top5=_fmt(result.get('ema_top5')),
+                       **{k: _fmt(v) for k, v in train.items()})
+            self.log.epoch(row)
+            self.log.log(f"epoch {self.epoch}/{a.epochs}: train loss {row['train_loss']}, val top-1 {row['top1']} "
+                         f"top-5 {row['top5']}" + (f" (EMA {row['ema_top1']} / {row['ema_top5']})" if self.ema else '')
+                         + f", {row['img_per_s']} img/s, {row['step_ms']} ms/step, {train['overflow_steps']} "
+                         f"skipped steps, {row['epoch_s']} s")
+            self.save()
+            if improved:
+                self.checkpoints.save_best(self.state, self.meta())
+        print(f'rank {self.rt.rank}: weights sha256 {self.fingerprint()}', flush=True)
+        if self.rt.is_main:
+            ckpt.save_weights(self.net, os.path.join(a.output, 'model.ckpt'))
+            if self.ema is not None:
+                self.ema.copy_to(self.ema_net)
+                ckpt.save_weights(self.ema_net, os.path.join(a.output, 'model_ema.ckpt'))
+        self.log.close()
+        return self.best_top1
+
+    def fingerprint(self):
+        """sha256 of all weights: data-parallel ranks must print the same one."""
+        h = hashlib.sha256()
+        for p in sorted(self.net.trainable_params(), key=lambda p: p.name):
+            h.update(p.name.encode())
+            h.update(np.ascontiguousarray(p.asnumpy()).tobytes())
+        return h.hexdigest()
+
+    def export(self):
+        """MindIR of the trained weights in fp32, inference mode, batch 1: ``<output>/tnt.mindir``."""
+        import mindspore_tnt
+        from tnt_train.model import copy_weights
+        if not self.rt.is_main:
+            return None
+        net = copy_weights(self.net, mindspore_tnt.create_model(self.args.model, num_classes=self.num_classes,
+                                                               img_size=self.args.img_size))
+        net.set_train(False)
+        s = self.args.img_size
+        tmp = os.path.join(self.args.output, f'.tmp-{os.getpid()}-tnt')
+        self.ms.export(net, self.ms.Tensor(np.zeros((1, 3, s, s), np.float32)), file_name=tmp, file_format='MINDIR')
+        path = os.path.join(self.args.output, 'tnt.mindir')
+        os.replace(tmp + '.mindir', path)
+        return path
+
+
+def _fmt(value):
+    if value is None or value == '':
+        return ''
+    if isinstance(value, str):
+        return value
+    return f'{value:.4f}' if isinstance(value, float) and not math.isnan(value) else str(value)

@@ -1,0 +1,48 @@
+"""The model to train: a mindspore_tnt variant, optionally initialised from a converted checkpoint."""
+from convert.transfer import mindspore_to_numpy, numpy_to_mindspore
+from tnt_train.errors import InputError
+
+HEAD_PREFIX = 'head.'
+
+
+def _load_converted(path, name, img_size):
+    try:
+        from convert import load_torch_into_mindspore
+    except ImportError:
+        raise InputError('--pretrained needs convert.load_torch_into_mindspore, which this '
+                         'installation lacks') from None
+    try:
+        return load_torch_into_mindspore(path, model_name=name, num_classes=None, img_size=img_size)
+    except ValueError as e:
+        raise InputError(f'--pretrained {path}: {e}') from None
+
+
+def build_model(name, num_classes, img_size, drop_path, pretrained=None, replace_head=False):
+    """``mindspore_tnt`` model ``name``; with ``pretrained``, its weights come from that file.
+
+    A checkpoint whose head has a different class count is an ``InputError`` unless
+    ``replace_head`` (``--num-classes`` given): then every weight but the head is loaded
+    and the head keeps its fresh initialisation.
+    """
+    import mindspore_tnt
+    net = mindspore_tnt.create_model(name, num_classes=num_classes, img_size=img_size, drop_path_rate=drop_path)
+    if not pretrained:
+        return net
+    src = _load_converted(pretrained, name, img_size)
+    src_classes = getattr(src, 'num_classes', None)
+    if src_classes != num_classes and not replace_head:
+        raise InputError(f'--pretrained {pretrained} has a {src_classes}-class head but the data has '
+                         f'{num_classes} classes; pass --num-classes {num_classes} to replace the head')
+    arrays = mindspore_to_numpy(src)
+    if src_classes != num_classes:
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(HEAD_PREFIX)}
+        arrays.update({k: v for k, v in mindspore_to_numpy(net).items() if k.startswith(HEAD_PREFIX)})
+    try:
+        return numpy_to_mindspore(arrays, net)
+    except (KeyError, ValueError) as e:
+        raise InputError(f'--pretrained {pretrained} does not fit {name}: {e.args[0] if e.args else e}') from None
+
+
+def copy_weights(src, dst):
+    """Copy every weight of ``src`` into ``dst`` (models of the same variant and head)."""
+    return numpy_to_mindspore(mindspore_to_numpy(src), dst)
