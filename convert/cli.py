@@ -50,7 +50,8 @@ def format_report(r):
     lines += [
         f"output    {r['output']} ({r['target']}, {names}, {r['dtype']})",
         f"written   {r['tensors']} tensors, {r['params']:,} parameters, {_mb(r['output_bytes'])}",
-        f"time      {r['convert_seconds']:.2f} s (reading {r['read_seconds']:.2f} s)",
+        f"time      {r['convert_seconds']:.2f} s (read and check {r['read_seconds']:.2f} s, "
+        f"write {r['write_seconds']:.2f} s)",
     ]
     v = r.get('verification')
     if v:

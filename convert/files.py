@@ -47,7 +47,7 @@ def convert_file(src, dst, to=None, layout=TIMM, model_name=None, num_classes=No
     t_read = time.perf_counter() - t0
     from tqdm import tqdm
     with tqdm(total=total, unit='B', unit_scale=True, desc=f'writing {os.path.basename(dst)}',
-              disable=not progress, leave=False) as bar:
+              disable=not progress) as bar:
         tmp = writers.write_temp(dst, stored, target, dtype, bar.update)
     t_written = time.perf_counter() - t0
     report = dict(
@@ -55,12 +55,16 @@ def convert_file(src, dst, to=None, layout=TIMM, model_name=None, num_classes=No
         layout=can.description, variant=can.variant, source=source, target=target,
         output=dst, output_layout=layout, dtype=dtype, num_classes=nc, img_size=size,
         tensors=len(stored), params=sum(math.prod(a.shape) for a in stored.values()),
-        output_bytes=os.path.getsize(tmp), read_seconds=t_read, convert_seconds=t_written)
+        output_bytes=os.path.getsize(tmp), read_seconds=t_read, write_seconds=t_written - t_read,
+        convert_seconds=t_written)
     try:
         if verify:
-            from convert.verify import verify as run_verify
+            from convert.verify import steps, verify as run_verify
             t1 = time.perf_counter()
-            check = run_verify(tmp, arrays, source, target, layout, can.variant, nc, size, dtype)
+            with tqdm(total=steps(dtype), desc='verifying', unit='step',
+                      disable=not progress) as bar:
+                check = run_verify(tmp, arrays, source, target, layout, can.variant, nc, size, dtype,
+                                   step=bar.update)
             check['seconds'] = time.perf_counter() - t1
             report['verification'] = check
             if not check['passed']:

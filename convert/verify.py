@@ -68,13 +68,14 @@ def _params(framework, model):
     return (mindspore_to_numpy if framework == MINDSPORE else torch_to_numpy)(model)
 
 
-def verify(path, arrays, source, target, layout, variant, nc, size, dtype='fp32'):
+def verify(path, arrays, source, target, layout, variant, nc, size, dtype='fp32', step=None):
     """Compare the written file ``path`` with the hub ``arrays`` it was written from.
 
-    ``source``/``target``: frameworks ('mindspore' or 'torch'). Returns a report dict;
-    ``passed`` is the verdict.
+    ``source``/``target``: frameworks ('mindspore' or 'torch'); ``step()`` is called after
+    each of the ``steps(dtype)`` phases. Returns a report dict; ``passed`` is the verdict.
     """
     from parity.forward import set_mode
+    step = step or (lambda: None)
     set_mode('pynative')
     build = {MINDSPORE: _mindspore_model, 'torch': _torch_model}
     expected = {k: rounded(v, dtype) for k, v in arrays.items()}
@@ -85,10 +86,14 @@ def verify(path, arrays, source, target, layout, variant, nc, size, dtype='fp32'
         target_model = build[target](variant, nc, size, path=path)
     loaded = _params(target, target_model)
     mismatch = [k for k in expected if not np.array_equal(loaded[k], expected[k])]
+    step()
     x = make_batch(2, size, seed=0)
     source_model = build[source](variant, nc, size, arrays=expected)
+    step()
     ref = _outputs(source, source_model, x)
+    step()
     test = _outputs(target, target_model, x)
+    step()
     report = compare_outputs(test, ref)
     report.update(bound=FP32_BOUND, batch=x.shape[0], logits_max_abs=max_abs_err(test[0], ref[0]),
                   exact_mismatch=mismatch, source=source, target=target, dtype=dtype)
@@ -100,4 +105,10 @@ def verify(path, arrays, source, target, layout, variant, nc, size, dtype='fp32'
         full = _outputs(source, original, x)[0]
         report['rounding'] = dict(logits_rel=rel_err(ref[0], full),
                                   top1_same=bool(np.all(ref[0].argmax(-1) == full.argmax(-1))))
+        step()
     return report
+
+
+def steps(dtype):
+    """Number of phases ``verify`` reports through ``step``."""
+    return 4 if dtype == 'fp32' else 5

@@ -83,10 +83,13 @@ def _write_safetensors(f, items, metadata, tick):
 
 
 def _write_torch(f, items, tick):
+    import warnings
     import torch
     state, total = {}, 0
     for name, a, dt in items:
-        t = torch.from_numpy(np.ascontiguousarray(a))
+        with warnings.catch_warnings():  # read-only views of the mapped input: only read here
+            warnings.filterwarnings('ignore', message='The given NumPy array is not writable')
+            t = torch.from_numpy(np.ascontiguousarray(a))
         state[name] = t.view(torch.bfloat16) if dt == 'bf16' else t
         total += a.nbytes
     torch.save(state, f)

@@ -101,6 +101,8 @@ SOURCES = {
     'timm.bin': (_torch_writer(lambda s: tensors(s)), 'timm'),
     'timm.safetensors': (lambda s, p: save_file(tensors(s), str(p), metadata={'format': 'pt'}), 'timm'),
     'official.pth.tar': (_torch_writer(lambda s: tensors(to_official(s))), 'official'),
+    'official_pre_zip_format.pth.tar': (lambda s, p: torch.save(
+        tensors(to_official(s)), p, _use_new_zipfile_serialization=False), 'official'),
     'wrapped_state_dict.pth.tar': (_torch_writer(lambda s: {
         'state_dict': tensors(s, 'module.'), 'epoch': 7, 'arch': TINY,
         'args': argparse.Namespace(lr=1e-3, model=TINY)}), 'timm'),
