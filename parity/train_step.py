@@ -165,4 +165,6 @@ def run_training(name, batch=2, steps=STEPS, seed=0, create_optimizer=None, mode
     if ms_noise.source.shapes != pt_noise.source.shapes:
         raise AssertionError('the frameworks drew different drop-path masks: '
                              f'{len(ms_noise.source.shapes)} vs {len(pt_noise.source.shapes)} draws')
-    return compare_training(test, ref, initial), test, ref
+    report = compare_training(test, ref, initial)
+    report['mask_draws'] = len(pt_noise.source.shapes)
+    return report, test, ref

@@ -1,0 +1,87 @@
+"""``tnt-parity``: table, JSON, Markdown and PNG; exit status 0 PASS, 1 FAIL, 2 bad input."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from parity import cli, precision
+
+NAME = 'tnt_tiny_patch16_64'
+
+
+def run(tmp_path, *extra):
+    out = tmp_path / 'report'
+    code = cli.main(['--model', NAME, '--mode', 'pynative', '--output-dir', str(out), *extra])
+    return code, out
+
+
+def test_report_files(tmp_path, capsys):
+    code, out = run(tmp_path)
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert 'inner max|d|' in text and 'outer max|d|' in text and 'block 3' in text and text.rstrip().endswith(
+        'parity_tnt_tiny_patch16_64_pynative_fp32.png') and '\nPASS\n' in text
+    stem = out / 'parity_tnt_tiny_patch16_64_pynative_fp32'
+    report = json.loads(stem.with_suffix('.json').read_text())
+    assert report['passed'] and report['variant'] == NAME
+    assert len(report['forward']['rows']) == 2 * (4 + 1)
+    assert len(report['gradients']['rows']) == 131
+    md = stem.with_suffix('.md').read_text()
+    assert '| block 3 |' in md and '**PASS**' in md
+    img = np.asarray(Image.open(stem.with_suffix('.png')).convert('L'))
+    assert img.shape[0] > 300 and img.shape[1] > 500 and img.std() > 10  # a real picture, not blank
+    assert sorted(p.name for p in out.iterdir()) == sorted(stem.name + e for e in ('.json', '.md', '.png'))
+
+
+def test_amp_dtype(tmp_path, capsys):
+    code, out = run(tmp_path, '--dtype', 'amp', '--batch-size', '3')
+    assert code == 0, capsys.readouterr().out
+    report = json.loads((out / 'parity_tnt_tiny_patch16_64_pynative_amp.json').read_text())
+    assert report['amp_level'] == 'O2' and report['batch'] == 3
+
+
+def test_fail_exits_nonzero(tmp_path, capsys, monkeypatch):
+    # bounds no fp32 run can meet: the verdict and the exit status must say FAIL
+    monkeypatch.setitem(precision.BOUNDS, 'O0', dict(precision.BOUNDS['O0'], stage_rel=1e-12))
+    code, out = run(tmp_path)
+    text = capsys.readouterr().out
+    assert code == 1 and '\nFAIL\n' in text and 'forward stages' in text and ': FAIL' in text
+    assert not json.loads((out / 'parity_tnt_tiny_patch16_64_pynative_fp32.json').read_text())['passed']
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path, '--checkpoint', str(tmp_path / 'weights.pth'))
+    assert e.value.code == 2
+    assert 'weights.pth: no such file' in capsys.readouterr().err
+    assert not (tmp_path / 'report').exists()
+
+
+def test_unreadable_checkpoint(tmp_path, capsys):
+    path = tmp_path / 'weights.pth'
+    path.write_bytes(b'not a checkpoint' * 10)
+    code, out = run(tmp_path, '--checkpoint', str(path))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith('tnt-parity: error:') and 'weights.pth' in err[0]
+    assert not out.exists()
+
+
+def test_readme_invocation_parses():
+    args = cli.parse_args(['--model', 'tnt_s_patch16_224'])
+    assert (args.model, args.mode, args.dtype, args.batch_size) == ('tnt_s_patch16_224', 'graph', 'fp32', 2)
+    assert cli.parse_args([]).model == 'tnt_s_patch16_224'
+
+
+def test_checkpoint_file(tmp_path, capsys):
+    import torch
+    from parity.forward import random_models
+    torch_model, _ = random_models(NAME, seed=3)
+    path = tmp_path / 'tiny.pth'
+    torch.save({'state_dict': torch_model.state_dict()}, path)
+    out = tmp_path / 'report'
+    code = cli.main(['--checkpoint', str(path), '--mode', 'pynative', '--output-dir', str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert f'({path})' in text.splitlines()[0]
+    assert json.loads((out / 'parity_tnt_tiny_patch16_64_pynative_fp32.json').read_text())['checkpoint'] == str(path)
