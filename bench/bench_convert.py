@@ -93,7 +93,7 @@ def make_source(name, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--model', default='tnt_b_patch16_224')
-    ap.add_argument('--repeat', type=int, default=3, help='runs of floor and conversion; the fastest is shown')
+    ap.add_argument('--repeat', type=int, default=5, help='runs of floor and conversion; the fastest is shown')
     ap.add_argument('--keep', help='directory for the files (default: a temporary one, removed)')
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.keep) as d:
