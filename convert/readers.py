@@ -52,8 +52,8 @@ def sniff(path):
 
 
 def _torch_load(path):
-    import pickle
     import argparse
+    import pickle
     import torch
     mmap = zipfile.is_zipfile(path)
     try:
