@@ -109,13 +109,15 @@ EMA_STATE_DICT_KEYS = ('state_dict_ema', 'model_ema')
 # train wrappers (``model.``).
 WRAPPER_PREFIXES = ('module.', 'model.')
 
-# MindSpore training state saved beside the weights (optimizer slots, step counters);
-# dropped when reading, and listed in the report.
-MINDSPORE_TRAINING_PREFIXES = ('moment1.', 'moment2.', 'adam_m.', 'adam_v.', 'exp_avg.',
-                               'exp_avg_sq.', 'accum.', 'moments.')
-MINDSPORE_TRAINING_KEYS = ('global_step', 'learning_rate', 'beta1_power', 'beta2_power',
-                           'epoch_num', 'step_num', 'loss_scale', 'scale_sense',
-                           'current_iterator_step', 'last_overflow_iterator_step')
+# First name components of a TNT's weights in any layout (timm, official, model zoo). A
+# MindSpore training checkpoint stores everything flat: its keys are grouped by what
+# precedes the first such component ('' or ``model.``: the weights, ``ema.``: the EMA
+# weights, ``exp_avg.`` etc.: optimizer slots); keys without one are counters and the like.
+TNT_ROOTS = ('cls_token', 'patch_pos', 'pixel_pos', 'pixel_embed', 'norm1_proj', 'proj',
+             'norm2_proj', 'blocks', 'norm', 'head',
+             'outer_pos', 'inner_pos', 'outer_tokens', 'patch_embed', 'proj_norm1', 'proj_norm2',
+             'proj_norm2_tnt')
+EMA_PREFIX = 'ema.'
 
 # The MindSpore model zoo TNT (research/cv/TNT): separate q and k projections and its own
 # top-level norm name. Any of these keys identifies it.

@@ -111,7 +111,8 @@ def _read_torch(path, ema, notes):
     return {k: _tensor_to_numpy(v) for k, v in state.items()}
 
 
-def _read_safetensors(path, notes):
+def _read_safetensors(path):
+    """(arrays, written by MindSpore) of a safetensors file."""
     from safetensors import safe_open
     try:
         with open(path, 'rb') as f:
@@ -120,11 +121,10 @@ def _read_safetensors(path, notes):
         bf16 = any(isinstance(v, dict) and v.get('dtype') == 'BF16' for v in header.values())
         out = {}
         with safe_open(path, framework='pt' if bf16 else 'numpy') as f:
-            if (f.metadata() or {}).get('format') == 'ms':
-                notes.append('MindSpore safetensors')
+            mindspore = (f.metadata() or {}).get('format') == 'ms'
             for k in f.keys():
                 out[k] = _tensor_to_numpy(f.get_tensor(k)) if bf16 else f.get_tensor(k)
-        return out
+        return out, mindspore
     except ConversionError:
         raise
     except Exception as e:
@@ -144,13 +144,39 @@ def _strip_prefixes(arrays, notes):
             return arrays
 
 
-def _drop_training_state(arrays, notes):
-    """Remove MindSpore optimizer slots and step counters saved beside the weights."""
-    dropped = [k for k in arrays if k in keymap.MINDSPORE_TRAINING_KEYS
-               or k.startswith(keymap.MINDSPORE_TRAINING_PREFIXES)]
-    if dropped:
-        notes.append(f'{len(dropped)} training-state entries dropped (optimizer slots, counters)')
-    return {k: v for k, v in arrays.items() if k not in set(dropped)}
+def _unwrapped(prefix):
+    while prefix.startswith(keymap.WRAPPER_PREFIXES):
+        prefix = prefix.split('.', 1)[1]
+    return prefix
+
+
+def _select_weights(arrays, ema, notes):
+    """The weights (or, with ``ema``, the EMA weights) among a MindSpore file's entries."""
+    groups = {}
+    for k, v in arrays.items():
+        parts = k.split('.')
+        i = next((n for n, p in enumerate(parts) if p in keymap.TNT_ROOTS), None)
+        prefix = None if i is None else ''.join(p + '.' for p in parts[:i])
+        groups.setdefault(prefix, {})[k if i is None else '.'.join(parts[i:])] = v
+    want = keymap.EMA_PREFIX if ema else ''
+    chosen = [p for p in groups if p is not None and _unwrapped(p) == want]
+    if len(chosen) > 1:
+        raise ConversionError(f'several weight sets, under prefixes {sorted(chosen)}')
+    if not chosen:
+        if ema:
+            raise ConversionError(f'--ema: no EMA weights ({keymap.EMA_PREFIX}*) in the file')
+        return arrays  # no TNT weights: canonical says what the file holds instead
+    prefix = chosen[0]
+    if not ema and any(p is not None and _unwrapped(p) == keymap.EMA_PREFIX for p in groups):
+        notes.append(f'EMA weights also present ({keymap.EMA_PREFIX}*); --ema selects them')
+    if prefix:
+        notes.append(f'prefix {prefix!r} removed')
+    others = sorted(p + '*' for p in groups if p not in (None, prefix)) + sorted(groups.get(None, ()))
+    if others:
+        dropped = len(arrays) - len(groups[prefix])
+        notes.append(f'{dropped} training-state entries dropped: {", ".join(others[:6])}'
+                     f'{", ..." if len(others) > 6 else ""}')
+    return groups[prefix]
 
 
 def read(path, ema=False):
@@ -160,20 +186,22 @@ def read(path, ema=False):
     notes = []
     try:
         if fmt == TORCH:
-            arrays = _read_torch(path, ema, notes)
+            arrays, mindspore = _read_torch(path, ema, notes), False
         elif fmt == SAFETENSORS:
-            arrays = _read_safetensors(path, notes)
+            arrays, mindspore = _read_safetensors(path)
         else:
-            arrays = mindspore_ckpt.read(path)
+            arrays, mindspore = mindspore_ckpt.read(path), True
+        if mindspore:  # training state may sit beside the weights
+            if fmt == SAFETENSORS:
+                notes.append('MindSpore safetensors')
+            arrays = _select_weights(arrays, ema, notes)
+        elif fmt == SAFETENSORS and ema:
+            raise ConversionError('--ema: a safetensors file holds one set of weights')
+        else:
+            arrays = _strip_prefixes(arrays, notes)
     except ConversionError as e:
         msg = str(e)
         raise ConversionError(msg if msg.startswith(path) else f'{path}: {msg}') from None
-    if fmt != TORCH:
-        arrays = _drop_training_state(arrays, notes)
-        if ema:
-            raise ConversionError(f'{path}: --ema: {fmt} files hold one set of weights; '
-                                  'convert the EMA checkpoint file itself')
-    arrays = _strip_prefixes(arrays, notes)
     if not arrays:
         raise ConversionError(f'{path}: holds no tensors')
     bad = next((k for k, v in arrays.items() if not isinstance(v, np.ndarray)), None)

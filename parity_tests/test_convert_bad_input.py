@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 import convert
-from convert import files, mindspore_ckpt
+from convert import files, keymap, mindspore_ckpt
 from convert.cli import main
 from convert.errors import ConversionError
 from parity_tests.test_convert_roundtrip import (ROOT, TINY, random_state, save_mindspore, tensors,
@@ -59,6 +59,13 @@ def truncated(src, path):
     return path
 
 
+def ckpt(arrays, path):
+    with open(path, 'wb') as f:
+        for k, v in arrays.items():
+            mindspore_ckpt.write_tensor(f, k, v, 'fp32')
+    return path
+
+
 def zoo_ckpt(path):
     """Keys of the MindSpore model zoo TNT (separate q/k, ``proj_norm2_tnt``)."""
     arrays = {'cls_token': np.zeros((1, 1, 96), np.float32), 'outer_pos': np.zeros((1, 17, 96), np.float32),
@@ -66,10 +73,7 @@ def zoo_ckpt(path):
     for b in ('inner_attn', 'outer_attn'):
         for p in ('q', 'k', 'v', 'proj'):
             arrays[f'blocks.0.{b}.{p}.weight'] = np.zeros((6, 6), np.float32)
-    with open(path, 'wb') as f:
-        for k, v in arrays.items():
-            mindspore_ckpt.write_tensor(f, k, v, 'fp32')
-    return path
+    return ckpt(arrays, path)
 
 
 def resnet(path):
@@ -114,6 +118,11 @@ CASES = {
     'fp16 overflow': (lambda t, s: [save(edited(s, change={'head.bias': np.full(1000, 1e6, np.float32)}),
                                          t / 'big.pth'), '--dtype', 'fp16'], 'head.bias: values up to 1e+06 overflow fp16'),
     'ema absent': (lambda t, s: [save(s, t / 'plain.pth'), '--ema'], '--ema: the file is a plain state dict'),
+    'ema absent, MindSpore': (lambda t, s: [(save_mindspore(s, t / 'm.ckpt'), t / 'm.ckpt')[1], '--ema'],
+                              '--ema: no EMA weights (ema.*) in the file'),
+    'two weight sets': (lambda t, s: [ckpt({**{keymap.TIMM_TO_MINDSPORE.forward(k): v for k, v in s.items()},
+                                            **{'model.' + keymap.TIMM_TO_MINDSPORE.forward(k): v for k, v in s.items()}},
+                                           t / 'both.ckpt')], "several weight sets, under prefixes ['', 'model.']"),
     'no state dict': (lambda t, s: [(torch.save({'epoch': 3, 'optimizer': {'lr': 0.1}}, t / 'opt.pth'),
                                      t / 'opt.pth')[1]], "no state dict found: top-level keys ['epoch', 'optimizer']"),
     'bad classes': (lambda t, s: [save(s, t / 'a.pth'), '--num-classes', '-3'], '--num-classes must be >= 0'),

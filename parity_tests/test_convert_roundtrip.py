@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 import convert
 import mindspore_tnt
 import torch_ref
+from convert import keymap
 from convert.transfer import mindspore_to_numpy, numpy_to_mindspore, numpy_to_torch, torch_to_numpy
 from parity.forward import FP32_BOUND, compare_outputs, make_batch, mindspore_outputs, set_mode, torch_outputs
 from parity.weights import random_timm_weights
@@ -196,6 +197,27 @@ def test_mindspore_reads_report_what_was_unwrapped(reference, tmp_path):
     assert "prefix 'model.' removed" in p.stdout
     assert '2 training-state entries dropped' in p.stdout
     assert 'layout    mindspore_tnt (MindSpore names)' in p.stdout
+
+
+def test_mindspore_training_checkpoint(reference, tmp_path):
+    """Weights, EMA weights, AdamW slots, counters and metadata in one flat .ckpt file."""
+    state, ema = reference[0], random_state(seed=1)
+    params = []
+    for prefix, arrays in (('', state), ('ema.', ema), ('exp_avg.', ema), ('exp_avg_sq.', state)):
+        params += [{'name': prefix + keymap.TIMM_TO_MINDSPORE.forward(k), 'data': ms.Tensor(v)}
+                   for k, v in arrays.items()]
+    params += [{'name': 'lr_schedule.step', 'data': ms.Tensor(7, ms.int32)},
+               {'name': 'loss_scale.value', 'data': ms.Tensor(2. ** 16, ms.float32)}]
+    src = tmp_path / 'step000700.ckpt'
+    ms.save_checkpoint(params, str(src), append_dict={'meta': '{"epoch": 3}'}, crc_check=True)
+    p = run_cli(src, tmp_path / 'weights.pth', '--no-verify')
+    assert 'EMA weights also present' in p.stdout
+    assert (f'{3 * len(state) + 3} training-state entries dropped: ema.*, exp_avg.*, exp_avg_sq.*, '
+            'loss_scale.value, lr_schedule.step, meta') in p.stdout
+    assert_same_tensors({k: v.numpy() for k, v in torch.load(tmp_path / 'weights.pth').items()}, state)
+    run_cli(src, tmp_path / 'ema.pth', '--ema', '--no-verify')
+    assert_same_tensors({k: v.numpy() for k, v in torch.load(tmp_path / 'ema.pth').items()}, ema)
+    assert_same_tensors(mindspore_to_numpy(convert.load_torch_into_mindspore(src, ema=True)), ema)
 
 
 def test_ema_is_chosen_on_request(reference, tmp_path):
