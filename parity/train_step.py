@@ -1,9 +1,12 @@
 """Training-step parity: the same init, batches, drop-path masks, AdamW groups and LR schedule.
 
-The MindSpore side uses the training package's optimizer (``tnt_train.optim``: AdamW with
-the recipe's weight-decay groups and its in-graph LR schedule); the torch side uses
-``torch.optim.AdamW`` with the groups and schedule of ``tnt_common.recipe``. Drop path is
-on, its masks shared through ``parity.droppath`` (so MindSpore runs in PYNATIVE mode).
+The MindSpore side is the training package's own step: ``tnt_train.optim.create_optimizer``
+(AdamW with the recipe's weight-decay groups, in-graph LR schedule) driven by
+``tnt_train.train_step.TrainStep`` (soft-target cross-entropy, global-norm clipping at
+the recipe's 5.0; fp32, so no loss scale). The torch side: ``torch.optim.AdamW`` with the
+groups and LR table of ``tnt_common.recipe``, the same loss and ``clip_grad_norm_``.
+Targets are the labels smoothed by 0.1. Drop path is on, its masks shared through
+``parity.droppath`` (so MindSpore runs in PYNATIVE mode).
 """
 import numpy as np
 
@@ -29,12 +32,17 @@ def schedule(steps=STEPS, warmup_steps=WARMUP_STEPS, warmup_lr=WARMUP_LR):
     return recipe.lr_schedule(recipe.RECIPE['lr'], steps, warmup_steps, warmup_lr=warmup_lr)
 
 
-def batches(steps, batch, img_size, num_classes, seed=0):
-    """``steps`` distinct (images, labels) batches."""
+def batches(steps, batch, img_size, num_classes, seed=0, smoothing=recipe.RECIPE['smoothing']):
+    """``steps`` distinct (images, soft targets) batches: labels smoothed by ``smoothing``."""
     from parity.forward import make_batch
     from parity.gradients import make_labels
-    return [(make_batch(batch, img_size, seed + 100 + s), make_labels(batch, num_classes, seed + 100 + s))
-            for s in range(steps)]
+    out = []
+    for s in range(steps):
+        labels = make_labels(batch, num_classes, seed + 100 + s)
+        targets = np.full((batch, num_classes), smoothing / num_classes, np.float32)
+        targets[np.arange(batch), labels] += 1. - smoothing
+        out.append((make_batch(batch, img_size, seed + 100 + s), targets))
+    return out
 
 
 def torch_optimizer(model, lr, weight_decay=recipe.RECIPE['weight_decay']):
@@ -48,7 +56,7 @@ def torch_optimizer(model, lr, weight_decay=recipe.RECIPE['weight_decay']):
                              lr=lr, betas=recipe.RECIPE['betas'], eps=recipe.RECIPE['eps'])
 
 
-def torch_train(model, data, lrs, noise=None, smoothing=0.1):
+def torch_train(model, data, lrs, noise=None, clip_grad=recipe.RECIPE['clip_grad']):
     """([loss per step], [{timm_name: weights} after each step]) of torch AdamW steps."""
     import torch
     from torch.nn import functional as F
@@ -61,39 +69,17 @@ def torch_train(model, data, lrs, noise=None, smoothing=0.1):
         for group in opt.param_groups:
             group['lr'] = lr
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y).long(),
-                               label_smoothing=smoothing)
+        loss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         opt.step()
         losses.append(loss.item())
         weights.append({k: v.detach().numpy().copy() for k, v in model.named_parameters()})
     return losses, weights
 
 
-def train_step_cell(cell, optimizer, lr_schedule):
-    """One training step as a Cell: gradients, the LR schedule's step, the optimizer's update."""
-    import mindspore as ms
-    from mindspore import nn
-
-    class TrainStep(nn.Cell):
-        def __init__(self):
-            super().__init__(auto_prefix=False)
-            self.cell = cell
-            self.optimizer = optimizer
-            self.lr_schedule = lr_schedule
-            self.grad_fn = ms.value_and_grad(cell, None, optimizer.parameters)
-
-        def construct(self, x, y):
-            loss, grads = self.grad_fn(x, y)
-            self.lr_schedule()
-            self.optimizer(grads)
-            return loss
-
-    return TrainStep()
-
-
 def mindspore_train(net, data, lrs, noise=None, create_optimizer=None):
-    """([loss per step], [{timm_name: weights} after each step]) of ``tnt_train.optim`` steps.
+    """([loss per step], [{timm_name: weights} after each step]) of ``tnt_train`` steps.
 
     ``create_optimizer(net, lrs) -> (optimizer, lr_schedule)`` defaults to the training
     package's ``tnt_train.optim.create_optimizer``.
@@ -101,16 +87,16 @@ def mindspore_train(net, data, lrs, noise=None, create_optimizer=None):
     import mindspore as ms
     from convert.transfer import mindspore_to_numpy
     from parity.droppath import set_noise
-    from parity.gradients import loss_cell
+    from tnt_train.train_step import TrainStep
     if create_optimizer is None:
         from tnt_train.optim import create_optimizer
     set_noise(net, noise)
     net.set_train(True)
     optimizer, lr_schedule = create_optimizer(net, lrs)
-    step = train_step_cell(loss_cell(net), optimizer, lr_schedule)
+    step = TrainStep(net, optimizer, lr_schedule, clip_grad=recipe.RECIPE['clip_grad'])
     losses, weights = [], []
     for x, y in data:
-        losses.append(float(step(ms.Tensor(x), ms.Tensor(y)).asnumpy()))
+        losses.append(float(step(ms.Tensor(x), ms.Tensor(y))[0].asnumpy()))
         weights.append(mindspore_to_numpy(net))
     return losses, weights
 
