@@ -95,7 +95,7 @@ def parse_args(argv=None):
 
 def check_args(args):
     """Cheap checks of everything the run needs, before any MindSpore work starts."""
-    from tnt_train.checkpoint import resolve_resume
+    from tnt_train.checkpoint import read as read_checkpoint, resolve_resume
     from tnt_train.data import check_dataset, export_digits
     from tnt_train.errors import InputError
     for name in ('epochs', 'batch_size', 'eval_batch_size', 'workers', 'eval_every'):
@@ -120,6 +120,7 @@ def check_args(args):
         raise InputError(f'--pretrained {args.pretrained} does not exist')
     if args.resume:
         args.resume = resolve_resume(args.resume)
+        args.resume_state = read_checkpoint(args.resume)   # CRC-checked now, restored after the build
     return classes
 
 
@@ -137,7 +138,7 @@ def main(argv=None):
         from tnt_train.loop import Trainer
         trainer = Trainer(args, runtime, classes)
         if args.resume:
-            trainer.resume(args.resume)
+            trainer.resume(args.resume, args.resume_state)
     except InputError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

@@ -33,7 +33,8 @@ def available_device():
 
 
 def launched_by_msrun():
-    return os.environ.get('MS_ROLE') == 'MS_WORKER' and int(os.environ.get('MS_WORKER_NUM', '1')) > 1
+    """msrun starts a scheduler and the workers, each running this script with ``MS_ROLE`` set."""
+    return os.environ.get('MS_ROLE') in ('MS_WORKER', 'MS_SCHED')
 
 
 def setup(device='auto', pynative=False, seed=0, deterministic=False):
@@ -53,7 +54,7 @@ def setup(device='auto', pynative=False, seed=0, deterministic=False):
     rank, world = 0, 1
     if launched_by_msrun():
         from mindspore.communication import get_group_size, get_rank, init
-        init()
+        init()   # the scheduler process serves the cluster here and exits with it
         rank, world = get_rank(), get_group_size()
     ms.set_seed(seed)
     return Runtime(device, rank, world)

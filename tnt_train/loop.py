@@ -83,9 +83,10 @@ class Trainer:
                     steps_per_epoch=self.steps_per_epoch, seed=self.args.seed, best_top1=self.best_top1,
                     model=self.args.model, num_classes=self.num_classes, img_size=self.args.img_size)
 
-    def resume(self, path):
-        """Restore the full training state saved at ``path``; the next step is the one after it."""
-        saved, meta, rng_state = ckpt.read(path)
+    def resume(self, path, saved_state=None):
+        """Restore the full training state saved at ``path`` (or already read from it): the
+        next step is the one after it, with the checkpoint's data seed."""
+        saved, meta, rng_state = saved_state or ckpt.read(path)
         if meta.get('steps_per_epoch') != self.steps_per_epoch:
             raise InputError(f'checkpoint {path} was written with {meta.get("steps_per_epoch")} steps per epoch, '
                              f'this run has {self.steps_per_epoch}: use the same data, batch size and workers')
@@ -93,6 +94,7 @@ class Trainer:
         self.ms.set_rng_state(rng_state)
         self.epoch, self.step_in_epoch = meta['epoch'], meta['step_in_epoch']
         self.global_step, self.best_top1 = meta['global_step'], meta['best_top1']
+        self.args.seed = meta['seed']
         return meta
 
     def save(self):

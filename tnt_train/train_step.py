@@ -4,8 +4,9 @@
 runs, as one graph: LR for this step -> forward -> soft-target cross-entropy -> backward
 (of the loss times the loss scale) -> all-reduce mean over ranks (under msrun) -> unscale
 -> finiteness check -> clip by global norm -> AdamW (skipped if any gradient is not
-finite) -> EMA update -> loss-scale update. It returns
-``(loss, grad_norm, finite, loss_scale, lr)`` of the step.
+finite) -> EMA update -> loss-scale update. It returns ``(loss, grad_norm, finite,
+loss_scale, lr)`` of the step; the loss is the mean over all ranks' batches. The LR
+schedule advances on every step, skipped or not.
 """
 import mindspore as ms
 from mindspore import nn, ops
@@ -61,6 +62,8 @@ class TrainStep(nn.Cell):
         self.loss_scaler = loss_scaler
         self.ema = ema
         self.reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=world) if world > 1 else None
+        self.all_reduce = ops.AllReduce() if world > 1 else None
+        self.world = world
         self.grad_fn = ms.value_and_grad(self.scaled_loss, None, self.weights, has_aux=True)
         self.hyper_map = ops.HyperMap()
 
@@ -76,6 +79,7 @@ class TrainStep(nn.Cell):
         (_, loss), grads = self.grad_fn(images, targets, scale)
         if self.reducer is not None:
             grads = self.reducer(grads)
+            loss = self.all_reduce(loss) / self.world
         grads = self.hyper_map(ops.partial(_scale, 1. / scale), grads)
         grad_norm = ops.sqrt(ops.addn(self.hyper_map(_square_sum, grads)))
         finite = ops.isfinite(grad_norm)

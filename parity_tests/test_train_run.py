@@ -1,0 +1,67 @@
+"""The README's main job, shortened: ``python train_ascend.py`` (digits, tnt_tiny, CPU) end to end."""
+import os
+
+import numpy as np
+import pytest
+
+from parity_tests.train_cli import rows, train, weights
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('default')
+    proc = train('--epochs', EPOCHS, '--output', out, '--export')
+    return out, proc
+
+
+def test_trains_and_learns(run):
+    out, proc = run
+    epochs = rows(out / 'metrics.csv')
+    assert [int(r['epoch']) for r in epochs] == list(range(1, EPOCHS + 1))
+    top1 = [float(r['top1']) for r in epochs]
+    loss = [float(r['train_loss']) for r in epochs]
+    assert top1[-1] >= 60., top1            # chance is 10 %
+    assert loss[-1] < loss[0] - 0.2, loss
+    assert all(float(r['img_per_s']) > 0 and float(r['step_ms']) > 0 for r in epochs)
+    steps = rows(out / 'steps.csv')
+    assert len(steps) == EPOCHS * int(epochs[0]['global_step'])
+    assert [int(r['global_step']) for r in steps] == list(range(1, len(steps) + 1))
+    assert f'epoch {EPOCHS}/{EPOCHS}: train loss' in proc.stdout and 'img/s' in proc.stdout
+
+
+def test_writes_records_checkpoints_and_exports(run):
+    out, _ = run
+    assert (out / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert (out / 'metrics.json').stat().st_size > 0 and (out / 'train.log').stat().st_size > 0
+    ckpts = sorted(os.listdir(out / 'checkpoints'))
+    assert ckpts == ['best.ckpt'] + [f'epoch{e:04d}_step{e * 22:08d}.ckpt' for e in range(1, EPOCHS + 1)]
+    final = weights(out / 'model.ckpt')
+    last = weights(out / 'checkpoints' / ckpts[-1])
+    assert all(np.array_equal(final[k], last[k]) for k in final)   # the last checkpoint holds the final weights
+    assert {'exp_avg.head.weight', 'lr_schedule.step', 'state_step'} <= set(last)
+    assert (out / 'tnt.mindir').stat().st_size > 100_000
+
+
+def test_eval_only_reproduces_the_logged_accuracy(run):
+    out, _ = run
+    logged = rows(out / 'metrics.csv')[-1]
+    proc = train('--eval-only', '--resume', out, '--output', out / 'eval')
+    line = [l for l in proc.stdout.splitlines() if 'top-1' in l][-1]
+    assert f"top-1 {float(logged['top1']):.2f} top-5 {float(logged['top5']):.2f}" in line, (line, logged)
+
+
+def test_exported_mindir_matches_the_model(run):
+    import mindspore as ms
+    import mindspore_tnt
+    from convert.transfer import numpy_to_mindspore
+    from convert.keymap import TIMM_TO_MINDSPORE
+    out, _ = run
+    ms.set_context(mode=ms.GRAPH_MODE)
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    graph = ms.nn.GraphCell(ms.load(str(out / 'tnt.mindir')))
+    net = mindspore_tnt.create_model('tnt_tiny_patch16_64', num_classes=10, img_size=32)
+    numpy_to_mindspore({TIMM_TO_MINDSPORE.backward(k): v for k, v in weights(out / 'model.ckpt').items()}, net)
+    net.set_train(False)
+    np.testing.assert_allclose(graph(ms.Tensor(x)).asnumpy(), net(ms.Tensor(x)).asnumpy(), rtol=1e-5, atol=1e-6)
