@@ -20,7 +20,7 @@ PRESETS = {
         lr_base_batch=RECIPE['lr_base_batch'], warmup_epochs=RECIPE['warmup_epochs'],
         drop_path=RECIPE['drop_path'], smoothing=RECIPE['smoothing'], mixup=RECIPE['mixup'],
         cutmix=RECIPE['cutmix'], rand_augment=RECIPE['rand_augment'], reprob=RECIPE['reprob'], hflip=0.5,
-        scale_min=0.08, ema=True, output='runs/imagenet', img_size=None),
+        scale_min=0.08, repeated_aug=RECIPE['repeated_aug'], ema=True, output='runs/imagenet', img_size=None),
     'digits': dict(
         model='tnt_tiny_patch16_64', img_size=32, epochs=20, batch_size=64, lr=2e-3, lr_base_batch=64,
         warmup_epochs=2, drop_path=0.0, smoothing=0.1, mixup=0.0, cutmix=0.0, rand_augment='', reprob=0.0, hflip=0.0,
@@ -71,6 +71,7 @@ def parse_args(argv=None):
     g.add_argument('--reprob', type=float, help='random erasing probability')
     g.add_argument('--hflip', type=float, help='horizontal flip probability')
     g.add_argument('--scale-min', type=float, help='RandomResizedCrop lower area bound')
+    g.add_argument('--repeated-aug', type=int, help='repeated augmentation: copies of each image per epoch (0 = off)')
     g.add_argument('--no-augment', action='store_true',
                    help='train on the eval transform: no random crop, flip, RandAugment, erasing or mixing')
     g.add_argument('--crop-pct', type=float, help="eval centre-crop fraction (default: the variant's, 0.9)")

@@ -85,3 +85,20 @@ def test_check_catches_an_unguarded_update(setup):
     after = snapshot(state)
     assert 'blocks.0.attn_in.qk.weight' in non_finite(after)
     assert len(changed(before, after)) > 100
+
+
+def test_amp_o2_run_reports_skipped_steps(tmp_path):
+    """End to end: fp16 gradients at the recipe's initial scale 2^24 overflow; the run backs off and says so."""
+    from parity_tests.train_cli import rows, train, weights
+    proc = train('--amp', 'O2', '--epochs', 1, '--output', tmp_path)
+    steps = rows(tmp_path / 'steps.csv')
+    skipped = [int(r['global_step']) for r in steps if r['overflow'] == '1']
+    assert skipped and skipped[0] == 1 and len(skipped) < len(steps)
+    scales = [float(r['loss_scale']) for r in steps]
+    assert scales[0] == 2. ** 24
+    for before, after, r in zip(scales, scales[1:], steps):       # halved after every skipped step
+        assert after == (before / 2 if r['overflow'] == '1' else before)
+    for s in skipped:
+        assert f'step {s}: non-finite gradients at loss scale' in proc.stdout
+    assert f'{len(skipped)} skipped steps' in proc.stdout
+    assert all(np.isfinite(v).all() for v in weights(tmp_path / 'model.ckpt').values())

@@ -11,8 +11,8 @@ MindSpore's ``RandomErasing`` draws from Python's global RNG (not reproducible a
 pipeline worker threads) and samples the aspect ratio uniformly; ``RandomErasing`` here
 follows timm's pixel mode (log-uniform aspect ratio, N(0, 1) noise per pixel and channel).
 
-Both take their randomness from a seed that travels with the sample, so an epoch's
-augmentations are the same for any number of workers and after a resume.
+Both take their randomness from a seed that travels with the sample: the same image and
+seed give the same result in any worker thread, after a resume too.
 """
 import math
 

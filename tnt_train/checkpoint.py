@@ -6,15 +6,27 @@ the default generator's state, and ``meta``: epoch, step within the epoch, globa
 data seed and best accuracy (the data order and augmentations follow from them).
 """
 import glob
+import hashlib
 import json
 import os
 import re
+
+import numpy as np
 
 from tnt_train.errors import InputError
 from tnt_train.mslog import quiet_mindspore_log
 
 CKPT_DIR = 'checkpoints'
 _PATTERN = re.compile(r'step(\d+)\.ckpt$')
+
+
+def fingerprint(named_arrays):
+    """sha256 over ``{name: array}`` in name order: equal weights, equal fingerprints."""
+    h = hashlib.sha256()
+    for name in sorted(named_arrays):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(named_arrays[name]).tobytes())
+    return h.hexdigest()
 
 
 def state_parameters(*cells_or_params):

@@ -3,8 +3,9 @@
 Train: RandomResizedCrop (bicubic) -> flip -> RandAugment -> normalise -> random erasing
 -> batch -> one-hot with label smoothing -> Mixup or CutMix (switch probability 0.5).
 Eval: resize to ``img_size / crop_pct`` (bicubic) -> centre crop -> normalise.
-Each epoch's pipeline is seeded from (seed, epoch), so the data order and every random
-augmentation are reproducible: a resumed run rebuilds the epoch and skips what it has seen.
+Each epoch's pipeline is seeded from (seed, epoch), so for a given worker count (MindSpore's
+C++ random transforms draw per worker) the data order and every random augmentation are
+reproducible: a resumed run rebuilds the epoch and skips what it has seen.
 """
 import os
 import shutil
@@ -123,15 +124,35 @@ def _eval_ops(img_size, crop_pct, mean, std):
             vision.CenterCrop(img_size)] + _normalize(mean, std)
 
 
-def _folder(root, split, classes, shuffle, rank, world):
+def _folder(root, split, classes, shuffle, rank, world, indices=None):
+    """An image folder split, sharded over ranks (or exactly the rows ``indices``, in order)."""
     import mindspore.dataset as ds
-    return ds.ImageFolderDataset(os.path.join(root, split), shuffle=shuffle, num_shards=world, shard_id=rank,
-                                 class_indexing={c: i for i, c in enumerate(classes)},
-                                 extensions=list(IMG_EXTENSIONS) + [e.upper() for e in IMG_EXTENSIONS])
+    sharding = dict(shuffle=shuffle, num_shards=world, shard_id=rank) if indices is None else \
+        dict(sampler=ds.SubsetSampler([int(i) for i in indices]))
+    return ds.ImageFolderDataset(os.path.join(root, split), class_indexing={c: i for i, c in enumerate(classes)},
+                                 extensions=list(IMG_EXTENSIONS) + [e.upper() for e in IMG_EXTENSIONS], **sharding)
 
 
-def samples_per_rank(root, split, classes, rank=0, world=1):
+def repeated_aug_indices(n, repeats, seed, epoch, rank=0, world=1):
+    """This rank's rows for an epoch with repeated augmentation (DeiT's ``RASampler``).
+
+    A seeded permutation of the ``n`` rows, each repeated ``repeats`` times in a row, padded
+    to a multiple of ``world`` and dealt round-robin to the ranks, so the copies of an image
+    land on different ranks (or, on one device, side by side in a batch) with different
+    augmentations. An epoch keeps its length: ``n`` rounded down to a multiple of 256 (or
+    ``n`` if smaller), split over the ranks.
+    """
+    order = np.repeat(np.random.default_rng([int(seed), int(epoch)]).permutation(n), repeats)
+    total = -(-len(order) // world) * world
+    order = np.concatenate([order, order[:total - len(order)]])
+    return order[rank::world][:(n // 256 * 256 or n) // world]
+
+
+def samples_per_rank(root, split, classes, rank=0, world=1, repeats=0):
     """Images of ``root/split`` this rank reads per epoch (shards are padded to equal size)."""
+    if repeats > 1:
+        n = _folder(root, split, classes, False, 0, 1).get_dataset_size()
+        return len(repeated_aug_indices(n, repeats, 0, 0, rank, world))
     return _folder(root, split, classes, False, rank, world).get_dataset_size()
 
 
@@ -173,17 +194,23 @@ def _mix(data, tf):
     return data.map(transforms.RandomChoice(mixers) if len(mixers) > 1 else mixers[0], ['image', 'label'])
 
 
-def train_dataset(root, classes, tf, batch_size, seed, epoch, rank=0, world=1, workers=2, prefetch=0):
+def train_dataset(root, classes, tf, batch_size, seed, epoch, rank=0, world=1, workers=2, prefetch=0, repeats=0):
     """Batched ``(image (B,3,S,S) float32, target (B,K) float32)`` of epoch ``epoch`` for this rank.
 
     Shuffling and the C++ random ops follow the dataset seed set from (seed, epoch); the
     Python ops (RandAugment, erasing) follow per-sample seeds from (seed, epoch, rank).
+    ``repeats > 1`` samples with repeated augmentation (``repeated_aug_indices``).
     """
     import mindspore.dataset as ds
     from mindspore.dataset import transforms
     workers = _configure(workers, prefetch)
     ds.config.set_seed(int(seed) * 100003 + int(epoch))
-    images = _folder(root, 'train', classes, True, rank, world)
+    if repeats > 1:
+        n = _folder(root, 'train', classes, False, 0, 1).get_dataset_size()
+        images = _folder(root, 'train', classes, False, rank, world,
+                         repeated_aug_indices(n, repeats, seed, epoch, rank, world))
+    else:
+        images = _folder(root, 'train', classes, True, rank, world)
     sample_seeds = np.random.default_rng([int(seed), int(epoch), rank]).integers(
         0, 2 ** 62, size=images.get_dataset_size())
     data = ds.zip((images, ds.NumpySlicesDataset({'aug_seed': sample_seeds}, shuffle=False)))

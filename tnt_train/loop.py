@@ -1,6 +1,5 @@
 """The training session: builds model, optimiser, compiled steps and records, then trains and evaluates."""
 import contextlib
-import hashlib
 import math
 import os
 import time
@@ -30,7 +29,6 @@ class Trainer:
     """One run: ``fit()`` trains with evaluation each epoch; ``evaluate()`` and ``export()`` stand alone."""
 
     def __init__(self, args, runtime, classes):
-        import mindspore as ms
         from mindspore_tnt.amp import apply_amp
         from tnt_train.ema import EMA
         from tnt_train.evaluate import Evaluator
@@ -47,7 +45,8 @@ class Trainer:
         with working_dir(args.output):
             self.train_net = apply_amp(self.net, args.amp)
 
-        self.steps_per_epoch = samples_per_rank(args.data, 'train', classes, runtime.rank, runtime.world) \
+        self.steps_per_epoch = 0 if args.eval_only else \
+            samples_per_rank(args.data, 'train', classes, runtime.rank, runtime.world, args.repeated_aug) \
             // args.batch_size
         if self.steps_per_epoch == 0 and not args.eval_only:
             raise InputError(f'--batch-size {args.batch_size} is larger than the {args.data}/train '
@@ -75,26 +74,31 @@ class Trainer:
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.best_top1 = None
         self.num_params = sum(int(np.prod(p.shape)) for p in self.net.trainable_params())
-        self.ms = ms
 
     # -- state -------------------------------------------------------------------------------
     def meta(self):
         return dict(epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
-                    steps_per_epoch=self.steps_per_epoch, seed=self.args.seed, best_top1=self.best_top1,
+                    steps_per_epoch=self.steps_per_epoch, seed=self.args.seed, workers=self.args.workers,
+                    best_top1=self.best_top1,
                     model=self.args.model, num_classes=self.num_classes, img_size=self.args.img_size)
 
     def resume(self, path, saved_state=None):
         """Restore the full training state saved at ``path`` (or already read from it): the
         next step is the one after it, with the checkpoint's data seed."""
         saved, meta, rng_state = saved_state or ckpt.read(path)
-        if meta.get('steps_per_epoch') != self.steps_per_epoch:
+        import mindspore as ms
+        if not self.args.eval_only and meta.get('steps_per_epoch') != self.steps_per_epoch:
             raise InputError(f'checkpoint {path} was written with {meta.get("steps_per_epoch")} steps per epoch, '
-                             f'this run has {self.steps_per_epoch}: use the same data, batch size and workers')
+                             f'this run has {self.steps_per_epoch}: use the same data, batch size and ranks')
         ckpt.restore(self.state, saved, path)
-        self.ms.set_rng_state(rng_state)
+        ms.set_rng_state(rng_state)
         self.epoch, self.step_in_epoch = meta['epoch'], meta['step_in_epoch']
         self.global_step, self.best_top1 = meta['global_step'], meta['best_top1']
         self.args.seed = meta['seed']
+        if meta.get('workers', self.args.workers) != self.args.workers:
+            self.log.log(f"resume: --workers {meta['workers']} as in the checkpoint (MindSpore's random "
+                         f"transforms draw per worker, so the data replays exactly only with the same count)")
+            self.args.workers = meta['workers']
         return meta
 
     def save(self):
@@ -118,11 +122,11 @@ class Trainer:
     # -- training ----------------------------------------------------------------------------
     def _train_data(self, epoch):
         a = self.args
-        tf = TrainTransform(img_size=a.img_size, augment=not a.no_augment, crop_pct=self.crop_pct, scale=(a.scale_min, 1.), hflip=a.hflip,
-                            rand_augment=a.rand_augment, reprob=a.reprob, mixup=a.mixup, cutmix=a.cutmix,
-                            smoothing=a.smoothing, mean=self.mean, std=self.std)
+        tf = TrainTransform(img_size=a.img_size, augment=not a.no_augment, crop_pct=self.crop_pct,
+                            scale=(a.scale_min, 1.), hflip=a.hflip, rand_augment=a.rand_augment, reprob=a.reprob,
+                            mixup=a.mixup, cutmix=a.cutmix, smoothing=a.smoothing, mean=self.mean, std=self.std)
         return train_dataset(a.data, self.classes, tf, a.batch_size, a.seed, epoch, self.rt.rank, self.rt.world,
-                             a.workers, a.prefetch)
+                             a.workers, a.prefetch, a.repeated_aug)
 
     def _train_epoch(self):
         from tqdm import tqdm
@@ -131,7 +135,8 @@ class Trainer:
         bar = tqdm(total=S, initial=start, desc=f'epoch {self.epoch + 1}/{a.epochs}', unit='step',
                    disable=None if self.rt.is_main else True, leave=False)
         # a resumed epoch's mean loss includes the steps logged before the interruption
-        losses = [float(r['loss']) for r in self.log.steps if int(r['epoch']) == self.epoch and not int(r['overflow'])]
+        losses = [float(r['loss']) for r in self.log.steps
+                  if int(r['epoch']) == self.epoch and not int(r['overflow'])]
         times, overflows, row = [], 0, {}
         iterator = self._train_data(self.epoch).create_tuple_iterator(num_epochs=1)
         for i, (images, targets) in enumerate(iterator):
@@ -148,9 +153,9 @@ class Trainer:
             self._warm = True
             self.global_step += 1
             self.step_in_epoch = i + 1
-            row = dict(global_step=self.global_step, epoch=self.epoch, loss=f'{loss:.6f}', lr=f'{float(lr.asnumpy()):.6e}',
-                       grad_norm=f'{float(grad_norm.asnumpy()):.4f}', loss_scale=f'{float(scale.asnumpy()):g}',
-                       overflow=int(not finite), step_ms=f'{dt * 1e3:.1f}')
+            row = dict(global_step=self.global_step, epoch=self.epoch, loss=f'{loss:.6f}',
+                       lr=f'{float(lr.asnumpy()):.6e}', grad_norm=f'{float(grad_norm.asnumpy()):.4f}',
+                       loss_scale=f'{float(scale.asnumpy()):.10g}', overflow=int(not finite), step_ms=f'{dt * 1e3:.1f}')
             self.log.step(row)
             bar.update(1)
             bar.set_postfix(loss=f'{loss:.4f}', lr=row['lr'])
@@ -170,6 +175,15 @@ class Trainer:
         return dict(train_loss=float(np.mean(losses)) if losses else float('nan'), lr=row.get('lr', ''),
                     step_ms=step_s * 1e3, img_per_s=self.global_batch / step_s if times else float('nan'),
                     overflow_steps=overflows, loss_scale=row.get('loss_scale', ''))
+
+    def _summary(self, train, result, seconds):
+        line = f"epoch {self.epoch}/{self.args.epochs}: train loss {train['train_loss']:.4f}"
+        if result:
+            line += f", val top-1 {result['top1']:.2f} top-5 {result['top5']:.2f}"
+            if 'ema_top1' in result:
+                line += f" (EMA {result['ema_top1']:.2f} / {result['ema_top5']:.2f})"
+        return line + (f", {train['img_per_s']:.1f} img/s, {train['step_ms']:.1f} ms/step, "
+                       f"{train['overflow_steps']} skipped steps, {seconds:.1f} s")
 
     def run_info(self):
         a, rt = self.args, self.rt
@@ -195,19 +209,18 @@ class Trainer:
             improved = 'top1' in result and (self.best_top1 is None or result['top1'] > self.best_top1)
             if improved:
                 self.best_top1 = result['top1']
-            row = dict(epoch=self.epoch, global_step=self.global_step, epoch_s=f'{time.perf_counter() - t0:.1f}',
-                       val_loss=_fmt(result.get('loss')), top1=_fmt(result.get('top1')), top5=_fmt(result.get('top5')),
-                       ema_top1=_fmt(result.get('ema_top1')), ema_top5=_fmt(result.get('ema_top5')),
-                       **{k: _fmt(v) for k, v in train.items()})
-            self.log.epoch(row)
-            self.log.log(f"epoch {self.epoch}/{a.epochs}: train loss {row['train_loss']}, val top-1 {row['top1']} "
-                         f"top-5 {row['top5']}" + (f" (EMA {row['ema_top1']} / {row['ema_top5']})" if self.ema else '')
-                         + f", {row['img_per_s']} img/s, {row['step_ms']} ms/step, {train['overflow_steps']} "
-                         f"skipped steps, {row['epoch_s']} s")
+            seconds = time.perf_counter() - t0
+            self.log.epoch(dict(
+                epoch=self.epoch, global_step=self.global_step, epoch_s=_fmt(seconds),
+                val_loss=_fmt(result.get('loss')),
+                **{k: _fmt(result.get(k)) for k in ('top1', 'top5', 'ema_top1', 'ema_top5')},
+                **{k: _fmt(v) for k, v in train.items()}))
+            self.log.log(self._summary(train, result, seconds))
             self.save()
             if improved:
                 self.checkpoints.save_best(self.state, self.meta())
-        print(f'rank {self.rt.rank}: weights sha256 {self.fingerprint()}', flush=True)
+        weights = {p.name: p.asnumpy() for p in self.net.trainable_params()}
+        print(f'rank {self.rt.rank}: weights sha256 {ckpt.fingerprint(weights)}', flush=True)
         if self.rt.is_main:
             ckpt.save_weights(self.net, os.path.join(a.output, 'model.ckpt'))
             if self.ema is not None:
@@ -216,16 +229,9 @@ class Trainer:
         self.log.close()
         return self.best_top1
 
-    def fingerprint(self):
-        """sha256 of all weights: data-parallel ranks must print the same one."""
-        h = hashlib.sha256()
-        for p in sorted(self.net.trainable_params(), key=lambda p: p.name):
-            h.update(p.name.encode())
-            h.update(np.ascontiguousarray(p.asnumpy()).tobytes())
-        return h.hexdigest()
-
     def export(self):
         """MindIR of the trained weights in fp32, inference mode, batch 1: ``<output>/tnt.mindir``."""
+        import mindspore as ms
         import mindspore_tnt
         from tnt_train.model import copy_weights
         if not self.rt.is_main:
@@ -235,7 +241,7 @@ class Trainer:
         net.set_train(False)
         s = self.args.img_size
         tmp = os.path.join(self.args.output, f'.tmp-{os.getpid()}-tnt')
-        self.ms.export(net, self.ms.Tensor(np.zeros((1, 3, s, s), np.float32)), file_name=tmp, file_format='MINDIR')
+        ms.export(net, ms.Tensor(np.zeros((1, 3, s, s), np.float32)), file_name=tmp, file_format='MINDIR')
         path = os.path.join(self.args.output, 'tnt.mindir')
         os.replace(tmp + '.mindir', path)
         return path

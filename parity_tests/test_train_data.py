@@ -1,0 +1,117 @@
+"""The training data pipeline: timm-style RandAugment and erasing, seeded and reproducible batches."""
+import numpy as np
+import pytest
+
+from tnt_train.augment import RandAugment, RandomErasing, _ops, parse_rand_augment
+from tnt_train.data import TrainTransform, check_dataset, eval_dataset, export_digits, train_dataset
+
+
+def image(seed=0, size=32):
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def test_parse_rand_augment():
+    assert parse_rand_augment('rand-m9-mstd0.5-inc1') == dict(
+        magnitude=9., num_ops=2, magnitude_std=0.5, magnitude_max=10., increasing=True, prob=0.5)
+    assert parse_rand_augment('rand-n3-m7')['num_ops'] == 3
+    for bad in ('rand-x9', 'augmix-m5', 'rand-m'):
+        with pytest.raises(ValueError):
+            parse_rand_augment(bad)
+
+
+def test_increasing_ops_follow_the_level():
+    ops, rng = _ops(increasing=True), np.random.default_rng(0)
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, 2)
+    assert set(np.unique(ops['Posterize'](ramp, 9, rng))) == {0, 128}            # 4 - int(3.6) = 1 bit kept
+    solarized = ops['Solarize'](ramp, 9, rng)                                     # threshold 256 - 230 = 26
+    assert np.array_equal(solarized[ramp < 26], ramp[ramp < 26])
+    assert np.array_equal(solarized[ramp >= 26], 255 - ramp[ramp >= 26])
+    added = ops['SolarizeAdd'](ramp, 10, rng)                                     # +110 below 128, clipped
+    assert added[0, 0, 0] == 110 and added[15, 15, 0] == 255
+    assert np.array_equal(ops['Invert'](ramp, 0, rng), 255 - ramp)
+    assert np.array_equal(ops['Brightness'](ramp, 0, rng), ramp)                  # level 0: factor 1
+    assert not np.array_equal(ops['Rotate'](image(), 9, rng), image())
+
+
+def test_rand_augment_is_a_function_of_image_and_seed():
+    aug = RandAugment('rand-m9-mstd0.5-inc1')
+    outs = [aug(image(), seed)[0] for seed in range(20)]
+    assert all(np.array_equal(aug(image(), s)[0], outs[s]) for s in range(20))
+    changed = sum(not np.array_equal(o, image()) for o in outs)
+    assert 10 <= changed < 20     # each of two ops applies with probability 0.5: ~1/4 stay unchanged
+    assert len({o.tobytes() for o in outs}) >= changed
+
+
+def test_random_erasing_pixel_mode():
+    erase = RandomErasing(prob=1.)
+    x = np.zeros((3, 32, 32), np.float32)
+    out = erase(x, 7)[0]
+    assert np.array_equal(out, erase(x, 7)[0]) and not x.any()
+    region = out != 0
+    assert 0.02 * 32 * 32 * 3 * 0.5 < region.sum() <= 32 * 32 * 3 / 3 + 3 * 32
+    assert abs(out[region].std() - 1.) < 0.3                  # N(0, 1) per pixel and channel
+    assert not RandomErasing(prob=0.)(x, 7)[0].any()
+
+
+@pytest.fixture(scope='module')
+def digits():
+    root = export_digits()
+    return root, check_dataset(root)
+
+
+def batches(digits, tf, epoch=0, workers=2, seed=0):
+    root, classes = digits
+    data = train_dataset(root, classes, tf, 32, seed=seed, epoch=epoch, workers=workers)
+    return [(x, y) for x, y in data.create_tuple_iterator(output_numpy=True, num_epochs=1)][:6]
+
+
+def same(a, b):
+    return all(np.array_equal(x1, x2) and np.array_equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+
+
+def test_train_batches_are_reproducible(digits):
+    """(seed, epoch, worker count) fix every batch; MindSpore's C++ random ops draw per worker."""
+    tf = TrainTransform(img_size=32)    # the full recipe: RandAugment, erasing, Mixup/CutMix
+    first = batches(digits, tf, workers=2)
+    assert same(first, batches(digits, tf, workers=2))
+    assert not same(first, batches(digits, tf, epoch=1)) and not same(first, batches(digits, tf, seed=1))
+    x, y = first[0]
+    assert x.shape == (32, 3, 32, 32) and x.dtype == np.float32 and y.shape == (32, 10)
+    np.testing.assert_allclose(y.sum(1), 1., rtol=1e-5)
+    assert (y.max(1) < 0.9).any()       # mixed targets, not only smoothed one-hots
+
+
+def test_no_augment_trains_on_the_eval_view(digits):
+    root, classes = digits
+    x, y = batches(digits, TrainTransform(img_size=32, augment=False, smoothing=0.))[0]
+    assert set(np.unique(y)) == {0., 1.}
+    val = next(eval_dataset(root, classes, 32, 0.9, 360).create_tuple_iterator(output_numpy=True, num_epochs=1))[0]
+    assert x.min() >= -1. and x.max() <= 1.
+    # every training image is an eval-transformed image: same value range and background
+    assert np.isclose(x[:, :, 0, 0], val[0, :, 0, 0]).all()
+
+
+def test_repeated_augmentation_indices():
+    from tnt_train.data import repeated_aug_indices
+    n = 600
+    ranks = [repeated_aug_indices(n, 3, seed=0, epoch=0, rank=r, world=2) for r in range(2)]
+    assert [len(r) for r in ranks] == [256, 256]            # 600 // 256 * 256 images per epoch, split
+    dealt = np.stack(ranks, 1).ravel()                      # the order before dealing to the ranks
+    assert all(len(set(dealt[i:i + 3])) == 1 for i in range(0, 510, 3))   # each image three times in a row
+    assert len(set(dealt)) == 171 and np.array_equal(ranks[0], repeated_aug_indices(n, 3, 0, 0, 0, 2))
+    assert not np.array_equal(ranks[0], repeated_aug_indices(n, 3, 0, 1, 0, 2))
+    single = repeated_aug_indices(n, 3, 0, 0)
+    assert len(single) == 512 and np.array_equal(single[:3], [single[0]] * 3)
+
+
+def test_repeated_augmentation_batches_hold_copies(digits):
+    root, classes = digits
+    tf = TrainTransform(img_size=32, augment=False)
+    x, y = next(train_dataset(root, classes, tf, 30, seed=0, epoch=0, repeats=3).create_tuple_iterator(
+        output_numpy=True, num_epochs=1))
+    for i in range(0, 30, 3):
+        assert np.array_equal(x[i], x[i + 1]) and np.array_equal(x[i], x[i + 2])
+    assert not np.array_equal(x[0], x[3])
+    aug = next(train_dataset(root, classes, TrainTransform(img_size=32), 30, seed=0, epoch=0, repeats=3)
+               .create_tuple_iterator(output_numpy=True, num_epochs=1))[0]
+    assert not np.array_equal(aug[0], aug[1])               # the copies are augmented differently
