@@ -23,8 +23,8 @@ PRESETS = {
         scale_min=0.08, repeated_aug=RECIPE['repeated_aug'], ema=True, output='runs/imagenet', img_size=None),
     'digits': dict(
         model='tnt_tiny_patch16_64', img_size=32, epochs=20, batch_size=64, lr=2e-3, lr_base_batch=64,
-        warmup_epochs=2, drop_path=0.0, smoothing=0.1, mixup=0.0, cutmix=0.0, rand_augment='', reprob=0.0, hflip=0.0,
-        scale_min=0.5, ema=False, output='runs/digits'),
+        warmup_epochs=2, drop_path=0.0, smoothing=0.1, mixup=0.0, cutmix=0.0, rand_augment='', reprob=0.0,
+        hflip=0.0, scale_min=0.5, repeated_aug=0, ema=False, output='runs/digits'),
 }
 
 
@@ -46,7 +46,7 @@ def parse_args(argv=None):
     g.add_argument('--pynative', action='store_true', help='PyNative mode (debugging); default GRAPH mode')
     g.add_argument('--amp', choices=('O0', 'O2', 'O3'), help='mixed precision (default O2 on Ascend/GPU, O0 on CPU)')
     g.add_argument('--loss-scale', type=float,
-                   help=f"initial dynamic loss scale, 0 = off (default {RECIPE['loss_scale']:g} with AMP, off at O0)")
+                   help=f"initial dynamic loss scale, 0 = off (default {RECIPE['loss_scale']:.0f} with AMP, off at O0)")
     g.add_argument('--loss-scale-window', type=int, default=RECIPE['loss_scale_window'])
     g = ap.add_argument_group('optimisation')
     g.add_argument('--epochs', type=int)

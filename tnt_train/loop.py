@@ -1,5 +1,4 @@
 """The training session: builds model, optimiser, compiled steps and records, then trains and evaluates."""
-import contextlib
 import math
 import os
 import time
@@ -12,17 +11,6 @@ from tnt_train import checkpoint as ckpt
 from tnt_train.data import TrainTransform, eval_dataset, samples_per_rank, train_dataset
 from tnt_train.errors import InputError
 from tnt_train.metrics import RunLog
-
-
-@contextlib.contextmanager
-def working_dir(path):
-    """MindSpore's graph rewrite (used by AMP O2) writes its sources into the working directory."""
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
 
 
 class Trainer:
@@ -42,8 +30,7 @@ class Trainer:
         self.crop_pct, self.mean, self.std = args.crop_pct or cfg['crop_pct'], cfg['mean'], cfg['std']
         self.net = build_model(args.model, self.num_classes, args.img_size, args.drop_path,
                                args.pretrained, replace_head=args.num_classes is not None)
-        with working_dir(args.output):
-            self.train_net = apply_amp(self.net, args.amp)
+        self.train_net = apply_amp(self.net, args.amp)
 
         self.steps_per_epoch = 0 if args.eval_only else \
             samples_per_rank(args.data, 'train', classes, runtime.rank, runtime.world, args.repeated_aug) \
