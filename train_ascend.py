@@ -95,7 +95,7 @@ def parse_args(argv=None):
 
 
 def check_args(args):
-    """Cheap checks of everything the run needs, before any MindSpore work starts."""
+    """Checks of everything the run needs (arguments, output folder, data, files), before the device is set up."""
     from tnt_train.checkpoint import read as read_checkpoint, resolve_resume
     from tnt_train.data import check_dataset, export_digits
     from tnt_train.errors import InputError

@@ -156,11 +156,10 @@ def samples_per_rank(root, split, classes, rank=0, world=1, repeats=0):
     return _folder(root, split, classes, False, rank, world).get_dataset_size()
 
 
-def _configure(workers, prefetch):
+def _set_prefetch(prefetch):
     import mindspore.dataset as ds
     if prefetch:
         ds.config.set_prefetch_size(prefetch)
-    return workers
 
 
 def _augment(data, tf, workers):
@@ -203,7 +202,7 @@ def train_dataset(root, classes, tf, batch_size, seed, epoch, rank=0, world=1, w
     """
     import mindspore.dataset as ds
     from mindspore.dataset import transforms
-    workers = _configure(workers, prefetch)
+    _set_prefetch(prefetch)
     ds.config.set_seed(int(seed) * 100003 + int(epoch))
     if repeats > 1:
         n = _folder(root, 'train', classes, False, 0, 1).get_dataset_size()
@@ -229,7 +228,7 @@ def eval_dataset(root, classes, img_size, crop_pct, batch_size, mean=(0.5,) * 3,
                  rank=0, world=1, workers=2, prefetch=0):
     """Batched ``(image, label int32)`` of ``root/val`` for this rank (no shuffling)."""
     from mindspore.dataset import transforms
-    workers = _configure(workers, prefetch)
+    _set_prefetch(prefetch)
     data = _folder(root, 'val', classes, False, rank, world)
     data = data.map(_eval_ops(img_size, crop_pct, mean, std), 'image', num_parallel_workers=workers)
     data = data.map(transforms.TypeCast(np.int32), 'label')

@@ -16,10 +16,6 @@ class Runtime:
         """Only rank 0 writes logs, checkpoints and plots."""
         return self.rank == 0
 
-    @property
-    def distributed(self):
-        return self.world > 1
-
 
 def available_device():
     """The best device MindSpore can use here: Ascend, then GPU, then CPU."""
@@ -37,7 +33,7 @@ def launched_by_msrun():
     return os.environ.get('MS_ROLE') in ('MS_WORKER', 'MS_SCHED')
 
 
-def setup(device='auto', pynative=False, seed=0, deterministic=False):
+def setup(device='auto', pynative=False, seed=0):
     """Select the device and mode, join the msrun process group if launched by it, seed everything.
 
     Every rank uses the same seed, so models built after this call start from the same
@@ -49,8 +45,6 @@ def setup(device='auto', pynative=False, seed=0, deterministic=False):
     device = available_device() if device == 'auto' else device
     ms.set_device(device)
     ms.set_context(mode=ms.PYNATIVE_MODE if pynative else ms.GRAPH_MODE)
-    if deterministic:
-        ms.set_deterministic(True)
     rank, world = 0, 1
     if launched_by_msrun():
         from mindspore.communication import get_group_size, get_rank, init

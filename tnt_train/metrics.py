@@ -78,7 +78,7 @@ class RunLog:
         num = lambda rows, k: [float(r[k]) for r in rows if r.get(k) not in ('', None)]  # noqa: E731
         fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
         ax_loss.plot(num(self.steps, 'global_step'), num(self.steps, 'loss'), lw=0.6, alpha=0.5, label='train (step)')
-        ep = [r for r in self.epochs]
+        ep = self.epochs
         ax_loss.plot(num(ep, 'global_step'), num(ep, 'train_loss'), 'o-', label='train (epoch mean)')
         ax_loss.plot([float(r['global_step']) for r in ep if r['val_loss']], num(ep, 'val_loss'), 's-', label='val')
         ax_loss.set(xlabel='step', ylabel='loss', title='loss')
