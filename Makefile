@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/tnt-parity --model tnt_s_patch16_224
+	$(BIN)/python train_ascend.py
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -v parity_tests
