@@ -112,12 +112,19 @@ class Block(nn.Cell):
 
     def construct(self, pixel_embed, patch_embed):
         pixel_embed = pixel_embed + self.drop_path(self.attn_in(self.norm_in(pixel_embed)))
-        pixel_embed = pixel_embed + self.drop_path(self.mlp_in(self.norm_mlp_in(pixel_embed)))
+        # The second residual add runs in the view norm1_proj reads and the inner stream goes on
+        # as its reshape, so that no tensor has three gradient consumers: GRAPH and PYNATIVE
+        # mode add three gradient terms in different orders (docs/parity.md, GRAPH vs PYNATIVE).
         B, L, D = patch_embed.shape
+        words = pixel_embed.shape
+        view = (B, -1, words[-1]) if self.legacy else (B, L - 1, -1)
+        sentences = (pixel_embed.reshape(view) +
+                     self.drop_path(self.mlp_in(self.norm_mlp_in(pixel_embed))).reshape(view))
+        pixel_embed = sentences.reshape(words)
         if self.legacy:
-            sentence = self.proj(self.norm1_proj(pixel_embed).reshape(B, L - 1, -1))
+            sentence = self.proj(self.norm1_proj(sentences).reshape(B, L - 1, -1))
         else:
-            sentence = self.norm2_proj(self.proj(self.norm1_proj(pixel_embed.reshape(B, L - 1, -1))))
+            sentence = self.norm2_proj(self.proj(self.norm1_proj(sentences)))
         patch_embed = ops.cat([patch_embed[:, :1], patch_embed[:, 1:] + sentence], axis=1)
         patch_embed = patch_embed + self.drop_path(self.attn_out(self.norm_out(patch_embed)))
         patch_embed = patch_embed + self.drop_path(self.mlp(self.norm_mlp(patch_embed)))
@@ -125,7 +132,8 @@ class Block(nn.Cell):
 
 
 class PixelEmbed(nn.Cell):
-    """Image -> words: a 7x7/4 conv per 16x16 patch (legacy: over the whole image)."""
+    """Image -> sentences (B, N, 16*C), each the flattened words of one patch: a 7x7/4 conv
+    per 16x16 patch (legacy: over the whole image) plus ``pixel_pos``."""
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, in_dim=48, stride=4, legacy=False):
         super().__init__()
@@ -149,8 +157,16 @@ class PixelEmbed(nn.Cell):
         x = ops.transpose(x.reshape(B, -1, gh, p, gw, p), (0, 2, 4, 1, 3, 5)).reshape(B * gh * gw, -1, p, p)
         if not self.legacy:
             x = self.proj(x)
-        x = x + pixel_pos
-        return ops.swapaxes(x.reshape(B * self.num_patches, self.in_dim, -1), 1, 2)
+        return self.to_sentences(ops.swapaxes(x.reshape(B * self.num_patches, self.in_dim, -1), 1, 2), pixel_pos)
+
+    def to_sentences(self, words, pixel_pos):
+        """Words (B*N, 16, C) plus ``pixel_pos``, as sentences (B, N, 16*C).
+
+        The add itself runs in the sentence view: ``TNT.embed`` feeds norm1_proj from it and
+        the inner stream from its reshape (see ``Block.construct``).
+        """
+        pos = ops.swapaxes(pixel_pos.reshape(1, self.in_dim, -1), 1, 2).reshape(1, 1, -1)
+        return words.reshape(-1, self.num_patches, pos.shape[-1]) + pos
 
 
 class TNT(nn.Cell):
@@ -218,8 +234,9 @@ class TNT(nn.Cell):
     def embed(self, x):
         """Image -> (inner tokens (B*N, 16, C), outer tokens (B, N+1, D))."""
         B = x.shape[0]
-        pixel_embed = self.pixel_embed(x, self.pixel_pos)
-        patch_embed = self.norm2_proj(self.proj(self.norm1_proj(pixel_embed.reshape(B, self.num_patches, -1))))
+        sentences = self.pixel_embed(x, self.pixel_pos)
+        pixel_embed = sentences.reshape(B * self.num_patches, -1, self.pixel_embed.in_dim)
+        patch_embed = self.norm2_proj(self.proj(self.norm1_proj(sentences)))
         patch_embed = ops.cat([ops.broadcast_to(self.cls_token, (B, -1, -1)), patch_embed], axis=1)
         patch_embed = self.pos_drop(patch_embed + self.patch_pos)
         return pixel_embed, patch_embed
