@@ -112,12 +112,18 @@ class Block(nn.Module):
 
     def forward(self, pixel_embed, patch_embed):
         pixel_embed = pixel_embed + self.drop_path(self.attn_in(self.norm_in(pixel_embed)))
-        pixel_embed = pixel_embed + self.drop_path(self.mlp_in(self.norm_mlp_in(pixel_embed)))
+        # The second residual add runs in the view norm1_proj reads, as in mindspore_tnt
+        # (where it keeps GRAPH and PYNATIVE gradients identical); elementwise, the same sums.
         B, L, D = patch_embed.shape
+        words = pixel_embed.shape
+        view = (B, -1, words[-1]) if self.legacy else (B, L - 1, -1)
+        sentences = (pixel_embed.reshape(view) +
+                     self.drop_path(self.mlp_in(self.norm_mlp_in(pixel_embed))).reshape(view))
+        pixel_embed = sentences.reshape(words)
         if self.legacy:
-            sentence = self.proj(self.norm1_proj(pixel_embed).reshape(B, L - 1, -1))
+            sentence = self.proj(self.norm1_proj(sentences).reshape(B, L - 1, -1))
         else:
-            sentence = self.norm2_proj(self.proj(self.norm1_proj(pixel_embed.reshape(B, L - 1, -1))))
+            sentence = self.norm2_proj(self.proj(self.norm1_proj(sentences)))
         patch_embed = torch.cat([patch_embed[:, :1], patch_embed[:, 1:] + sentence], dim=1)
         patch_embed = patch_embed + self.drop_path(self.attn_out(self.norm_out(patch_embed)))
         patch_embed = patch_embed + self.drop_path(self.mlp(self.norm_mlp(patch_embed)))
@@ -125,7 +131,8 @@ class Block(nn.Module):
 
 
 class PixelEmbed(nn.Module):
-    """Image -> words: a 7x7/4 conv per 16x16 patch (legacy: over the whole image)."""
+    """Image -> sentences (B, N, 16*C), each the flattened words of one patch: a 7x7/4 conv
+    per 16x16 patch (legacy: over the whole image) plus ``pixel_pos``."""
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, in_dim=48, stride=4, legacy=False):
         super().__init__()
@@ -148,8 +155,12 @@ class PixelEmbed(nn.Module):
         x = x.reshape(B, -1, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(B * gh * gw, -1, p, p)
         if not self.legacy:
             x = self.proj(x)
-        x = x + pixel_pos
-        return x.reshape(B * self.num_patches, self.in_dim, -1).transpose(1, 2)
+        return self.to_sentences(x.reshape(B * self.num_patches, self.in_dim, -1).transpose(1, 2), pixel_pos)
+
+    def to_sentences(self, words, pixel_pos):
+        """Words (B*N, 16, C) plus ``pixel_pos``, as sentences (B, N, 16*C)."""
+        pos = pixel_pos.reshape(1, self.in_dim, -1).transpose(1, 2).reshape(1, 1, -1)
+        return words.reshape(-1, self.num_patches, pos.shape[-1]) + pos
 
 
 class TNT(nn.Module):
@@ -216,8 +227,9 @@ class TNT(nn.Module):
     def embed(self, x):
         """Image -> (inner tokens (B*N, 16, C), outer tokens (B, N+1, D))."""
         B = x.shape[0]
-        pixel_embed = self.pixel_embed(x, self.pixel_pos)
-        patch_embed = self.norm2_proj(self.proj(self.norm1_proj(pixel_embed.reshape(B, self.num_patches, -1))))
+        sentences = self.pixel_embed(x, self.pixel_pos)
+        pixel_embed = sentences.reshape(B * self.num_patches, -1, self.pixel_embed.in_dim)
+        patch_embed = self.norm2_proj(self.proj(self.norm1_proj(sentences)))
         patch_embed = torch.cat([self.cls_token.expand(B, -1, -1), patch_embed], dim=1)
         patch_embed = self.pos_drop(patch_embed + self.patch_pos)
         return pixel_embed, patch_embed
