@@ -16,3 +16,6 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -v parity_tests
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench

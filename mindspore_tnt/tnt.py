@@ -6,12 +6,28 @@ Runs in GRAPH and PYNATIVE mode on CPU, GPU and Ascend.
 import math
 
 import mindspore as ms
+import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
+from mindspore_tnt.gelu import GELU
 from tnt_common.variants import model_args, pretrained_cfg
 
 LN_EPS = 1e-5
+IMPLS = ('cpu', 'standard')
+
+
+def resolve_impl(impl=None):
+    """The formulation to build: ``impl``, else 'cpu' on the CPU device target, 'standard' elsewhere.
+
+    'cpu': the pixel embedding's convolution as a gather and a matmul, GELU as a vectorised
+    kernel (MindSpore's CPU Conv2D and erf are slow). 'standard': Conv2d and MindSpore's
+    GELU, the path for Ascend and GPU. Both compute the same function with the same parameters.
+    """
+    impl = impl or ('cpu' if ms.get_context('device_target') == 'CPU' else 'standard')
+    if impl not in IMPLS:
+        raise ValueError(f"unknown impl {impl!r}: 'cpu' or 'standard'")
+    return impl
 
 
 def trunc_normal_(param, std=0.02):
@@ -48,10 +64,10 @@ class DropPath(nn.Cell):
 class Mlp(nn.Cell):
     """fc1 -> GELU (exact, erf) -> dropout -> fc2 -> dropout."""
 
-    def __init__(self, in_features, hidden_features, drop=0.):
+    def __init__(self, in_features, hidden_features, drop=0., impl=None):
         super().__init__()
         self.fc1 = nn.Dense(in_features, hidden_features)
-        self.act = nn.GELU(approximate=False)
+        self.act = GELU(cpu_kernel=resolve_impl(impl) == 'cpu')
         self.drop1 = nn.Dropout(p=drop)
         self.fc2 = nn.Dense(hidden_features, in_features)
         self.drop2 = nn.Dropout(p=drop)
@@ -74,15 +90,19 @@ class Attention(nn.Cell):
         self.attn_drop = nn.Dropout(p=attn_drop)
         self.proj = nn.Dense(dim, dim)
         self.proj_drop = nn.Dropout(p=proj_drop)
+        self.matmul_qk = ops.BatchMatMul(transpose_b=True)
+        self.matmul_av = ops.BatchMatMul()
 
     def construct(self, x):
+        # q and k are unstacked, not indexed: a strided slice of the 5-D tensor costs more
+        # than the attention itself on CPU. BatchMatMul(transpose_b) multiplies by kᵀ in place.
         B, L, D = x.shape
-        qk = ops.transpose(self.qk(x).reshape(B, L, 2, self.num_heads, self.head_dim), (2, 0, 3, 1, 4))
-        q, k = qk[0], qk[1]
+        q, k = ops.unstack(ops.transpose(self.qk(x).reshape(B, L, 2, self.num_heads, self.head_dim),
+                                         (2, 0, 3, 1, 4)), 0)
         v = ops.transpose(self.v(x).reshape(B, L, self.num_heads, self.head_dim), (0, 2, 1, 3))
-        attn = ops.matmul(q, ops.swapaxes(k, -2, -1)) * self.scale
+        attn = self.matmul_qk(q, k) * self.scale
         attn = self.attn_drop(ops.softmax(attn, axis=-1))
-        x = ops.transpose(ops.matmul(attn, v), (0, 2, 1, 3)).reshape(B, L, D)
+        x = ops.transpose(self.matmul_av(attn, v), (0, 2, 1, 3)).reshape(B, L, D)
         return self.proj_drop(self.proj(x))
 
 
@@ -90,13 +110,13 @@ class Block(nn.Cell):
     """Inner transformer over the words of each sentence, then outer over the sentences."""
 
     def __init__(self, dim, dim_out, num_pixel, num_heads_in, num_heads_out, mlp_ratio=4.,
-                 proj_drop=0., attn_drop=0., drop_path=0., legacy=False):
+                 proj_drop=0., attn_drop=0., drop_path=0., legacy=False, impl=None):
         super().__init__()
         self.legacy = legacy
         self.norm_in = nn.LayerNorm((dim,), epsilon=LN_EPS)
         self.attn_in = Attention(dim, num_heads_in, attn_drop, proj_drop)
         self.norm_mlp_in = nn.LayerNorm((dim,), epsilon=LN_EPS)
-        self.mlp_in = Mlp(dim, dim * 4, proj_drop)
+        self.mlp_in = Mlp(dim, dim * 4, proj_drop, impl)
         if legacy:
             self.norm1_proj = nn.LayerNorm((dim,), epsilon=LN_EPS)
             self.proj = nn.Dense(dim * num_pixel, dim_out, has_bias=True)
@@ -108,7 +128,7 @@ class Block(nn.Cell):
         self.attn_out = Attention(dim_out, num_heads_out, attn_drop, proj_drop)
         self.drop_path = DropPath(drop_path)
         self.norm_mlp = nn.LayerNorm((dim_out,), epsilon=LN_EPS)
-        self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio), proj_drop)
+        self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio), proj_drop, impl)
 
     def construct(self, pixel_embed, patch_embed):
         pixel_embed = pixel_embed + self.drop_path(self.attn_in(self.norm_in(pixel_embed)))
@@ -131,11 +151,43 @@ class Block(nn.Cell):
         return pixel_embed, patch_embed
 
 
+def conv_tap_index(grid_size, patch_size, stride, kernel_size, per_patch):
+    """Flat pixel index of every (word, kernel tap) of the pixel embedding's convolution.
+
+    Rows run over the words in the model's order (patch row, patch column, word row, word
+    column), columns over the taps (ky, kx). A tap in the zero padding points one past the
+    last pixel. ``per_patch``: zero padding at every patch border, else at the image border.
+    """
+    words, pad = math.ceil(patch_size / stride), kernel_size // 2
+
+    def taps(n_patches):
+        """Input coordinate of each (output, tap) along one axis, and whether it is a pixel."""
+        out = np.arange(n_patches * words)[:, None]
+        pos = stride * out + np.arange(kernel_size) - pad
+        lo = patch_size * (out // words) if per_patch else 0
+        hi = lo + patch_size if per_patch else n_patches * patch_size
+        return pos, (pos >= lo) & (pos < hi)
+
+    (ys, y_ok), (xs, x_ok) = taps(grid_size[0]), taps(grid_size[1])
+    width = grid_size[1] * patch_size
+    index = np.where(y_ok[:, :, None, None] & x_ok[None, None], ys[:, :, None, None] * width + xs[None, None],
+                     grid_size[0] * patch_size * width)
+    index = index.reshape(grid_size[0], words, kernel_size, grid_size[1], words, kernel_size)
+    return index.transpose(0, 3, 1, 4, 2, 5).reshape(-1).astype(np.int32)
+
+
 class PixelEmbed(nn.Cell):
     """Image -> sentences (B, N, 16*C), each the flattened words of one patch: a 7x7/4 conv
-    per 16x16 patch (legacy: over the whole image) plus ``pixel_pos``."""
+    per 16x16 patch (legacy: over the whole image) plus ``pixel_pos``.
 
-    def __init__(self, img_size=224, patch_size=16, in_chans=3, in_dim=48, stride=4, legacy=False):
+    With ``impl='cpu'`` the convolution is one gather of the input pixels under every
+    kernel tap (``conv_tap_index``, precomputed) and one matmul with ``proj``'s weight:
+    MindSpore's CPU Conv2D kernel is two orders of magnitude slower. ``'standard'`` runs
+    ``proj`` as a convolution.
+    """
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, in_dim=48, stride=4, legacy=False,
+                 impl=None):
         super().__init__()
         self.legacy = legacy
         self.patch_size = patch_size
@@ -145,8 +197,14 @@ class PixelEmbed(nn.Cell):
         self.new_patch_size = math.ceil(patch_size / stride)
         self.proj = nn.Conv2d(in_chans, in_dim, kernel_size=7, stride=stride, pad_mode='pad',
                               padding=3, has_bias=True)
+        self.impl = resolve_impl(impl)
+        if self.impl == 'cpu':
+            self.tap_index = ms.Tensor(conv_tap_index(self.grid_size, patch_size, stride, 7, not legacy))
+            self.matmul_taps = ops.MatMul(transpose_b=True)
 
     def construct(self, x, pixel_pos):
+        if self.impl == 'cpu':
+            return self.gather_taps(x, pixel_pos)
         B, C, H, W = x.shape
         gh, gw = self.grid_size
         if self.legacy:
@@ -159,8 +217,19 @@ class PixelEmbed(nn.Cell):
             x = self.proj(x)
         return self.to_sentences(ops.swapaxes(x.reshape(B * self.num_patches, self.in_dim, -1), 1, 2), pixel_pos)
 
+    def gather_taps(self, x, pixel_pos):
+        """``construct`` of ``impl='cpu'``: (words, taps) @ (out, taps)ᵀ + bias, channels last."""
+        B, C, H, W = x.shape
+        x = ops.transpose(x, (0, 2, 3, 1)).reshape(B, H * W, C)
+        x = ops.cat([x, ops.zeros((B, 1, C), x.dtype)], axis=1)
+        taps = ops.gather(x, self.tap_index, 1).reshape(B * self.num_patches * self.new_patch_size ** 2, -1)
+        # in the dtype of the input, as ``proj`` would cast them when called (AMP O3)
+        weight = ops.transpose(self.proj.weight, (0, 2, 3, 1)).reshape(self.in_dim, -1).astype(taps.dtype)
+        return self.to_sentences(ops.bias_add(self.matmul_taps(taps, weight), self.proj.bias.astype(taps.dtype)),
+                                 pixel_pos)
+
     def to_sentences(self, words, pixel_pos):
-        """Words (B*N, 16, C) plus ``pixel_pos``, as sentences (B, N, 16*C).
+        """Words (B*N*16, C) in any view, plus ``pixel_pos``, as sentences (B, N, 16*C).
 
         The add itself runs in the sentence view: ``TNT.embed`` feeds norm1_proj from it and
         the inner stream from its reshape (see ``Block.construct``).
@@ -170,19 +239,25 @@ class PixelEmbed(nn.Cell):
 
 
 class TNT(nn.Cell):
-    """Transformer in Transformer (Han et al., NeurIPS 2021)."""
+    """Transformer in Transformer (Han et al., NeurIPS 2021).
+
+    ``impl`` ('cpu' or 'standard', by default 'cpu' on the CPU device target) picks how
+    the pixel embedding's convolution and GELU are computed (see ``resolve_impl``);
+    parameters and results are the same either way.
+    """
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000,
                  global_pool='token', embed_dim=768, inner_dim=48, depth=12,
                  num_heads_inner=4, num_heads_outer=12, mlp_ratio=4., drop_rate=0.,
                  pos_drop_rate=0., proj_drop_rate=0., attn_drop_rate=0., drop_path_rate=0.,
-                 first_stride=4, legacy=False):
+                 first_stride=4, legacy=False, impl=None):
         super().__init__()
         assert global_pool in ('token', 'avg'), global_pool
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.num_features = self.embed_dim = embed_dim
-        self.pixel_embed = PixelEmbed(img_size, patch_size, in_chans, inner_dim, first_stride, legacy)
+        impl = resolve_impl(impl)
+        self.pixel_embed = PixelEmbed(img_size, patch_size, in_chans, inner_dim, first_stride, legacy, impl)
         num_patches = self.pixel_embed.num_patches
         self.num_patches = num_patches
         new_patch_size = self.pixel_embed.new_patch_size
@@ -198,7 +273,7 @@ class TNT(nn.Cell):
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.CellList([
             Block(inner_dim, embed_dim, num_pixel, num_heads_inner, num_heads_outer, mlp_ratio,
-                  proj_drop_rate, attn_drop_rate, dpr[i], legacy)
+                  proj_drop_rate, attn_drop_rate, dpr[i], legacy, impl)
             for i in range(depth)])
         self.norm = nn.LayerNorm((embed_dim,), epsilon=LN_EPS)
         self.head_drop = nn.Dropout(p=drop_rate)

@@ -14,7 +14,7 @@ import re
 import tempfile
 
 _ANY_NODE = re.compile(r'^\s+%\d+\(')
-_NODE = re.compile(r'^\s+%\d+\([^)]*\) = PrimFunc_(\w+)\(')
+_NODE = re.compile(r'^\s+%\d+\([^)]*\) = (?:PrimFunc_(\w+)|(Custom))\(')
 _TYPES = re.compile(r'^\s+: \((.*)\) -> \((.*)\)\s*$')
 _FRAME = re.compile(r'# In file (.+?):(\d+)')
 _DTYPE = re.compile(r'Tensor\[(\w+)\]')
@@ -32,7 +32,7 @@ def parse_ir(text):
     for line in text.splitlines():
         if _ANY_NODE.match(line):
             m = _NODE.match(line)
-            current = dict(op=m.group(1), inputs=[], outputs=[], frames=[]) if m else None
+            current = dict(op=m.group(1) or m.group(2), inputs=[], outputs=[], frames=[]) if m else None
             if current:
                 calls.append(current)
         elif current is not None:
@@ -79,11 +79,13 @@ def precision_roles(calls):
 
     dense_matmul: the matmul of an ``nn.Dense``; attention_matmul: a matmul of
     ``Attention.construct`` itself (q·kᵀ and attn·v); layernorm; softmax; gelu: every op
-    of an ``nn.GELU``; residual_add: an ``Add`` written in ``Block.construct`` itself.
+    of an ``nn.GELU`` or of ``mindspore_tnt.gelu.GELU`` (its CPU kernel is a ``Custom``
+    op); residual_add: an ``Add`` written in ``Block.construct`` itself.
     """
     from mindspore import nn
-    from mindspore_tnt import tnt
-    dense, gelu = _source_span(nn.Dense.construct), _source_span(nn.GELU.construct)
+    from mindspore_tnt import gelu as tnt_gelu, tnt
+    dense = _source_span(nn.Dense.construct)
+    gelus = (_source_span(nn.GELU.construct), _source_span(tnt_gelu.GELU.construct))
     attention, block = _source_span(tnt.Attention.construct), _source_span(tnt.Block.construct)
     model_file = block[0]
     roles = {k: [] for k in ROLES}
@@ -99,7 +101,7 @@ def precision_roles(calls):
             roles['layernorm'].append(c)
         elif op == 'Softmax':
             roles['softmax'].append(c)
-        elif op != 'Cast' and _inside(frames, gelu):
+        elif op != 'Cast' and any(_inside(frames, span) for span in gelus):
             roles['gelu'].append(c)
         elif op == 'Add' and _inside(innermost, block):
             roles['residual_add'].append(c)

@@ -1,0 +1,65 @@
+// Exact (erf) GELU and its gradient for MindSpore's CPU backend, as AOT custom-op kernels.
+//
+// y = x * 0.5 * (1 + erf(x / sqrt(2)))          (the formula of torch and nn.GELU)
+// dx = dy * (0.5 * (1 + erf(x / sqrt(2))) + x * exp(-x^2 / 2) / sqrt(2 pi))
+//
+// erff and expf are declared with glibc's vector variants (libmvec), so the loops are
+// vectorised without -ffast-math: IEEE semantics are kept and only the libm calls change.
+// Built and loaded by mindspore_tnt/gelu.py; float32 only (it falls back otherwise).
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+extern "C" float erff(float) __attribute__((simd("notinbranch")));
+extern "C" float expf(float) __attribute__((simd("notinbranch")));
+
+namespace {
+
+constexpr float kSqrtHalf = 0.70710678118654752440f;
+constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
+
+bool all_float32(int nparam, const char **dtypes) {
+  for (int i = 0; i < nparam; ++i) {
+    if (std::strcmp(dtypes[i], "float32") != 0) return false;
+  }
+  return true;
+}
+
+int64_t numel(int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; ++i) n *= shape[i];
+  return n;
+}
+
+}  // namespace
+
+// params: x, y
+extern "C" int GeluErf(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                       void *stream, void *extra) {
+  if (nparam != 2 || !all_float32(nparam, dtypes)) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  const int64_t n = numel(ndims[0], shapes[0]);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] = x[i] * 0.5f * (1.0f + erff(x[i] * kSqrtHalf));
+  }
+  return 0;
+}
+
+// params: x, dy, dx
+extern "C" int GeluErfGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                           void *stream, void *extra) {
+  if (nparam != 3 || !all_float32(nparam, dtypes)) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *dy = static_cast<const float *>(params[1]);
+  float *dx = static_cast<float *>(params[2]);
+  const int64_t n = numel(ndims[0], shapes[0]);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float cdf = 0.5f * (1.0f + erff(x[i] * kSqrtHalf));
+    const float pdf = kInvSqrt2Pi * expf(-0.5f * x[i] * x[i]);
+    dx[i] = dy[i] * (cdf + x[i] * pdf);
+  }
+  return 0;
+}

@@ -1,0 +1,142 @@
+"""Both formulations of the MindSpore TNT match torch: ``impl='cpu'`` and ``impl='standard'``.
+
+'cpu' (the CPU default) computes the pixel embedding's convolution as a gather of the
+kernel taps and one matmul, and GELU with the vectorised kernel of ``mindspore_tnt.gelu``;
+'standard' (the Ascend/GPU default) runs Conv2d and MindSpore's GELU. Both run here on
+CPU, through the same forward parity as test_forward_parity (per-patch padding:
+``tnt_tiny_patch16_64``; padding at the image border only: ``tnt_s_legacy_patch16_224``)
+and the gradient parity of test_gradients. A wrong tap index and a wrong GELU gradient
+must be caught.
+"""
+import functools
+import os
+import shutil
+import warnings
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import ops
+
+import mindspore_tnt
+from convert.transfer import numpy_to_mindspore
+from mindspore_tnt import gelu
+from mindspore_tnt.tnt import IMPLS, conv_tap_index
+from parity.forward import FP32_BOUND, compare_outputs, describe_failure, mindspore_outputs, set_mode
+from parity.gradients import compare_gradients, describe_gradients, mindspore_gradients
+from parity_tests.runs import reference
+from tnt_common.compare import format_rows
+from tnt_common.variants import VARIANTS
+
+TINY = 'tnt_tiny_patch16_64'
+
+
+def net_for(name, impl):
+    """A MindSpore TNT of ``impl`` with the reference weights; 'cpu' must really run the kernel."""
+    if impl == 'cpu':
+        if shutil.which(os.environ.get('CXX', 'g++')) is None:
+            pytest.skip('no C++ compiler here: impl="cpu" would run the built-in GELU')
+        assert gelu.kernel_ops() is not None, 'the CPU GELU kernel did not build'
+    net = numpy_to_mindspore(reference(name)[0], mindspore_tnt.create_model(name, impl=impl))
+    assert (net.blocks[0].mlp.act.kernel is not None) == (impl == 'cpu')
+    return net
+
+
+@pytest.mark.parametrize('mode', ['pynative', 'graph'])
+@pytest.mark.parametrize('impl', IMPLS)
+@pytest.mark.parametrize('name', [TINY, 'tnt_s_legacy_patch16_224'])
+def test_forward_parity_per_impl(name, impl, mode):
+    set_mode(mode)
+    _, x, _, ref, _ = reference(name)
+    report = compare_outputs(mindspore_outputs(net_for(name, impl), x), ref)
+    assert report['passed'], f'{name} [{impl}, {mode}]: {describe_failure(report)}\n{format_rows(report["rows"])}'
+    assert max(r['rel'] for r in report['rows']) <= FP32_BOUND
+
+
+@functools.lru_cache(maxsize=None)
+def gradients(impl, mode, plant=None):
+    set_mode(mode)
+    _, x, y, _, ref = reference(TINY)
+    net = net_for(TINY, impl)
+    if plant is not None:
+        plant(net)
+    return compare_gradients(mindspore_gradients(net, x, y), ref)
+
+
+@pytest.mark.parametrize('mode', ['pynative', 'graph'])
+@pytest.mark.parametrize('impl', IMPLS)
+def test_gradient_parity_per_impl(impl, mode):
+    report = gradients(impl, mode)
+    assert report['passed'], describe_gradients(report)
+
+
+def test_impls_share_parameters():
+    """Checkpoints do not depend on the formulation: same names, shapes, conv weight layout."""
+    shapes = {impl: {p.name: p.shape for p in mindspore_tnt.create_model(TINY, impl=impl).get_parameters()}
+              for impl in IMPLS}
+    assert shapes['cpu'] == shapes['standard']
+    assert shapes['cpu']['pixel_embed.proj.weight'] == (VARIANTS[TINY]['inner_dim'], 3, 7, 7)
+
+
+def test_unknown_impl_is_refused():
+    with pytest.raises(ValueError, match="'cpu' or 'standard'"):
+        mindspore_tnt.create_model(TINY, impl='im2col')
+
+
+def test_kernel_falls_back_without_a_compiler(monkeypatch):
+    monkeypatch.setenv('CXX', '/nonexistent/c++')
+    gelu.kernel_ops.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="using MindSpore's GELU"):
+            assert gelu.kernel_ops() is None
+        set_mode('pynative')
+        x = ms.Tensor(np.linspace(-6, 6, 97, dtype=np.float32))
+        assert np.array_equal(gelu.GELU(cpu_kernel=True)(x).asnumpy(), ms.nn.GELU(approximate=False)(x).asnumpy())
+    finally:
+        gelu.kernel_ops.cache_clear()
+    monkeypatch.delenv('CXX')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert gelu.kernel_ops() is not None
+
+
+def _image_border_padding(net):
+    """The legacy index on a per-patch model: taps at patch borders read the neighbouring patch."""
+    pe = net.pixel_embed
+    pe.tap_index = ms.Tensor(conv_tap_index(pe.grid_size, pe.patch_size, 4, 7, per_patch=False))
+
+
+def _taps_transposed(net):
+    """Kernel taps read in (kx, ky) order: a transposed 7x7 kernel."""
+    pe = net.pixel_embed
+    index = conv_tap_index(pe.grid_size, pe.patch_size, 4, 7, per_patch=True).reshape(-1, 7, 7)
+    pe.tap_index = ms.Tensor(np.ascontiguousarray(index.transpose(0, 2, 1)).reshape(-1))
+
+
+@pytest.mark.parametrize('plant', [_image_border_padding, _taps_transposed])
+def test_catches_wrong_tap_index(plant):
+    set_mode('pynative')
+    _, x, _, ref, _ = reference(TINY)
+    net = net_for(TINY, 'cpu')
+    plant(net)
+    report = compare_outputs(mindspore_outputs(net, x), ref)
+    assert not report['passed'], 'the planted fault went unnoticed'
+    failure = report['first_failure']
+    assert (failure['stage'], failure['stream']) == ('embed', 'inner'), describe_failure(report)
+
+
+def _gelu_gradient_without_pdf_term(net):
+    """Block 2's inner GELU with the kernel's forward but dx = dy·Φ(x): the x·φ(x) term lost."""
+    def bprop(x, out, dout):
+        return (dout * 0.5 * (1. + ops.erf(x * 0.7071067811865476)),)
+    forward = net.blocks[2].mlp_in.act.kernel
+    net.blocks[2].mlp_in.act.kernel = ops.Custom(forward.func, out_shape=lambda x: x, out_dtype=lambda x: x,
+                                                 func_type='aot', bprop=bprop)
+
+
+def test_catches_wrong_gelu_gradient():
+    report = gradients('cpu', 'pynative', _gelu_gradient_without_pdf_term)
+    assert not report['passed'], 'the planted fault went unnoticed'
+    # upstream of the fault (block 2's inner MLP and before) the gradients change, downstream not
+    assert 'blocks.2.mlp_in.fc1.weight' in report['failing'], describe_gradients(report)
+    assert not any(name.startswith('blocks.3.') for name in report['failing']), describe_gradients(report)
