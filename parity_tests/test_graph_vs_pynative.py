@@ -1,15 +1,19 @@
 """GRAPH against PYNATIVE mode: the same MindSpore model, forward (every stage, logits, loss)
 and backward (every parameter gradient, the input gradient) within 1e-6 relative, and
-measured bit for bit on CPU.
+measured bit for bit on CPU; and three steps of the training package's compiled train step
+(drop path with host-fed masks, clipping, AdamW), bit for bit.
 
 The one source of difference between the modes is the order in which they add the gradient
 terms of a tensor with three or more consumers (``test_three_gradient_consumers_add_in_different_orders``);
 the model and the loss are written so that no tensor has more than two, and everything else
 (kernels, fusions, reductions) is the same in both modes, so the test asserts bit for bit.
 """
+import functools
+
 import numpy as np
 import pytest
 
+from parity.forward import make_batch, set_mode
 from parity.modes import compare_modes, describe_modes, fan_in_orders
 from parity_tests.runs import mindspore_run
 
@@ -52,3 +56,43 @@ def test_catches_one_rounding_in_one_gradient():
     report = compare_modes(spoil(runs, 'pixel_embed.proj.bias', 1 + 2 ** -23))
     assert report['passed'] and not report['bit_exact']
     assert report['not_bit_exact'] == ['grad pixel_embed.proj.bias'], describe_modes(report)
+
+
+@functools.lru_cache(maxsize=None)
+def train_steps(mode, noise_offset=0, steps=3):
+    """Loss and gradient norm of ``steps`` steps of ``tnt_train``'s compiled train step (drop
+    path 0.3 with host-fed masks, clipping, AdamW) from one init, and the final weights."""
+    import mindspore as ms
+    import mindspore_tnt
+    from convert.transfer import mindspore_to_numpy, numpy_to_mindspore
+    from tnt_train.droppath import DropPathNoise
+    from tnt_train.optim import create_optimizer
+    from tnt_train.train_step import TrainStep
+    set_mode(mode)
+    ms.set_seed(0)
+    init = mindspore_to_numpy(mindspore_tnt.create_model('tnt_tiny_patch16_64', num_classes=10, img_size=32))
+    net = numpy_to_mindspore(init, mindspore_tnt.create_model('tnt_tiny_patch16_64', num_classes=10, img_size=32,
+                                                              drop_path_rate=0.3))
+    optimizer, schedule = create_optimizer(net, [1e-3] * steps)
+    noise = DropPathNoise(net, 4)
+    step = TrainStep(net, optimizer, schedule, clip_grad=5., drop_path_noise=noise)
+    step.set_train(True)
+    targets = ms.Tensor(np.eye(10, dtype=np.float32)[[1, 2, 3, 4]] * 0.9 + 0.01)
+    curve = []
+    for k in range(steps):
+        fed = noise.host_noise(0, k + noise_offset, 0)
+        loss, grad_norm = step(ms.Tensor(make_batch(4, 32, seed=k)), targets, fed)[:2]
+        curve.append((float(loss.asnumpy()), float(grad_norm.asnumpy())))
+    return curve, mindspore_to_numpy(net)
+
+
+def test_train_step_graph_matches_pynative():
+    (graph_curve, graph_weights), (pynative_curve, pynative_weights) = train_steps('graph'), train_steps('pynative')
+    assert graph_curve == pynative_curve
+    assert all(np.array_equal(graph_weights[k], pynative_weights[k]) for k in graph_weights)
+
+
+def test_train_step_comparison_catches_other_masks():
+    """PyNative fed the next step's drop-path masks: the first loss already differs."""
+    graph_curve, shifted_curve = train_steps('graph')[0], train_steps('pynative', noise_offset=1)[0]
+    assert graph_curve[0][0] != shifted_curve[0][0]

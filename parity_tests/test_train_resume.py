@@ -1,8 +1,8 @@
 """Killing training with SIGKILL mid-epoch and resuming reproduces the uninterrupted run exactly.
 
-The runs use the recipe's random augmentations (RandAugment, erasing, Mixup/CutMix), so
-the data order and every augmentation must be restored too. Drop path is off: MindSpore's
-CPU random kernel keeps its state inside the compiled graph, where no checkpoint reaches.
+The runs use the recipe's random augmentations (RandAugment, erasing, Mixup/CutMix) and
+drop path, so the data order, every augmentation and every drop-path mask must be
+restored too.
 """
 import os
 import shutil
@@ -17,7 +17,7 @@ import pytest
 from parity_tests.train_cli import SCRIPT, env, rows, train, weights
 
 ARGS = ['--epochs', 2, '--save-every', 5, '--rand-augment', 'rand-m9-mstd0.5-inc1', '--reprob', 0.25,
-        '--mixup', 0.8, '--cutmix', 1.0, '--drop-path', 0]
+        '--mixup', 0.8, '--cutmix', 1.0, '--drop-path', 0.1]
 KILL_AFTER = 'epoch0001_step00000030.ckpt'    # 8 steps into the second epoch of 22 steps
 COMPARED = ('global_step', 'epoch', 'loss', 'lr', 'grad_norm', 'loss_scale', 'overflow')
 

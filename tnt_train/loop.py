@@ -18,6 +18,7 @@ class Trainer:
 
     def __init__(self, args, runtime, classes):
         from mindspore_tnt.amp import apply_amp
+        from tnt_train.droppath import DropPathNoise
         from tnt_train.ema import EMA
         from tnt_train.evaluate import Evaluator
         from tnt_train.model import build_model
@@ -46,8 +47,9 @@ class Trainer:
         self.optimizer, self.lr_schedule = create_optimizer(self.net, self.schedule, args.weight_decay, args.opt_eps)
         self.scaler = dynamic_loss_scaler(args.loss_scale, args.loss_scale_window) if args.loss_scale else None
         self.ema = EMA(self.net, args.ema_decay) if args.ema else None
+        self.noise = DropPathNoise(self.net, args.batch_size) if args.drop_path > 0 and not args.eval_only else None
         self.step = TrainStep(self.train_net, self.optimizer, self.lr_schedule, args.clip_grad, self.scaler,
-                              self.ema, runtime.world)
+                              self.ema, runtime.world, self.noise)
         self.evaluator = Evaluator(self.train_net, self.num_classes, args.eval_batch_size, runtime.world)
         if self.ema is not None:
             import mindspore_tnt
@@ -55,7 +57,8 @@ class Trainer:
                                                       img_size=args.img_size)
             self.ema_evaluator = Evaluator(self.ema_net, self.num_classes, args.eval_batch_size, runtime.world)
         extra = [self.scaler.scale_value, self.scaler.counter] if self.scaler else []
-        self.state = ckpt.state_parameters(self.step, *extra)
+        fed = {p.name for p in self.noise.get_parameters()} if self.noise else set()   # refilled every step
+        self.state = [p for p in ckpt.state_parameters(self.step, *extra) if p.name not in fed]
         self.checkpoints = ckpt.CheckpointManager(args.output, args.keep_checkpoints, enabled=runtime.is_main)
         self.log = RunLog(args.output, enabled=runtime.is_main)
         self.epoch = self.step_in_epoch = self.global_step = 0
@@ -119,6 +122,7 @@ class Trainer:
         from tqdm import tqdm
         a, S = self.args, self.steps_per_epoch
         start = self.step_in_epoch
+        self.step.set_train(True)       # drop path on (evaluation switches the shared model to eval mode)
         bar = tqdm(total=S, initial=start, desc=f'epoch {self.epoch + 1}/{a.epochs}', unit='step',
                    disable=None if self.rt.is_main else True, leave=False)
         # a resumed epoch's mean loss includes the steps logged before the interruption
@@ -132,9 +136,12 @@ class Trainer:
             if i < start:       # resumed mid-epoch: replay the seeded pipeline up to where it stopped
                 continue
             t0 = time.perf_counter()
-            loss, grad_norm, finite, scale, lr = self.step(images, targets)
+            noise = () if self.noise is None else (self.noise.host_noise(a.seed, self.global_step, self.rt.rank),)
+            loss, grad_norm, finite, scale, lr = self.step(images, targets, *noise)
             loss, finite = float(loss.asnumpy()), bool(finite.asnumpy())
             dt = time.perf_counter() - t0
+            if self.noise is not None and i == start:
+                self.noise.check_consumed()     # every DropPath call took its noise: drop path is on
             if self._warm:
                 times.append(dt)
             self._warm = True

@@ -1,8 +1,9 @@
 """One compiled optimisation step, reusable by training and benchmarks.
 
 ``TrainStep(net, optimizer, lr_schedule, clip_grad=5., loss_scaler=DynamicLossScaler(...))``
-runs, as one graph: LR for this step -> forward -> soft-target cross-entropy -> backward
-(of the loss times the loss scale) -> all-reduce mean over ranks (under msrun) -> unscale
+runs, as one graph: LR for this step -> (with ``drop_path_noise``: this step's drop-path
+noise fed in) -> forward -> soft-target cross-entropy -> backward (of the loss times the
+loss scale) -> all-reduce mean over ranks (under msrun) -> unscale
 -> finiteness check -> clip by global norm -> AdamW (skipped if any gradient is not
 finite) -> EMA update -> loss-scale update. It returns ``(loss, grad_norm, finite,
 loss_scale, lr)`` of the step; the loss is the mean over all ranks' batches. The LR
@@ -52,7 +53,7 @@ class TrainStep(nn.Cell):
     """forward + loss + grad + all-reduce + unscale + clip + AdamW (+ EMA), skipping non-finite steps."""
 
     def __init__(self, net, optimizer, lr_schedule, clip_grad=RECIPE['clip_grad'], loss_scaler=None,
-                 ema=None, world=1):
+                 ema=None, world=1, drop_path_noise=None):
         super().__init__(auto_prefix=False)
         self.net_with_loss = NetWithLoss(net)
         self.optimizer = optimizer
@@ -61,6 +62,7 @@ class TrainStep(nn.Cell):
         self.clip_grad = float(clip_grad or 0.)
         self.loss_scaler = loss_scaler
         self.ema = ema
+        self.drop_path_noise = drop_path_noise
         self.reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=world) if world > 1 else None
         self.all_reduce = ops.AllReduce() if world > 1 else None
         self.world = world
@@ -71,8 +73,11 @@ class TrainStep(nn.Cell):
         loss = self.net_with_loss(images, targets)
         return loss * scale, loss
 
-    def construct(self, images, targets):
+    def construct(self, images, targets, noise=None):
+        """One step; ``noise``: the step's drop-path noise, given iff built with ``drop_path_noise``."""
         lr = self.lr_schedule()
+        if self.drop_path_noise is not None:
+            images = ops.depend(images, self.drop_path_noise.feed(noise))
         scale = ops.ones((), ms.float32)
         if self.loss_scaler is not None:
             scale = self.loss_scaler.scale_value.value()
