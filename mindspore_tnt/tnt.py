@@ -1,15 +1,19 @@
 """TNT (Transformer in Transformer) in MindSpore, numerically matching ``torch_ref``.
 
-Reads line by line like ``torch_ref/tnt.py``: same classes, attributes and order.
-Runs in GRAPH and PYNATIVE mode on CPU, GPU and Ascend.
+Reads line by line like ``torch_ref/tnt.py``: same classes, attributes and order. What
+only MindSpore has is the choice of formulation, ``impl`` (``resolve_impl``): on CPU the
+pixel embedding's convolution runs as a gather and a matmul (``PixelEmbed.gather_taps``,
+``conv_taps.py``) and GELU as a vectorised kernel (``gelu.py``); the attention's
+``BatchMatMul`` cells serve every backend. Runs in GRAPH and PYNATIVE mode on CPU, GPU and
+Ascend.
 """
 import math
 
 import mindspore as ms
-import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
+from mindspore_tnt.conv_taps import conv_tap_index
 from mindspore_tnt.gelu import GELU
 from tnt_common.variants import model_args, pretrained_cfg
 
@@ -38,9 +42,10 @@ def trunc_normal_(param, std=0.02):
 class DropPath(nn.Cell):
     """Per-sample stochastic depth: zeroes a sample's residual branch, scales the rest.
 
-    ``noise`` is a test hook, None in every model built here: a callable
-    ``noise(shape, dtype)`` returning uniform [0, 1) noise replaces the framework's random
-    draw, so that parity tests give both frameworks the same masks (``parity.droppath``).
+    ``noise`` is None by default (the framework's random draw): a callable
+    ``noise(shape, dtype)`` returning uniform [0, 1) noise replaces that draw, so that parity
+    tests give both frameworks the same masks (``parity.droppath``) and training feeds masks
+    drawn on the host, which a resume replays (``tnt_train.droppath``).
     """
 
     def __init__(self, drop_prob=0.):
@@ -151,31 +156,6 @@ class Block(nn.Cell):
         return pixel_embed, patch_embed
 
 
-def conv_tap_index(grid_size, patch_size, stride, kernel_size, per_patch):
-    """Flat pixel index of every (word, kernel tap) of the pixel embedding's convolution.
-
-    Rows run over the words in the model's order (patch row, patch column, word row, word
-    column), columns over the taps (ky, kx). A tap in the zero padding points one past the
-    last pixel. ``per_patch``: zero padding at every patch border, else at the image border.
-    """
-    words, pad = math.ceil(patch_size / stride), kernel_size // 2
-
-    def taps(n_patches):
-        """Input coordinate of each (output, tap) along one axis, and whether it is a pixel."""
-        out = np.arange(n_patches * words)[:, None]
-        pos = stride * out + np.arange(kernel_size) - pad
-        lo = patch_size * (out // words) if per_patch else 0
-        hi = lo + patch_size if per_patch else n_patches * patch_size
-        return pos, (pos >= lo) & (pos < hi)
-
-    (ys, y_ok), (xs, x_ok) = taps(grid_size[0]), taps(grid_size[1])
-    width = grid_size[1] * patch_size
-    index = np.where(y_ok[:, :, None, None] & x_ok[None, None], ys[:, :, None, None] * width + xs[None, None],
-                     grid_size[0] * patch_size * width)
-    index = index.reshape(grid_size[0], words, kernel_size, grid_size[1], words, kernel_size)
-    return index.transpose(0, 3, 1, 4, 2, 5).reshape(-1).astype(np.int32)
-
-
 class PixelEmbed(nn.Cell):
     """Image -> sentences (B, N, 16*C), each the flattened words of one patch: a 7x7/4 conv
     per 16x16 patch (legacy: over the whole image) plus ``pixel_pos``.
@@ -203,10 +183,12 @@ class PixelEmbed(nn.Cell):
             self.matmul_taps = ops.MatMul(transpose_b=True)
 
     def construct(self, x, pixel_pos):
-        if self.impl == 'cpu':
-            return self.gather_taps(x, pixel_pos)
         B, C, H, W = x.shape
         gh, gw = self.grid_size
+        if H != gh * self.patch_size or W != gw * self.patch_size:
+            raise ValueError(f'input is {H}x{W}, the model takes {gh * self.patch_size}x{gw * self.patch_size}')
+        if self.impl == 'cpu':
+            return self.gather_taps(x, pixel_pos)
         if self.legacy:
             x = self.proj(x)
             p = self.new_patch_size

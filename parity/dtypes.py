@@ -14,13 +14,14 @@ import re
 import tempfile
 
 _ANY_NODE = re.compile(r'^\s+%\d+\(')
-_NODE = re.compile(r'^\s+%\d+\([^)]*\) = (?:PrimFunc_(\w+)|(Custom))\(')
+_NODE = re.compile(r'^\s+%\d+\([^)]*\) = (?:PrimFunc_(\w+)|(Custom|Conv2D))\(')
 _TYPES = re.compile(r'^\s+: \((.*)\) -> \((.*)\)\s*$')
 _FRAME = re.compile(r'# In file (.+?):(\d+)')
 _DTYPE = re.compile(r'Tensor\[(\w+)\]')
 
 MATMULS = frozenset({'MatMul', 'MatMulExt', 'BatchMatMul', 'BatchMatMulExt', 'Dense'})
-ROLES = ('dense_matmul', 'attention_matmul', 'layernorm', 'softmax', 'gelu', 'residual_add')
+ROLES = ('embed_proj', 'dense_matmul', 'attention_matmul', 'layernorm', 'softmax', 'gelu', 'residual_add')
+CONVS = frozenset({'Conv2D', 'Conv2DExt', 'Convolution'})
 
 
 def parse_ir(text):
@@ -77,6 +78,7 @@ def _inside(frames, span):
 def precision_roles(calls):
     """``{role: [call]}`` for the roles an AMP level is judged on (see ``ROLES``).
 
+    embed_proj: the pixel embedding's convolution, or its matmul with ``impl='cpu'``;
     dense_matmul: the matmul of an ``nn.Dense``; attention_matmul: a matmul of
     ``Attention.construct`` itself (q·kᵀ and attn·v); layernorm; softmax; gelu: every op
     of an ``nn.GELU`` or of ``mindspore_tnt.gelu.GELU`` (its CPU kernel is a ``Custom``
@@ -87,13 +89,16 @@ def precision_roles(calls):
     dense = _source_span(nn.Dense.construct)
     gelus = (_source_span(nn.GELU.construct), _source_span(tnt_gelu.GELU.construct))
     attention, block = _source_span(tnt.Attention.construct), _source_span(tnt.Block.construct)
+    embed = (_source_span(tnt.PixelEmbed.construct), _source_span(tnt.PixelEmbed.gather_taps))
     model_file = block[0]
     roles = {k: [] for k in ROLES}
     for c in calls:
         frames, op = c['frames'], c['op']
         own = [fr for fr in frames if fr[0] == model_file]
         innermost = own[-1:] if own else []
-        if op in MATMULS and _inside(frames, dense):
+        if op in MATMULS | CONVS and any(_inside(innermost, span) for span in embed):
+            roles['embed_proj'].append(c)
+        elif op in MATMULS and _inside(frames, dense):
             roles['dense_matmul'].append(c)
         elif op in MATMULS and _inside(innermost, attention):
             roles['attention_matmul'].append(c)

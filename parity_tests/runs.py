@@ -18,11 +18,11 @@ def reference(name):
     return torch_to_numpy(torch_model), x, y, torch_outputs(torch_model, x), torch_gradients(torch_model, x, y)
 
 
-def fresh_net(name):
-    """A new MindSpore TNT holding ``reference(name)``'s weights."""
+def fresh_net(name, impl=None):
+    """A new MindSpore TNT (of formulation ``impl``, default the device's) holding ``reference(name)``'s weights."""
     import mindspore_tnt
     from convert.transfer import numpy_to_mindspore
-    return numpy_to_mindspore(reference(name)[0], mindspore_tnt.create_model(name))
+    return numpy_to_mindspore(reference(name)[0], mindspore_tnt.create_model(name, impl=impl))
 
 
 @functools.lru_cache(maxsize=None)

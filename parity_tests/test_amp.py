@@ -11,6 +11,7 @@ import pytest
 
 import mindspore_tnt
 from mindspore_tnt.amp import apply_amp
+from mindspore_tnt.tnt import IMPLS
 from parity.dtypes import precision_roles, role_dtypes, trace_dtypes
 from parity.forward import set_mode
 from parity.gradients import compare_gradients, describe_gradients, mindspore_gradients
@@ -24,14 +25,14 @@ NAME = 'tnt_tiny_patch16_64'
 def expected_counts(name):
     """How many calls of each role one forward pass of variant ``name`` makes."""
     depth = VARIANTS[name]['depth']
-    return dict(dense_matmul=depth * 11 + 2,  # qk, v, proj, fc1, fc2 inner and outer, block proj; proj, head
+    return dict(embed_proj=1, dense_matmul=depth * 11 + 2,  # qk, v, proj, fc1, fc2 inner and outer, block proj; proj, head
                 attention_matmul=depth * 4, layernorm=depth * 6 + 3, softmax=depth * 2,
                 residual_add=depth * 5)
 
 
-def traced(level, plant=None):
+def traced(level, plant=None, impl=None):
     _, x, _, _, _ = reference(NAME)
-    net = fresh_net(NAME)
+    net = fresh_net(NAME, impl)
     net.set_train(False)
     if plant:
         plant(net)
@@ -39,19 +40,21 @@ def traced(level, plant=None):
     return role_dtypes(calls), {k: len(v) for k, v in precision_roles(calls).items()}
 
 
-def test_o2_dtypes_in_the_compiled_graph():
-    dtypes, counts = traced('O2')
+@pytest.mark.parametrize('impl', IMPLS)
+def test_o2_dtypes_in_the_compiled_graph(impl):
+    dtypes, counts = traced('O2', impl=impl)
     for role, n in expected_counts(NAME).items():
         assert counts[role] == n, (role, counts)
     assert counts['gelu'] > 0
-    assert dtypes == dict(dense_matmul=['Float16'], attention_matmul=['Float16'], layernorm=['Float32'],
+    assert dtypes == dict(embed_proj=['Float16'], dense_matmul=['Float16'], attention_matmul=['Float16'], layernorm=['Float32'],
                           softmax=['Float32'], gelu=['Float32'], residual_add=['Float32'])
 
 
-def test_o0_is_fp32_and_o3_is_fp16_everywhere():
-    assert all(d == ['Float32'] for d in traced('O0')[0].values())
-    dtypes, _ = traced('O3')
-    for role in ('dense_matmul', 'attention_matmul', 'softmax', 'gelu', 'residual_add'):
+@pytest.mark.parametrize('impl', IMPLS)
+def test_o0_is_fp32_and_o3_is_fp16_everywhere(impl):
+    assert all(d == ['Float32'] for d in traced('O0', impl=impl)[0].values())
+    dtypes, _ = traced('O3', impl=impl)
+    for role in ('embed_proj', 'dense_matmul', 'attention_matmul', 'softmax', 'gelu', 'residual_add'):
         assert dtypes[role] == ['Float16'], role
     assert 'Float16' in dtypes['layernorm']
 
@@ -63,11 +66,11 @@ def test_catches_a_layernorm_left_in_fp16():
 
 
 @pytest.mark.parametrize('level', ['O2', 'O3'])
-@pytest.mark.parametrize('name', ['tnt_tiny_patch16_64', 'tnt_s_patch16_224'])
-def test_amp_against_torch_fp32(name, level):
+@pytest.mark.parametrize('name,impl', [(NAME, 'cpu'), (NAME, 'standard'), ('tnt_s_patch16_224', 'cpu')])
+def test_amp_against_torch_fp32(name, impl, level):
     set_mode('pynative')
     _, x, _, ref, _ = reference(name)
-    report = compare_precision(mindspore_outputs(fresh_net(name), x, level), ref, level)
+    report = compare_precision(mindspore_outputs(fresh_net(name, impl), x, level), ref, level)
     print(describe_precision(report))
     assert report['passed'], describe_precision(report)
     # AMP really acted: the error is far above fp32 noise

@@ -10,6 +10,7 @@ must be caught.
 """
 import functools
 import os
+import platform
 import shutil
 import warnings
 
@@ -21,7 +22,8 @@ from mindspore import ops
 import mindspore_tnt
 from convert.transfer import numpy_to_mindspore
 from mindspore_tnt import gelu
-from mindspore_tnt.tnt import IMPLS, conv_tap_index
+from mindspore_tnt.conv_taps import conv_tap_index
+from mindspore_tnt.tnt import IMPLS
 from parity.forward import FP32_BOUND, compare_outputs, describe_failure, mindspore_outputs, set_mode
 from parity.gradients import compare_gradients, describe_gradients, mindspore_gradients
 from parity_tests.runs import reference
@@ -31,11 +33,15 @@ from tnt_common.variants import VARIANTS
 TINY = 'tnt_tiny_patch16_64'
 
 
+def compiler_here():
+    return platform.system() == 'Linux' and shutil.which(os.environ.get('CXX', 'g++')) is not None
+
+
 def net_for(name, impl):
     """A MindSpore TNT of ``impl`` with the reference weights; 'cpu' must really run the kernel."""
     if impl == 'cpu':
-        if shutil.which(os.environ.get('CXX', 'g++')) is None:
-            pytest.skip('no C++ compiler here: impl="cpu" would run the built-in GELU')
+        if not compiler_here():
+            pytest.skip('no C++ compiler on Linux here: impl="cpu" would run the built-in GELU')
         assert gelu.kernel_ops() is not None, 'the CPU GELU kernel did not build'
     net = numpy_to_mindspore(reference(name)[0], mindspore_tnt.create_model(name, impl=impl))
     assert (net.blocks[0].mlp.act.kernel is not None) == (impl == 'cpu')
@@ -70,6 +76,17 @@ def test_gradient_parity_per_impl(impl, mode):
     assert report['passed'], describe_gradients(report)
 
 
+@pytest.mark.parametrize('mode', ['pynative', 'graph'])
+@pytest.mark.parametrize('impl', IMPLS)
+def test_wrong_input_size_is_refused(impl, mode):
+    """The tap index is built for the model's size: another size must not be gathered silently."""
+    set_mode(mode)
+    net = mindspore_tnt.create_model(TINY, impl=impl)
+    net.set_train(False)
+    with pytest.raises(ValueError, match='input is 128x128, the model takes 64x64'):
+        net(ms.Tensor(np.zeros((1, 3, 128, 128), np.float32)))
+
+
 def test_impls_share_parameters():
     """Checkpoints do not depend on the formulation: same names, shapes, conv weight layout."""
     shapes = {impl: {p.name: p.shape for p in mindspore_tnt.create_model(TINY, impl=impl).get_parameters()}
@@ -93,11 +110,32 @@ def test_kernel_falls_back_without_a_compiler(monkeypatch):
         x = ms.Tensor(np.linspace(-6, 6, 97, dtype=np.float32))
         assert np.array_equal(gelu.GELU(cpu_kernel=True)(x).asnumpy(), ms.nn.GELU(approximate=False)(x).asnumpy())
     finally:
+        monkeypatch.undo()
         gelu.kernel_ops.cache_clear()
-    monkeypatch.delenv('CXX')
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        assert gelu.kernel_ops() is not None
+    if compiler_here():     # and with the compiler back, the kernel builds again, silently
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            assert gelu.kernel_ops() is not None
+
+
+@pytest.mark.parametrize('stride,legacy', [(4, False), (4, True), (2, False), (3, False), (5, False)])
+def test_tap_index_is_torch_convolution(stride, legacy):
+    """The gather + matmul of ``impl='cpu'``, in numpy, against torch_ref's convolution
+    (strides that do not divide the patch size included; legacy pads at the image border)."""
+    import torch
+    import torch_ref
+    torch.manual_seed(0)
+    embed = torch_ref.tnt.PixelEmbed(img_size=48, patch_size=16, in_chans=3, in_dim=5, stride=stride, legacy=legacy)
+    x = torch.randn(2, 3, 48, 48)
+    words = embed.new_patch_size ** 2
+    with torch.no_grad():
+        want = embed(x, torch.zeros(1, 5, embed.new_patch_size, embed.new_patch_size)).double().numpy()
+    pixels = np.concatenate([x.double().numpy().transpose(0, 2, 3, 1).reshape(2, -1, 3), np.zeros((2, 1, 3))], 1)
+    index = conv_tap_index(embed.grid_size, 16, stride, 7, per_patch=not legacy)
+    taps = pixels[:, index].reshape(2 * embed.num_patches * words, -1)
+    weight = embed.proj.weight.detach().double().numpy().transpose(0, 2, 3, 1).reshape(5, -1)
+    got = (taps @ weight.T + embed.proj.bias.detach().double().numpy()).reshape(want.shape)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
 def _image_border_padding(net):

@@ -75,3 +75,10 @@ def test_overrides(num_classes, img_size):
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes
     net = mindspore_tnt.create_model('tnt_tiny_patch16_64', num_classes=num_classes, img_size=img_size)
     assert sorted(tuple(p.shape) for p in net.get_parameters()) == sorted(shapes.values())
+
+
+@pytest.mark.parametrize('name', ['tnt_tiny_patch16_64', 'tnt_s_legacy_patch16_224'])
+def test_torch_ref_refuses_another_input_size(name):
+    size = VARIANTS[name]['img_size']
+    with pytest.raises(ValueError, match=f'input is {size + 16}x{size + 16}, the model takes {size}x{size}'):
+        torch_ref.create_model(name)(torch.zeros(1, 3, size + 16, size + 16))

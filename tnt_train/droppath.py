@@ -14,6 +14,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+STREAM = 0x0D9      # the last word of the noise's seed: a stream of its own, apart from the data's
+
 
 def drop_path_layers(net):
     """The DropPath cells of ``net`` that drop anything."""
@@ -37,7 +39,7 @@ class DropPathNoise(nn.Cell):
 
     def host_noise(self, seed, global_step, rank):
         """The step's noise: a function of (seed, global step, rank) alone."""
-        rng = np.random.default_rng([int(seed), int(global_step), int(rank), 0x0D9])
+        rng = np.random.default_rng([int(seed), int(global_step), int(rank), STREAM])
         return ms.Tensor(rng.random(self.values_per_step, dtype=np.float32))
 
     def feed(self, noise):

@@ -22,9 +22,9 @@ def trunc_normal_(tensor, std=0.02):
 class DropPath(nn.Module):
     """Per-sample stochastic depth: zeroes a sample's residual branch, scales the rest.
 
-    ``noise`` is a test hook, None in every model built here: a callable
-    ``noise(shape, dtype)`` returning uniform [0, 1) noise replaces the framework's random
-    draw, so that parity tests give both frameworks the same masks (``parity.droppath``).
+    ``noise`` is None by default (the framework's random draw): a callable
+    ``noise(shape, dtype)`` returning uniform [0, 1) noise replaces that draw, so that parity
+    tests give both frameworks the same masks (``parity.droppath``).
     """
 
     def __init__(self, drop_prob=0.):
@@ -147,6 +147,8 @@ class PixelEmbed(nn.Module):
     def forward(self, x, pixel_pos):
         B, C, H, W = x.shape
         gh, gw = self.grid_size
+        if H != gh * self.patch_size or W != gw * self.patch_size:
+            raise ValueError(f'input is {H}x{W}, the model takes {gh * self.patch_size}x{gw * self.patch_size}')
         if self.legacy:
             x = self.proj(x)
             p = self.new_patch_size
@@ -268,7 +270,7 @@ def create_model(name, pretrained=False, **kwargs):
     ``convert``, never from a hub.
     """
     if pretrained:
-        raise ValueError('no hub downloads: load a checkpoint file with convert.load_torch_model')
+        raise ValueError('no hub downloads: load a checkpoint file with convert.load_mindspore_into_torch')
     args = model_args(name)
     args.update(kwargs)
     model = TNT(**args)
