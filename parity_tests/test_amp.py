@@ -65,6 +65,13 @@ def test_catches_a_layernorm_left_in_fp16():
     assert dtypes['dense_matmul'] == ['Float16']
 
 
+@pytest.mark.parametrize('impl', IMPLS)
+def test_catches_a_pixel_embedding_left_in_fp32(impl):
+    dtypes, _ = traced('O2', plant=lambda net: net.pixel_embed.to_float(ms.float32), impl=impl)
+    assert dtypes['embed_proj'] == ['Float32']
+    assert dtypes['dense_matmul'] == ['Float16']
+
+
 @pytest.mark.parametrize('level', ['O2', 'O3'])
 @pytest.mark.parametrize('name,impl', [(NAME, 'cpu'), (NAME, 'standard'), ('tnt_s_patch16_224', 'cpu')])
 def test_amp_against_torch_fp32(name, impl, level):
