@@ -20,28 +20,27 @@ class SharedNoise:
         return self._rng.random(tuple(shape), dtype=np.float32)
 
 
-def torch_noise(seed):
-    """A ``DropPath.noise`` hook for torch_ref; ``hook.source`` is its ``SharedNoise``."""
-    import torch
+def _hook(seed, to_tensor):
+    """A ``DropPath.noise`` hook: ``to_tensor(array, dtype)`` of the next draw of a ``SharedNoise``."""
     source = SharedNoise(seed)
 
     def noise(shape, dtype):
-        return torch.from_numpy(source.draw(shape)).to(dtype)
+        return to_tensor(source.draw(shape), dtype)
 
     noise.source = source
     return noise
+
+
+def torch_noise(seed):
+    """A ``DropPath.noise`` hook for torch_ref; ``hook.source`` is its ``SharedNoise``."""
+    import torch
+    return _hook(seed, lambda array, dtype: torch.from_numpy(array).to(dtype))
 
 
 def mindspore_noise(seed):
     """A ``DropPath.noise`` hook for mindspore_tnt (PYNATIVE); ``hook.source`` is its ``SharedNoise``."""
     import mindspore as ms
-    source = SharedNoise(seed)
-
-    def noise(shape, dtype):
-        return ms.Tensor(source.draw(shape)).astype(dtype)
-
-    noise.source = source
-    return noise
+    return _hook(seed, lambda array, dtype: ms.Tensor(array).astype(dtype))
 
 
 def set_noise(model, noise):
