@@ -2,25 +2,33 @@
 from convert import readers
 from convert.canonical import adapt, check_finite, to_timm
 from convert.errors import ConversionError
+from tnt_common.variants import VARIANTS
 
 
-def read_hub(path, model_name=None, ema=False):
-    """(``Canonical``, ``readers.Checkpoint``) of any supported file; NaN/Inf refused."""
+def read_hub(path, model_name=None, ema=False, numerics=None):
+    """(``Canonical``, ``readers.Checkpoint``) of any supported file or hub folder; NaN/Inf refused.
+
+    ``numerics`` overrides the numerics the file records or its family implies.
+    """
     ckpt = readers.read(path, ema=ema)
+    if model_name is None and ckpt.architecture in VARIANTS:
+        model_name = ckpt.architecture
     try:
-        can = to_timm(ckpt.arrays, model_name)
+        can = to_timm(ckpt.arrays, model_name, numerics, ckpt.numerics)
         check_finite(can.arrays)
+        if ckpt.num_classes is not None and ckpt.num_classes != can.num_classes:
+            raise ConversionError(f'config.json says {ckpt.num_classes} classes, the head has {can.num_classes}')
     except ConversionError as e:
         raise ConversionError(f'{ckpt.path}: {e}') from None
     return can, ckpt
 
 
-def _load(path, model_name, num_classes, img_size, ema, build, to_numpy, load):
-    can, ckpt = read_hub(path, model_name, ema)
+def _load(path, model_name, num_classes, img_size, ema, numerics, build, to_numpy, load):
+    can, ckpt = read_hub(path, model_name, ema, numerics)
     nc = can.num_classes if num_classes is None else num_classes
     size = can.img_size if img_size is None else img_size
     try:
-        model = build(can.variant, num_classes=nc, img_size=size)
+        model = build(can.variant, num_classes=nc, img_size=size, **can.numerics.model_kwargs())
     except (TypeError, ValueError) as e:
         raise ConversionError(f'{ckpt.path}: cannot build {can.variant}: {e}') from None
 
@@ -34,22 +42,25 @@ def _load(path, model_name, num_classes, img_size, ema, build, to_numpy, load):
         raise ConversionError(f'{ckpt.path}: {e.args[0] if e.args else e}') from None
 
 
-def load_torch_into_mindspore(path, model_name=None, num_classes=None, img_size=None, ema=False):
+def load_torch_into_mindspore(path, model_name=None, num_classes=None, img_size=None, ema=False, numerics=None):
     """A ``mindspore_tnt`` TNT holding the weights of checkpoint ``path``, loaded strictly.
 
-    ``path``: any file the readers support (timm, legacy, official, MindSpore; torch,
-    safetensors or ``.ckpt``). ``model_name`` None detects the variant. ``num_classes``
-    different from the checkpoint's replaces the head by a freshly initialised one (0
-    removes it); ``img_size`` resamples ``patch_pos``; ``ema`` picks EMA weights. Raises
-    ``ConversionError`` (a ValueError) with a one-line message on bad input.
+    ``path``: any file the readers support (timm, legacy, official, mmpretrain, MindCV,
+    model zoo, ours; torch, safetensors or ``.ckpt``) or a Hugging Face hub folder.
+    ``model_name`` None detects the variant. The model computes with the file's numerics
+    (GELU form, LayerNorm eps: recorded in the file, else its family's); ``numerics`` (a
+    preset name such as 'pytorch', or ``tnt_common.numerics.Numerics``) overrides them.
+    ``num_classes`` different from the checkpoint's replaces the head by a freshly
+    initialised one (0 removes it); ``img_size`` resamples ``patch_pos``; ``ema`` picks EMA
+    weights. Raises ``ConversionError`` (a ValueError) with a one-line message on bad input.
     """
     import mindspore_tnt
     from convert.transfer import mindspore_to_numpy, numpy_to_mindspore
-    return _load(path, model_name, num_classes, img_size, ema, mindspore_tnt.create_model,
+    return _load(path, model_name, num_classes, img_size, ema, numerics, mindspore_tnt.create_model,
                  mindspore_to_numpy, numpy_to_mindspore)
 
 
-def load_mindspore_into_torch(path, model_name=None, num_classes=None, img_size=None, ema=False):
+def load_mindspore_into_torch(path, model_name=None, num_classes=None, img_size=None, ema=False, numerics=None):
     """A ``torch_ref`` TNT holding the weights of checkpoint ``path``, loaded strictly.
 
     The reverse of ``load_torch_into_mindspore``, with the same arguments; it too reads
@@ -57,5 +68,5 @@ def load_mindspore_into_torch(path, model_name=None, num_classes=None, img_size=
     """
     import torch_ref
     from convert.transfer import numpy_to_torch, torch_to_numpy
-    return _load(path, model_name, num_classes, img_size, ema, torch_ref.create_model,
+    return _load(path, model_name, num_classes, img_size, ema, numerics, torch_ref.create_model,
                  torch_to_numpy, numpy_to_torch)

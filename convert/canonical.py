@@ -1,9 +1,10 @@
-"""Stored names -> the hub format ``{timm_name: array}`` and back, with layout and variant.
+"""Stored names -> the hub format ``{timm_name: array}`` and back, with family, variant, numerics.
 
-``to_timm`` recognises the layout from names (timm, official Huawei, MindSpore names over
-either timm graph) and the variant from shapes (``layouts.matching_variants``); ``from_timm``
-writes any layout from the hub format. Both use the rules of ``keymap``.
+``to_timm`` recognises the family from names (``keymap.FAMILY_MARKERS``) and the variant
+from shapes (``layouts.matching_variants``); ``from_timm`` writes any family from the hub
+format, refusing what that family cannot hold. Both run the declarations of ``keymap.LAYOUTS``.
 """
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,10 +13,9 @@ from convert import keymap
 from convert.errors import ConversionError
 from convert.layouts import describe, matching_variants, timm_shapes
 from convert.transfer import check_keys, check_shapes
+from tnt_common import numerics as nx
 from tnt_common.variants import VARIANTS, list_models
 
-TIMM, OFFICIAL = 'timm', 'official'
-TORCH_NAMES, MINDSPORE_NAMES = 'torch', 'mindspore'
 TNT_ANCHORS = ('cls_token', 'patch_pos', 'pixel_pos')
 
 
@@ -23,19 +23,20 @@ TNT_ANCHORS = ('cls_token', 'patch_pos', 'pixel_pos')
 class Canonical:
     """A checkpoint in the hub format, with what was recognised about it."""
     arrays: dict
-    layout: str        # TIMM or OFFICIAL
-    names: str         # TORCH_NAMES or MINDSPORE_NAMES
+    layout: str        # a name of keymap.LAYOUTS
     variant: str
     num_classes: int
     img_size: int
+    numerics: nx.Numerics
+    numerics_origin: str
+
+    @property
+    def framework(self):
+        return keymap.LAYOUTS[self.layout].framework
 
     @property
     def description(self):
-        if self.names == MINDSPORE_NAMES:
-            base = 'mindspore_tnt (MindSpore names)'
-        else:
-            base = 'official Huawei PyTorch' if self.layout == OFFICIAL else 'timm'
-        return base + (', legacy graph' if VARIANTS[self.variant]['legacy'] else '')
+        return keymap.LAYOUTS[self.layout].title + (', legacy graph' if VARIANTS[self.variant]['legacy'] else '')
 
 
 def _examples(keys, n=4):
@@ -43,24 +44,88 @@ def _examples(keys, n=4):
     return ', '.join(keys[:n]) + (', ...' if len(keys) > n else '')
 
 
-def _reject_zoo(keys):
-    import re
-    if any(re.fullmatch(p, k) for p in keymap.ZOO_MARKERS for k in keys):
-        raise ConversionError(
-            'this is a MindSpore model zoo TNT checkpoint (research/cv/TNT: separate q and k '
-            'projections, several layers without bias, eps 1e-7, tanh GELU): a different '
-            'architecture, not loadable into mindspore_tnt')
+def detect(keys):
+    """The family (``keymap.LAYOUTS`` name) of stored names ``keys``."""
+    mindspore = any(k.endswith(('.gamma', '.beta')) for k in keys)
+    for family, pattern in keymap.FAMILY_MARKERS:
+        if any(re.fullmatch(pattern, k) for k in keys):
+            return 'mindcv' if family == 'official' and mindspore else family
+    return 'mindspore' if mindspore else 'timm'
 
 
-def _official_to_timm(arrays):
+def looks_like(keys):
+    """What a file that holds no TNT of a known family seems to hold, in a few words."""
+    def has(pattern):
+        return any(re.search(pattern, k) for k in keys)
+    if has(r'^encoder\.layers\.') and has(r'pixel2patch'):
+        return 'the 2021 MindSpore-hub TNT (encoder.layers, pixel2patch), a different model'
+    wrapped = sorted({k[:k.index(a)] for k in keys for a in ('cls_token', 'blocks.0.')
+                      if a in k and not k.startswith(a) and k[k.index(a) - 1] == '.'})
+    if wrapped:
+        others = sorted({k.split('.')[0] + '.*' for k in keys if not k.startswith(wrapped[0])})
+        return (f'a TNT inside a classifier wrapper (TNT weights under {wrapped[0]!r}'
+                + (f' beside {", ".join(others[:4])}' if others else '') + '); save the TNT\'s own state dict')
+    if has(r'(^|\.)blocks\.\d+\.attn\.qkv\.'):
+        return 'a ViT-style transformer (blocks.N.attn.qkv), another architecture'
+    if has(r'(^|\.)layer\d\.\d+\.conv\d'):
+        return 'a ResNet (layerN.M.convK), another architecture'
+    if has(r'^backbone\.'):
+        return 'an mmpretrain classifier with another backbone (backbone.*)'
+    if has(r'(^|\.)(exp_avg|exp_avg_sq|moments|adam_m|adam_v)(\.|$)'):
+        return 'optimizer state, no model weights'
+    return None
+
+
+def _rows(arrays, src, dst):
+    """Regroup rows: each instance of the ``src`` templates becomes the ``dst`` tensors."""
+    first = keymap.template_regex(src[0][0])
+    for key in [k for k in arrays if first.fullmatch(k)]:
+        fields = first.fullmatch(key).groupdict()
+        names = [t.format(**fields) for t, _ in src]
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise ConversionError(f'{key} comes without {missing[0]}')
+        parts = [arrays.pop(n) for n in names]
+        if len({p.shape[1:] for p in parts}) > 1:
+            raise ConversionError(f'{", ".join(names)} have shapes {[p.shape for p in parts]}: not one matrix')
+        whole = np.concatenate(parts, axis=0)
+        shares = [s for _, s in dst]
+        unit, rest = divmod(whole.shape[0], sum(shares))
+        if rest:
+            raise ConversionError(f'{key}: {whole.shape[0]} rows do not split into {"+".join(map(str, shares))} parts')
+        cuts = np.cumsum([s * unit for s in shares])[:-1]
+        for (t, _), part in zip(dst, np.split(whole, cuts, axis=0)):
+            arrays[t.format(**fields)] = np.ascontiguousarray(part)
+    return arrays
+
+
+def _absent_bias_instances(arrays, templates):
+    """(bias name, rows) of every bias a family lacks, for the weights present in ``arrays``."""
+    for template in templates:
+        weight = keymap.template_regex(template[:-len('bias')] + 'weight')
+        for k, v in arrays.items():
+            m = weight.fullmatch(k)
+            if m:
+                yield template.format(**m.groupdict()), v.shape[0]
+
+
+def _read_layout(arrays, layout):
+    """Stored arrays of ``layout`` -> timm names (zero biases filled in where it has none)."""
     out = {}
     for k, v in arrays.items():
-        if k in keymap.OFFICIAL_UNUSED:
+        if k in layout.unused:
             continue
-        name = keymap.OFFICIAL_TO_TIMM.forward(k)
-        if name in keymap.OFFICIAL_VALUE_TRANSFORMS and v.ndim == 3:
-            v = keymap.OFFICIAL_VALUE_TRANSFORMS[name][0](v)
-        out[name] = v
+        for renames in layout.renames:
+            k = renames.forward(k)
+        if k in layout.value_transforms and v.ndim == 3:
+            v = layout.value_transforms[k][0](v)
+        out[k] = v
+    for src, dst in layout.row_groups:
+        out = _rows(out, src, dst)
+    for name, rows in list(_absent_bias_instances(out, layout.absent_biases)):
+        if name in out:
+            raise ConversionError(f'{name}: present, but the {layout.title} layout has no such bias')
+        out[name] = np.zeros(rows, np.float32)
     return out
 
 
@@ -90,40 +155,77 @@ def _variant(shapes, model_name):
     return found[0]
 
 
-def to_timm(arrays, model_name=None):
-    """Recognise ``arrays`` (stored names) and return them as a ``Canonical``."""
+def resolve_numerics(layout, stored, override):
+    """(Numerics, where they came from): ``override``, else the file's, else the family's."""
+    try:
+        if override is not None:
+            return nx.parse(override), 'given'
+        if stored is not None:
+            return nx.Numerics.from_json(stored), 'stored in the file'
+    except ValueError as e:
+        raise ConversionError(str(e)) from None
+    preset = layout.numerics or 'pytorch'
+    return nx.PRESETS[preset], f'{layout.title} default'
+
+
+def to_timm(arrays, model_name=None, numerics=None, stored_numerics=None):
+    """Recognise ``arrays`` (stored names) and return them as a ``Canonical``.
+
+    ``numerics`` (a ``tnt_common.numerics`` preset, spec or ``Numerics``) overrides both
+    ``stored_numerics`` (the file's own record, JSON) and the family's default.
+    """
     keys = set(arrays)
-    _reject_zoo(keys)
-    names = TORCH_NAMES
-    if any(k.endswith(('.gamma', '.beta')) for k in keys):
-        names = MINDSPORE_NAMES
-        arrays = {keymap.TIMM_TO_MINDSPORE.backward(k): v for k, v in arrays.items()}
-    layout = TIMM
-    if any(m in arrays for m in keymap.OFFICIAL_MARKERS):
-        layout = OFFICIAL
-        arrays = _official_to_timm(arrays)
+    layout = keymap.LAYOUTS[detect(keys)]
+    arrays = _read_layout(arrays, layout)
     if not all(a in arrays for a in TNT_ANCHORS) or not any(k.startswith('blocks.') for k in arrays):
-        raise ConversionError(f'not a TNT checkpoint: {len(keys)} tensors such as {_examples(keys)} '
-                              f'(a TNT has {", ".join(TNT_ANCHORS)} and blocks.N.*)')
+        hint = looks_like(keys)
+        raise ConversionError(f'not a TNT checkpoint: {len(keys)} tensors such as {_examples(keys)}'
+                              + (f'; it looks like {hint}' if hint else
+                                 f' (a TNT has {", ".join(TNT_ANCHORS)} and blocks.N.*)'))
     shapes = {k: tuple(v.shape) for k, v in arrays.items()}
     variant = _variant(shapes, model_name)
     facts = describe(shapes)
-    return Canonical(arrays, layout, names, variant, facts['num_classes'], facts['img_size'])
+    chosen, origin = resolve_numerics(layout, stored_numerics, numerics)
+    return Canonical(arrays, layout.name, variant, facts['num_classes'], facts['img_size'], chosen, origin)
 
 
-def from_timm(arrays, layout=TIMM, names=TORCH_NAMES):
-    """Hub-format ``arrays`` under the stored names of ``layout`` and ``names``."""
-    if layout == OFFICIAL:
-        out = {}
-        for k, v in arrays.items():
-            if k in keymap.OFFICIAL_VALUE_TRANSFORMS:
-                v = keymap.OFFICIAL_VALUE_TRANSFORMS[k][1](v)
-            out[keymap.OFFICIAL_TO_TIMM.backward(k)] = v
-        out.update({k: make(arrays) for k, make in keymap.OFFICIAL_UNUSED.items()})
-        arrays = out
-    if names == MINDSPORE_NAMES:
-        arrays = {keymap.TIMM_TO_MINDSPORE.forward(k): v for k, v in arrays.items()}
-    return arrays
+def check_writable(layout_name, variant, numerics):
+    """Refuse, before anything is written, a ``layout`` file that could not hold this model."""
+    layout = keymap.LAYOUTS[layout_name]
+    graph = keymap.LEGACY_GRAPH if VARIANTS[variant]['legacy'] else keymap.OFFICIAL_GRAPH
+    if graph not in layout.graphs:
+        raise ConversionError(f'{variant} is the {graph} graph; the {layout.title} layout holds only the '
+                              f'{layout.graphs[0]} one, so its own code would compute another model')
+    if layout.numerics and nx.PRESETS[layout.numerics] != numerics:
+        raise ConversionError(
+            f'the {layout.title} code computes {nx.PRESETS[layout.numerics].describe()}, these weights '
+            f'are for {numerics.describe()}: the file would compute another function there; '
+            f'choose another --layout, or --numerics {layout.numerics} if the weights are meant for it')
+
+
+def from_timm(arrays, layout_name='timm'):
+    """Hub-format ``arrays`` under the stored names of ``layout_name``.
+
+    Biases the family lacks must be zero (they are dropped); anything else is refused.
+    """
+    layout = keymap.LAYOUTS[layout_name]
+    out = dict(arrays)
+    for name, _ in list(_absent_bias_instances(out, layout.absent_biases)):
+        bias = out.pop(name, None)
+        if bias is not None and np.any(bias):
+            raise ConversionError(f'{name} is not zero ({np.count_nonzero(bias)} of {bias.size} values): '
+                                  f'the {layout.title} layout has no such bias and would lose it')
+    for stored, timm in layout.row_groups:
+        out = _rows(out, timm, stored)
+    written = {}
+    for k, v in out.items():
+        if k in layout.value_transforms:
+            v = layout.value_transforms[k][1](v)
+        for renames in reversed(layout.renames):
+            k = renames.backward(k)
+        written[k] = v
+    written.update({k: make(arrays) for k, make in layout.unused.items()})
+    return written
 
 
 def check_finite(arrays):

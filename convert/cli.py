@@ -1,32 +1,45 @@
 """``tnt-convert``: convert a TNT checkpoint between PyTorch and MindSpore, then verify it.
 
-Reads timm (current and legacy), official Huawei PyTorch and mindspore_tnt checkpoints
-(.pth/.pt/.pth.tar/.bin, .safetensors, .ckpt); writes MindSpore .ckpt/.safetensors or
-torch .pth/.safetensors (timm or official layout). Bad input: a one-line error, exit 1,
-no output file.
+Reads every TNT family: timm (current and legacy), official Huawei PyTorch, mmpretrain
+(published and mmengine training files), MindCV, the MindSpore model zoo and
+mindspore_tnt (.pth/.pt/.pth.tar/.bin, .safetensors, .ckpt, Hugging Face hub folders).
+Writes MindSpore .ckpt/.safetensors (mindspore_tnt, mindcv or zoo layout) or torch
+.pth/.safetensors (timm or official layout; mmpretrain: .pth), carrying the model's
+numerics, and verifies the written file. Bad input: a one-line error, exit 2, no output
+file.
+
+examples:
+  tnt-convert model.safetensors tnt_s.ckpt                        # timm -> MindSpore
+  tnt-convert tnt_s_patch16_224_ep138_acc_0.74.ckpt tnt_s.safetensors --to torch   # MindCV -> torch
+  tnt-convert tnt_s.ckpt tnt_s_official.pth.tar --layout official   # back to the official layout
+  tnt-convert tnt_b_converted_0.795.ckpt tnt_b.ckpt --numerics pytorch
 """
-import argparse
 import sys
 
+from convert.keymap import LAYOUTS
+from tnt_common.cli import bad_input, parser
+from tnt_common.numerics import PRESETS
 from tnt_common.variants import list_models
-
-EXIT_ERROR = 1
 
 
 def _parser():
-    ap = argparse.ArgumentParser(prog='tnt-convert', description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser('tnt-convert', __doc__)
     ap.add_argument('input', help='checkpoint to read (never modified)')
     ap.add_argument('output', help='file to write: .ckpt, .safetensors, .pth, .pt, .bin or .pth.tar')
     ap.add_argument('--to', choices=('mindspore', 'torch'),
                     help='target framework (default: the other one than the input\'s)')
-    ap.add_argument('--layout', choices=('timm', 'official'), default='timm',
-                    help='key layout of a torch output (default timm)')
+    ap.add_argument('--layout', choices=tuple(LAYOUTS),
+                    help='family of the output, which also fixes its framework (default: timm names for '
+                         'torch, mindspore_tnt names for MindSpore)')
+    ap.add_argument('--numerics', metavar='|'.join(PRESETS),
+                    help='GELU form and LayerNorm eps the weights are for, overriding what the file records '
+                         'or its family implies (e.g. pytorch for MindCV\'s tnt_b_converted file); also '
+                         'gelu=erf|tanh,norm_eps=X,final_norm_eps=Y')
     ap.add_argument('--model', choices=list_models(), help='variant (default: detected from shapes)')
     ap.add_argument('--num-classes', type=int, help='classifier size; a different one gets a fresh head, 0 removes it')
     ap.add_argument('--img-size', type=int, help='input size; patch_pos is resampled bicubically')
     ap.add_argument('--dtype', choices=('fp32', 'fp16', 'bf16'), default='fp32', help='stored dtype')
-    ap.add_argument('--ema', action='store_true', help='take the EMA weights of a torch checkpoint')
+    ap.add_argument('--ema', action='store_true', help='take the EMA weights (state_dict_ema / model_ema, MindSpore ema.*)')
     ap.add_argument('--force', action='store_true', help='overwrite an existing output')
     ap.add_argument('--no-verify', dest='verify', action='store_false',
                     help='skip loading both models and comparing their logits')
@@ -44,9 +57,10 @@ def format_report(r):
         f"input     {r['input']} ({r['input_format']}, {_mb(r['input_bytes'])})",
         f"layout    {r['layout']}",
         f"variant   {r['variant']} ({r['num_classes']} classes, {r['img_size']}x{r['img_size']})",
+        f"numerics  {r['numerics']}; {r['numerics_origin']}",
     ]
     lines += [f'note      {n}' for n in r['notes']]
-    names = 'mindspore_tnt names' if r['target'] == 'mindspore' else f"{r['output_layout']} layout"
+    names = 'mindspore_tnt names' if r['output_layout'] == 'mindspore' else f"{r['output_layout']} layout"
     lines += [
         f"output    {r['output']} ({r['target']}, {names}, {r['dtype']})",
         f"written   {r['tensors']} tensors, {r['params']:,} parameters, {_mb(r['output_bytes'])}",
@@ -55,7 +69,8 @@ def format_report(r):
     ]
     v = r.get('verification')
     if v:
-        lines.append(f"verify    {v['target']} model (from the output) vs {v['source']} model (from the "
+        lines.append(f"verify    output loaded strictly as {v['layout']}; {v['target']} model (from the output) "
+                     f"vs {v['source']} model (from the "
                      f"input{', rounded to ' + v['dtype'] if v['dtype'] != 'fp32' else ''}), batch {v['batch']}:")
         lines.append(f"          logits max|d| {v['logits_max_abs']:.3e}, rel {v['logits_rel']:.3e} "
                      f"(bound {v['bound']:.0e}), top-1 identical: {v['top1_same']}, tensors exact: "
@@ -79,10 +94,9 @@ def main(argv=None):
                               model_name=args.model, num_classes=args.num_classes,
                               img_size=args.img_size, dtype=args.dtype, ema=args.ema,
                               force=args.force, verify=args.verify, seed=args.seed,
-                              progress=args.progress)
+                              progress=args.progress, numerics=args.numerics)
     except (ConversionError, OSError) as e:
-        print(f'tnt-convert: error: {" ".join(str(e).split())}', file=sys.stderr)
-        return EXIT_ERROR
+        return bad_input('tnt-convert', e)
     print(format_report(report))
     return 0
 

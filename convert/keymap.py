@@ -1,27 +1,36 @@
-"""The declarative key map between checkpoint layouts; both directions use the same rules.
+"""The declarative key maps between checkpoint layouts; both directions use the same rules.
 
 A rule is a pair of templates, ``(left, right)``. ``{ln}`` stands for a LayerNorm module
-path (its last component starts with ``norm``), ``{i}`` for a block index and ``{rest}``
-for any dotted tail. ``KeyMap.forward`` maps left names to right names, ``backward`` the
-reverse; a name no rule matches is kept as it is. Templates match whole names, so a rule
-for ``blocks.{i}.mlp.`` never touches ``blocks.{i}.mlp_in.``, nor a block ``proj`` the
+path (its last component contains ``norm``), ``{i}`` for a block index, ``{attn}`` and
+``{mlp}`` for a block's inner or outer attention / MLP, ``{rest}`` for any dotted tail.
+``KeyMap.forward`` maps left names to right names, ``backward`` the reverse; a name no
+rule matches is kept as it is. Templates match whole names, so a rule for
+``blocks.{i}.mlp.`` never touches ``blocks.{i}.mlp_in.``, nor a block ``proj`` the
 top-level one.
 
-Besides renames, this module declares the value transforms, dropped tensors and wrappers
-of each layout, so every fact about checkpoint names lives here.
+Each ``Layout`` below declares one family of stored checkpoints (docs/convert.md,
+"Families") against timm's names, which every conversion passes through: its renames
+(stored -> timm, left to right), tensors split or fused by rows, biases it lacks, value
+transforms, tensors only it has, which graph and which numerics its own code runs.
+Readers and writers both run from these declarations, so every fact about checkpoint
+names lives here.
 """
 import re
+from dataclasses import dataclass, field
 
 import numpy as np
 
 _PLACEHOLDERS = {
-    'ln': r'(?:[^.]+\.)*norm[^.]*',
+    'ln': r'(?:[^.]+\.)*[^.]*norm[^.]*',
     'i': r'\d+',
+    'attn': r'attn_in|attn_out',
+    'mlp': r'mlp_in|mlp',
     'rest': r'.+',
 }
 
 
-def _regex(template):
+def template_regex(template):
+    """The compiled regex of a rule template, one named group per placeholder."""
     parts = re.split(r'\{(\w+)\}', template)
     out = []
     for n, part in enumerate(parts):
@@ -34,8 +43,8 @@ class KeyMap:
 
     def __init__(self, rules):
         self.rules = tuple(rules)
-        self._left = [(_regex(a), b) for a, b in self.rules]
-        self._right = [(_regex(b), a) for a, b in self.rules]
+        self._left = [(template_regex(a), b) for a, b in self.rules]
+        self._right = [(template_regex(b), a) for a, b in self.rules]
 
     @staticmethod
     def _apply(compiled, key):
@@ -52,14 +61,17 @@ class KeyMap:
         return self._apply(self._right, key)
 
 
-# timm (PyTorch) names <-> mindspore_tnt parameter names.
-TIMM_TO_MINDSPORE = KeyMap([
-    ('{ln}.weight', '{ln}.gamma'),
-    ('{ln}.bias', '{ln}.beta'),
+# MindSpore parameter names (LayerNorm gamma/beta) <-> torch names.
+MINDSPORE_NAMES = KeyMap([
+    ('{ln}.gamma', '{ln}.weight'),
+    ('{ln}.beta', '{ln}.bias'),
 ])
 
+# timm (PyTorch) names <-> mindspore_tnt parameter names.
+TIMM_TO_MINDSPORE = KeyMap([(b, a) for a, b in MINDSPORE_NAMES.rules])
 
-# Official Huawei PyTorch names <-> timm names (DESIGN.md section 3).
+
+# Official Huawei PyTorch names <-> timm names (docs/convert.md, "Families").
 OFFICIAL_TO_TIMM = KeyMap([
     ('patch_embed.{rest}', 'pixel_embed.{rest}'),
     ('outer_pos', 'patch_pos'),
@@ -76,6 +88,43 @@ OFFICIAL_TO_TIMM = KeyMap([
     ('blocks.{i}.outer_attn.{rest}', 'blocks.{i}.attn_out.{rest}'),
     ('blocks.{i}.outer_norm2.{rest}', 'blocks.{i}.norm_mlp.{rest}'),
     ('blocks.{i}.outer_mlp.{rest}', 'blocks.{i}.mlp.{rest}'),
+])
+
+# The MindSpore model zoo names the stem's second norm apart (then as the official code).
+ZOO_NAMES = KeyMap([('proj_norm2_tnt.{rest}', 'proj_norm2.{rest}')])
+
+
+def _mm_block(side, timm):
+    """mmpretrain ``TransformerBlock`` (``inner_block``/``outer_block``) -> timm block modules."""
+    norm_attn, attn, norm_ffn, mlp = timm
+    b = f'backbone.layers.{{i}}.{side}_block'
+    return [
+        (f'{b}.norm_attn.{{rest}}', f'blocks.{{i}}.{norm_attn}.{{rest}}'),
+        (f'{b}.attn.attn.in_proj_weight', f'blocks.{{i}}.{attn}.in_proj_weight'),
+        (f'{b}.attn.attn.out_proj.{{rest}}', f'blocks.{{i}}.{attn}.proj.{{rest}}'),
+        (f'{b}.norm_ffn.{{rest}}', f'blocks.{{i}}.{norm_ffn}.{{rest}}'),
+        (f'{b}.ffn.layers.0.0.{{rest}}', f'blocks.{{i}}.{mlp}.fc1.{{rest}}'),
+        (f'{b}.ffn.layers.1.{{rest}}', f'blocks.{{i}}.{mlp}.fc2.{{rest}}'),
+    ]
+
+
+# mmpretrain / mmcls names <-> timm names (the legacy graph). Heads: LinearClsHead
+# (``head.fc``, written) or VisionTransformerClsHead (``head.layers.head``, read).
+MMPRETRAIN_TO_TIMM = KeyMap([
+    ('backbone.cls_token', 'cls_token'),
+    ('backbone.patch_pos', 'patch_pos'),
+    ('backbone.pixel_pos', 'pixel_pos'),
+    ('backbone.pixel_embed.{rest}', 'pixel_embed.{rest}'),
+    ('backbone.norm1_proj.{rest}', 'norm1_proj.{rest}'),
+    ('backbone.projection.{rest}', 'proj.{rest}'),
+    ('backbone.norm2_proj.{rest}', 'norm2_proj.{rest}'),
+    *_mm_block('inner', ('norm_in', 'attn_in', 'norm_mlp_in', 'mlp_in')),
+    *_mm_block('outer', ('norm_out', 'attn_out', 'norm_mlp', 'mlp')),
+    ('backbone.layers.{i}.norm_proj.{rest}', 'blocks.{i}.norm1_proj.{rest}'),
+    ('backbone.layers.{i}.projection.{rest}', 'blocks.{i}.proj.{rest}'),
+    ('backbone.norm.{rest}', 'norm.{rest}'),
+    ('head.fc.{rest}', 'head.{rest}'),
+    ('head.layers.head.{rest}', 'head.{rest}'),
 ])
 
 
@@ -98,27 +147,81 @@ OFFICIAL_VALUE_TRANSFORMS = {
 # (``outer_tokens (1, N, D)``, never used by the official forward pass).
 OFFICIAL_UNUSED = {'outer_tokens': lambda timm: np.zeros_like(timm['patch_pos'][:, 1:])}
 
-# Names that only the official layout has (any one identifies it).
-OFFICIAL_MARKERS = ('outer_pos', 'inner_pos', 'outer_tokens', 'patch_embed.proj.weight')
+# Row groups, in timm-name space after the renames: the rows of the stored tensors, in
+# order, are the rows of the timm tensors, in order; the numbers are each one's share.
+# mmpretrain fuses q|k|v into ``in_proj_weight``; the zoo keeps q and k apart.
+IN_PROJ_ROWS = ((('blocks.{i}.{attn}.in_proj_weight', 1),),
+                (('blocks.{i}.{attn}.qk.weight', 2), ('blocks.{i}.{attn}.v.weight', 1)))
+SEPARATE_QK_ROWS = ((('blocks.{i}.{attn}.q.weight', 1), ('blocks.{i}.{attn}.k.weight', 1)),
+                    (('blocks.{i}.{attn}.qk.weight', 1),))
+
+# Biases the model zoo TNT has no tensor for (timm names): exactly zeros in our models.
+ZOO_ABSENT_BIASES = ('blocks.{i}.{attn}.proj.bias', 'blocks.{i}.{mlp}.fc2.bias', 'pixel_embed.proj.bias',
+                     'proj.bias', 'head.bias')
+
+# The graphs a layout can hold.
+OFFICIAL_GRAPH, LEGACY_GRAPH = 'official', 'legacy'
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One family of stored checkpoints, declared against timm's names."""
+    name: str
+    framework: str                      # 'torch' or 'mindspore': whose files these are
+    title: str                          # what the report calls it
+    renames: tuple                      # KeyMaps, stored (left) -> timm (right), applied in order
+    graphs: tuple = (OFFICIAL_GRAPH, LEGACY_GRAPH)
+    numerics: str = None                # preset its own code runs; None: the file carries them
+    row_groups: tuple = ()
+    absent_biases: tuple = ()
+    value_transforms: dict = field(default_factory=dict)
+    unused: dict = field(default_factory=dict)
+
+
+_OFFICIAL_NAMES = dict(value_transforms=OFFICIAL_VALUE_TRANSFORMS, graphs=(OFFICIAL_GRAPH,))
+
+LAYOUTS = {layout.name: layout for layout in (
+    Layout('timm', 'torch', 'timm', ()),
+    Layout('mindspore', 'mindspore', 'mindspore_tnt (MindSpore names)', (MINDSPORE_NAMES,)),
+    Layout('official', 'torch', 'official Huawei PyTorch', (OFFICIAL_TO_TIMM,), numerics='pytorch',
+           unused=OFFICIAL_UNUSED, **_OFFICIAL_NAMES),
+    Layout('mmpretrain', 'torch', 'mmpretrain (mmengine)', (MMPRETRAIN_TO_TIMM,), graphs=(LEGACY_GRAPH,),
+           numerics='pytorch', row_groups=(IN_PROJ_ROWS,)),
+    Layout('mindcv', 'mindspore', 'MindCV', (MINDSPORE_NAMES, OFFICIAL_TO_TIMM), numerics='mindcv',
+           **_OFFICIAL_NAMES),
+    Layout('zoo', 'mindspore', 'MindSpore model zoo (research/cv/TNT)', (MINDSPORE_NAMES, ZOO_NAMES, OFFICIAL_TO_TIMM),
+           numerics='zoo', row_groups=(SEPARATE_QK_ROWS,), absent_biases=ZOO_ABSENT_BIASES, **_OFFICIAL_NAMES),
+)}
+
+# The layout each framework writes unless told otherwise.
+DEFAULT_LAYOUT = {'torch': 'timm', 'mindspore': 'mindspore'}
+
+# Names that identify a family (regexes over stored names, wrappers removed), checked in order.
+FAMILY_MARKERS = (
+    ('zoo', r'blocks\.\d+\.(inner|outer)_attn\.[qk]\.weight|proj_norm2_tnt\.\w+'),
+    ('mmpretrain', r'backbone\.layers\.\d+\.(inner|outer)_block\..+'),
+    ('official', r'outer_pos|inner_pos|outer_tokens|patch_embed\.proj\.\w+'),
+)
+
+# Where numerics travel in a file: a safetensors metadata key, a ``.ckpt`` string entry,
+# a torch wrapper dict key.
+NUMERICS_KEY = 'tnt_numerics'
 
 # Torch checkpoint wrappers: the state dict sits under one of these keys.
 STATE_DICT_KEYS = ('state_dict', 'model')
 EMA_STATE_DICT_KEYS = ('state_dict_ema', 'model_ema')
+MMENGINE_EMA_KEY = 'ema_state_dict'  # mmengine's: the raw weights, swapped out of state_dict at saving
 
-# Prefixes stripped when every key carries one: DDP (``module.``) and MindSpore loss or
-# train wrappers (``model.``).
-WRAPPER_PREFIXES = ('module.', 'model.')
+# Prefixes stripped when every key carries one: DDP (``module.``), MindSpore loss or
+# train wrappers (``model.``), ``torch.compile`` (``_orig_mod.``).
+WRAPPER_PREFIXES = ('module.', 'model.', '_orig_mod.')
 
-# First name components of a TNT's weights in any layout (timm, official, model zoo). A
-# MindSpore training checkpoint stores everything flat: its keys are grouped by what
-# precedes the first such component ('' or ``model.``: the weights, ``ema.``: the EMA
-# weights, ``exp_avg.`` etc.: optimizer slots); keys without one are counters and the like.
+# First name components of a TNT's weights in any layout (timm, official, MindCV, model
+# zoo). A MindSpore training checkpoint stores everything flat: its keys are grouped by
+# what precedes the first such component ('' or ``model.``: the weights, ``ema.``: the
+# EMA weights, ``adam_m.`` etc.: optimizer slots); keys without one are counters and the like.
 TNT_ROOTS = ('cls_token', 'patch_pos', 'pixel_pos', 'pixel_embed', 'norm1_proj', 'proj',
              'norm2_proj', 'blocks', 'norm', 'head',
              'outer_pos', 'inner_pos', 'outer_tokens', 'patch_embed', 'proj_norm1', 'proj_norm2',
              'proj_norm2_tnt')
 EMA_PREFIX = 'ema.'
-
-# The MindSpore model zoo TNT (research/cv/TNT): separate q and k projections and its own
-# top-level norm name. Any of these keys identifies it.
-ZOO_MARKERS = (r'blocks\.\d+\.(inner|outer)_attn\.q\.weight', r'proj_norm2_tnt\.\w+')

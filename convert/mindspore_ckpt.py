@@ -84,8 +84,8 @@ def _tensor(buf, start, stop):
 
 
 def _array(buf, dims, type_name, parts):
-    if type_name == 'str':
-        return np.array(b''.join(bytes(buf[a:b]) for a, b in parts).decode())
+    if type_name == 'str':  # MindSpore stores strings as UTF-32 code units
+        return b''.join(bytes(buf[a:b]) for a, b in parts).decode('utf-32-le')
     bf16 = type_name == 'BFloat16'
     if not bf16 and type_name not in NP_TYPES:
         raise ConversionError(f'unsupported MindSpore tensor type {type_name!r}')
@@ -153,6 +153,17 @@ def _encode_varint(n):
 
 def _len_field(field, payload_len):
     return _key(field, 2) + _encode_varint(payload_len)
+
+
+def write_string(f, name, text):
+    """Append a string entry, as ``ms.save_checkpoint(append_dict=...)`` stores one."""
+    content = text.encode('utf-32-le')
+    tag, type_name = name.encode(), b'str'
+    tensor_head = _key(1, 0) + _encode_varint(0) + _len_field(2, len(type_name)) + type_name
+    tensor_head += _len_field(3, len(content))
+    tensor_len = len(tensor_head) + len(content)
+    value_head = _len_field(1, len(tag)) + tag + _len_field(2, tensor_len)
+    f.write(_len_field(1, len(value_head) + tensor_len) + value_head + tensor_head + content)
 
 
 def write_tensor(f, name, array, dtype_name):

@@ -2,14 +2,16 @@
 
 The format is recognised from the file's first bytes, not its name: torch zip archives and
 legacy pickles (``.pth``, ``.pt``, ``.pth.tar``, ``.bin``), safetensors (timm's or
-MindSpore's), and MindSpore ``.ckpt``. Torch files are loaded with ``weights_only=True``:
-a pickle that would build anything but tensors and plain containers is refused before it
-runs. Names are returned as stored (minus wrapper prefixes); ``canonical`` maps them.
+MindSpore's), and MindSpore ``.ckpt``. A Hugging Face hub folder is read through its
+``model.safetensors`` (else ``pytorch_model.bin``), its ``config.json`` naming the
+variant. Torch files go through ``safe_pickle``: training files load without running
+anything they name, and a pickle that asks for code is refused before it runs. Names are
+returned as stored (minus wrapper prefixes); ``canonical`` maps them.
 """
+import importlib.util
 import json
 import os
 import struct
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,21 +22,49 @@ from convert.errors import ConversionError
 TORCH, SAFETENSORS, MINDSPORE_CKPT = 'torch', 'safetensors', 'mindspore-ckpt'
 
 
+HUB_WEIGHTS = ('model.safetensors', 'pytorch_model.bin')
+HUB_CONFIG = 'config.json'
+
+
 @dataclass
 class Checkpoint:
-    """Tensors read from one file, by their stored names."""
+    """Tensors read from one file, by their stored names.
+
+    ``numerics``: the file's own record of its numerics (JSON), if it has one;
+    ``architecture``/``num_classes``: what a hub folder's ``config.json`` says.
+    """
     path: str
     format: str
     arrays: dict
     notes: list = field(default_factory=list)
+    numerics: str = None
+    architecture: str = None
+    num_classes: int = None
+
+
+def hub_folder(path):
+    """(weights file, config dict) of a Hugging Face hub folder."""
+    weights = next((os.path.join(path, n) for n in HUB_WEIGHTS if os.path.isfile(os.path.join(path, n))), None)
+    if weights is None:
+        raise ConversionError(f'{path}: is a directory without {" or ".join(HUB_WEIGHTS)}; expected a '
+                              'checkpoint file or a Hugging Face hub folder')
+    config = {}
+    cfg = os.path.join(path, HUB_CONFIG)
+    if os.path.isfile(cfg):
+        try:
+            with open(cfg) as f:
+                config = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ConversionError(f'{cfg}: unreadable ({" ".join(str(e).split())})') from None
+        if not isinstance(config, dict):
+            raise ConversionError(f'{cfg}: expected a JSON object')
+    return weights, config
 
 
 def sniff(path):
     """The file's format from its first bytes; ConversionError if unreadable or unknown."""
     if not os.path.exists(path):
         raise ConversionError(f'{path}: no such file')
-    if os.path.isdir(path):
-        raise ConversionError(f'{path}: is a directory, expected a checkpoint file')
     size = os.path.getsize(path)
     if size == 0:
         raise ConversionError(f'{path}: empty file')
@@ -52,19 +82,13 @@ def sniff(path):
 
 
 def _torch_load(path):
-    import argparse
-    import pickle
-    import torch
-    mmap = zipfile.is_zipfile(path)
+    from convert import safe_pickle
+    if importlib.util.find_spec('torch') is None:
+        raise ConversionError(f"{path}: a torch file; reading it needs PyTorch: pip install 'mindspore-tnt[torch]'")
     try:
-        # argparse.Namespace: training scripts store their arguments beside the weights.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()
-        detail = next((line for line in first if 'GLOBAL' in line or 'Unsupported' in line), first[0] if first else '')
-        raise ConversionError(f'{path}: refused: the pickle holds more than tensors and plain '
-                              f'containers, so loading it could run code ({detail.strip()})') from None
+        return safe_pickle.load_torch(path)
+    except ConversionError as e:
+        raise ConversionError(f'{path}: {e}') from None
     except Exception as e:  # torch raises RuntimeError/EOFError/... on damaged archives
         msg = ' '.join(str(e).split()).split('. ')[0][:200]
         raise ConversionError(f'{path}: not a readable torch checkpoint (truncated or corrupt: '
@@ -75,18 +99,28 @@ def _tensor_to_numpy(t):
     import torch
     if t.dtype == torch.bfloat16:
         return t.float().numpy()
-    return t.detach().numpy()
+    try:
+        return t.detach().numpy()
+    except (TypeError, RuntimeError) as e:
+        raise ConversionError(f'a {t.dtype} tensor, which numpy cannot hold ({" ".join(str(e).split())[:100]})') \
+            from None
 
 
 def _is_tensor_dict(obj):
     import torch
-    return isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())
+    return isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                 for k, v in obj.items())
 
 
 def _pick_state_dict(obj, ema, notes):
     """The state dict inside a torch checkpoint's wrapper dict."""
     if not isinstance(obj, dict):
         raise ConversionError(f'holds a {type(obj).__name__}, expected a state dict')
+    if _is_tensor_dict(obj.get(keymap.MMENGINE_EMA_KEY)) and _is_tensor_dict(obj.get('state_dict')):
+        # mmengine's EMAHook swaps the averaged weights into state_dict before saving; the
+        # raw ones go to ema_state_dict. state_dict is the model mmengine evaluates either way.
+        notes.append("mmengine file: state_dict holds the EMA weights (ema_state_dict the raw ones, not used)")
+        return obj['state_dict']
     if _is_tensor_dict(obj):
         if ema:
             raise ConversionError('--ema: the file is a plain state dict with no EMA weights')
@@ -107,12 +141,17 @@ def _pick_state_dict(obj, ema, notes):
 
 
 def _read_torch(path, ema, notes):
-    state = _pick_state_dict(_torch_load(path), ema, notes)
-    return {k: _tensor_to_numpy(v) for k, v in state.items()}
+    """(arrays, the file's numerics record or None) of a torch file."""
+    obj = _torch_load(path)
+    numerics = obj.get(keymap.NUMERICS_KEY) if isinstance(obj, dict) else None
+    if numerics is not None and not isinstance(numerics, str):
+        raise ConversionError(f'{keymap.NUMERICS_KEY} is a {type(numerics).__name__}, expected a JSON string')
+    state = _pick_state_dict(obj, ema, notes)
+    return {k: _tensor_to_numpy(v) for k, v in state.items()}, numerics
 
 
 def _read_safetensors(path):
-    """(arrays, written by MindSpore) of a safetensors file."""
+    """(arrays, written by MindSpore, metadata) of a safetensors file."""
     from safetensors import safe_open
     try:
         with open(path, 'rb') as f:
@@ -121,10 +160,10 @@ def _read_safetensors(path):
         bf16 = any(isinstance(v, dict) and v.get('dtype') == 'BF16' for v in header.values())
         out = {}
         with safe_open(path, framework='pt' if bf16 else 'numpy') as f:
-            mindspore = (f.metadata() or {}).get('format') == 'ms'
+            metadata = f.metadata() or {}
             for k in f.keys():
                 out[k] = _tensor_to_numpy(f.get_tensor(k)) if bf16 else f.get_tensor(k)
-        return out, mindspore
+        return out, metadata.get('format') == 'ms', metadata
     except ConversionError:
         raise
     except Exception as e:
@@ -180,17 +219,22 @@ def _select_weights(arrays, ema, notes):
 
 
 def read(path, ema=False):
-    """Read ``path`` into a ``Checkpoint``; ConversionError on anything unreadable."""
-    path = os.fspath(path)
+    """Read ``path`` (a file or a hub folder) into a ``Checkpoint``; ConversionError on anything unreadable."""
+    path, config, notes, numerics = os.fspath(path), {}, [], None
+    if os.path.isdir(path):
+        path, config = hub_folder(path)
+        notes.append(f'hub folder: {os.path.basename(path)}' + (f' and {HUB_CONFIG}' if config else ''))
     fmt = sniff(path)
-    notes = []
     try:
         if fmt == TORCH:
-            arrays, mindspore = _read_torch(path, ema, notes), False
+            (arrays, numerics), mindspore = _read_torch(path, ema, notes), False
         elif fmt == SAFETENSORS:
-            arrays, mindspore = _read_safetensors(path)
+            arrays, mindspore, metadata = _read_safetensors(path)
+            numerics = metadata.get(keymap.NUMERICS_KEY)
         else:
             arrays, mindspore = mindspore_ckpt.read(path), True
+            numerics = arrays.pop(keymap.NUMERICS_KEY, None)
+            numerics = None if numerics is None else str(numerics)
         if mindspore:  # training state may sit beside the weights
             if fmt == SAFETENSORS:
                 notes.append('MindSpore safetensors')
@@ -204,7 +248,9 @@ def read(path, ema=False):
         raise ConversionError(msg if msg.startswith(path) else f'{path}: {msg}') from None
     if not arrays:
         raise ConversionError(f'{path}: holds no tensors')
-    bad = next((k for k, v in arrays.items() if not isinstance(v, np.ndarray)), None)
+    bad = next((k for k, v in arrays.items() if not isinstance(v, np.ndarray) or v.dtype.kind in 'USO'), None)
     if bad is not None:
         raise ConversionError(f'{path}: entry {bad!r} is not a tensor')
-    return Checkpoint(path, fmt, arrays, notes)
+    classes = config.get('num_classes')
+    return Checkpoint(path, fmt, arrays, notes, numerics, config.get('architecture'),
+                      classes if isinstance(classes, int) else None)

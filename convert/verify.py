@@ -1,9 +1,14 @@
-"""Verification of a written checkpoint: strict loading and a forward-pass comparison.
+"""Verification of a written checkpoint: strict loading in its own layout, then a forward pass.
 
-The output is loaded into the target framework's model with that framework's own loader
-(``ms.load_checkpoint`` + ``load_param_into_net(strict_load=True)``; torch
-``load_state_dict(strict=True)``; the official layout through ``readers``, as no official
-model exists here). The source weights go into the source framework's model. Both run
+The output is loaded the way its family's own code loads it, strictly, into a model
+that has that layout's names and shapes (``layouts.stored_shapes``, written from the
+layout descriptions, not from ``keymap``): ``ms.load_checkpoint`` +
+``load_param_into_net(strict_load=True)`` for MindSpore files, ``load_state_dict(strict=True)``
+for torch files (mmpretrain's under ``state_dict``, as mmengine reads them), into a module
+holding exactly that layout's tensors; their values then pass through ``keymap`` into our
+model of the target framework, built with the numerics the file records (or its family
+implies), which must be the intended ones. The source weights go into the source
+framework's model with the intended numerics; both run
 ``parity.forward.make_batch(2, img_size)``; the check passes when
 ``max|target - source| / max|source| <= FP32_BOUND`` for the logits (and every stage),
 with identical top-1.
@@ -17,45 +22,103 @@ without a bound: it is a property of the chosen dtype, not a conversion error.
 import numpy as np
 
 from convert import readers
-from convert.canonical import OFFICIAL, to_timm
+from convert.canonical import resolve_numerics, to_timm
 from convert.dtypes import rounded
 from convert.errors import ConversionError
+from convert.keymap import LAYOUTS
+from convert.layouts import stored_shapes
 from convert.writers import MINDSPORE, SAFETENSORS, container
 from parity.forward import FP32_BOUND, compare_outputs, describe_failure, make_batch
 from tnt_common.compare import max_abs_err, rel_err
 
 
-def _mindspore_model(variant, nc, size, arrays=None, path=None):
+def _strict_mismatch(expected, got):
+    """One line naming missing, unexpected and misshapen entries, or None when they agree."""
+    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    shapes = [k for k in expected if k in got and tuple(got[k]) != tuple(expected[k])]
+    if not (missing or unexpected or shapes):
+        return None
+    return (f'missing {missing[:4]} ({len(missing)}), unexpected {unexpected[:4]} ({len(unexpected)}), '
+            f'shape mismatch {shapes[:4]} ({len(shapes)})')
+
+
+def _read_mindspore(path):
+    """{name: fp32 Parameter} as ``ms.load_checkpoint`` reads the file (string entries left out)."""
     import mindspore as ms
-    import mindspore_tnt
-    from convert.transfer import numpy_to_mindspore
-    net = mindspore_tnt.create_model(variant, num_classes=nc, img_size=size)
-    if arrays is not None:
-        return numpy_to_mindspore(arrays, net)
     params = ms.load_checkpoint(path, format='safetensors' if container(path)[0] == SAFETENSORS else 'ckpt')
-    params = {k: ms.Parameter(v.astype(ms.float32), name=k) if v.dtype != ms.float32 else v
-              for k, v in params.items()}
-    not_loaded, unused = ms.load_param_into_net(net, params, strict_load=True)
-    if not_loaded or unused:
-        raise ConversionError(f'{path}: MindSpore strict load failed: not loaded {not_loaded[:5]}, '
-                              f'unused {unused[:5]}')
-    return net
+    return {k: ms.Parameter(v.astype(ms.float32), name=k) if v.dtype != ms.float32 else v
+            for k, v in params.items() if isinstance(v, ms.Parameter)}
 
 
-def _torch_model(variant, nc, size, arrays=None, path=None):
+def _read_torch(path, layout):
+    """The state dict as the layout's own code takes it from the file."""
     import torch
-    import torch_ref
-    from convert.transfer import numpy_to_torch
-    model = torch_ref.create_model(variant, num_classes=nc, img_size=size)
-    if arrays is not None:
-        return numpy_to_torch(arrays, model)
     if container(path)[0] == SAFETENSORS:
         from safetensors.torch import load_file
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    return model
+        return load_file(path)
+    obj = torch.load(path, map_location='cpu', weights_only=True)
+    if 'state_dict' in obj and not isinstance(obj['state_dict'], torch.Tensor):
+        if layout not in ('timm', 'mmpretrain'):
+            raise ConversionError(f'{path}: the {layout} layout is a plain state dict, found a wrapper')
+        return obj['state_dict']
+    return obj
+
+
+def _holder_cell(shapes):
+    """A Cell whose parameters carry exactly these names and shapes."""
+    import mindspore as ms
+    cell = ms.nn.Cell()
+    cell.held = ms.ParameterTuple([ms.Parameter(ms.ops.zeros(s, ms.float32), name=k) for k, s in shapes.items()])
+    return cell
+
+
+def _holder_module(shapes):
+    """A torch module whose state dict has exactly these keys and shapes."""
+    import torch
+    root = torch.nn.Module()
+    for k, s in shapes.items():
+        *path, leaf = k.split('.')
+        module = root
+        for part in path:
+            if not hasattr(module, part):
+                module.add_module(part, torch.nn.Module())
+            module = getattr(module, part)
+        module.register_parameter(leaf, torch.nn.Parameter(torch.zeros(s)))
+    return root
+
+
+def _load_output(path, target, layout, variant, nc, size):
+    """{stored name: fp32 array} of the written file, after a strict load in its own layout."""
+    shapes = stored_shapes(layout, variant, nc, size)
+    if target == MINDSPORE:
+        import mindspore as ms
+        params = _read_mindspore(path)
+        holder = _holder_cell(shapes)
+        not_loaded, unused = ms.load_param_into_net(holder, params, strict_load=True)
+        problem = _strict_mismatch(shapes, {k: p.shape for k, p in params.items()})
+        if not_loaded or unused or problem:
+            raise ConversionError(f'{path}: MindSpore strict load as {layout} failed: {problem or (not_loaded, unused)}')
+        return {p.name: p.asnumpy() for p in holder.held}
+    state = _read_torch(path, layout)
+    holder = _holder_module(shapes)
+    try:
+        holder.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    except RuntimeError as e:
+        raise ConversionError(f'{path}: torch strict load as {layout} failed: '
+                              f'{_strict_mismatch(shapes, {k: v.shape for k, v in state.items()}) or e}') from None
+    return {k: v.detach().numpy() for k, v in holder.state_dict().items()}
+
+
+def _model(framework, variant, nc, size, numerics, arrays):
+    if framework == MINDSPORE:
+        import mindspore_tnt
+        from convert.transfer import numpy_to_mindspore
+        return numpy_to_mindspore(arrays, mindspore_tnt.create_model(
+            variant, num_classes=nc, img_size=size, **numerics.model_kwargs()))
+    import torch_ref
+    from convert.transfer import numpy_to_torch
+    return numpy_to_torch(arrays, torch_ref.create_model(variant, num_classes=nc, img_size=size,
+                                                         **numerics.model_kwargs()))
 
 
 def _outputs(framework, model, x):
@@ -63,32 +126,27 @@ def _outputs(framework, model, x):
     return (mindspore_outputs if framework == MINDSPORE else torch_outputs)(model, x)
 
 
-def _params(framework, model):
-    from convert.transfer import mindspore_to_numpy, torch_to_numpy
-    return (mindspore_to_numpy if framework == MINDSPORE else torch_to_numpy)(model)
-
-
-def verify(path, arrays, source, target, layout, variant, nc, size, dtype='fp32', step=None):
+def verify(path, arrays, source, target, layout, variant, nc, size, numerics, dtype='fp32', step=None):
     """Compare the written file ``path`` with the hub ``arrays`` it was written from.
 
-    ``source``/``target``: frameworks ('mindspore' or 'torch'); ``step()`` is called after
-    each of the ``steps(dtype)`` phases. Returns a report dict; ``passed`` is the verdict.
+    ``source``/``target``: frameworks ('mindspore' or 'torch'); ``layout``: the written
+    family; both models compute with ``numerics``. ``step()`` is called after each of the
+    ``steps(dtype)`` phases. Returns a report dict; ``passed`` is the verdict.
     """
     from parity.forward import set_mode
     step = step or (lambda: None)
     set_mode('pynative')
-    build = {MINDSPORE: _mindspore_model, 'torch': _torch_model}
+    if LAYOUTS[layout].framework != target:
+        raise ConversionError(f'the {layout} layout is not a {target} layout')
     expected = {k: rounded(v, dtype) for k, v in arrays.items()}
-    if layout == OFFICIAL:  # no official model: read back through the readers
-        can = to_timm(readers.read(path).arrays, variant)
-        target_model = build[target](variant, nc, size, arrays=can.arrays)
-    else:
-        target_model = build[target](variant, nc, size, path=path)
-    loaded = _params(target, target_model)
-    mismatch = [k for k in expected if not np.array_equal(loaded[k], expected[k])]
+    stored = _load_output(path, target, layout, variant, nc, size)
+    loaded = stored if layout == 'timm' else to_timm(stored, variant).arrays
+    recorded, _ = resolve_numerics(LAYOUTS[layout], readers.read(path).numerics, None)
+    target_model = _model(target, variant, nc, size, recorded, loaded)
+    mismatch = [k for k in expected if k not in loaded or not np.array_equal(loaded[k], expected[k])]
     step()
     x = make_batch(2, size, seed=0)
-    source_model = build[source](variant, nc, size, arrays=expected)
+    source_model = _model(source, variant, nc, size, numerics, expected)
     step()
     ref = _outputs(source, source_model, x)
     step()
@@ -96,12 +154,17 @@ def verify(path, arrays, source, target, layout, variant, nc, size, dtype='fp32'
     step()
     report = compare_outputs(test, ref)
     report.update(bound=FP32_BOUND, batch=x.shape[0], logits_max_abs=max_abs_err(test[0], ref[0]),
-                  exact_mismatch=mismatch, source=source, target=target, dtype=dtype)
-    report['passed'] = report['passed'] and not mismatch
-    report['verdict'] = describe_failure(report) if not mismatch else \
-        f'{len(mismatch)} tensors differ from the intended values, first {mismatch[0]}'
+                  exact_mismatch=mismatch, source=source, target=target, dtype=dtype, layout=layout,
+                  numerics_recorded=recorded.describe())
+    report['passed'] = report['passed'] and not mismatch and recorded == numerics
+    if recorded != numerics:
+        report['verdict'] = f'the file records numerics {recorded.describe()}, intended {numerics.describe()}'
+    elif mismatch:
+        report['verdict'] = f'{len(mismatch)} tensors differ from the intended values, first {mismatch[0]}'
+    else:
+        report['verdict'] = describe_failure(report)
     if dtype != 'fp32':
-        original = build[source](variant, nc, size, arrays=arrays)
+        original = _model(source, variant, nc, size, numerics, arrays)
         full = _outputs(source, original, x)[0]
         report['rounding'] = dict(logits_rel=rel_err(ref[0], full),
                                   top1_same=bool(np.all(ref[0].argmax(-1) == full.argmax(-1))))

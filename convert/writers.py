@@ -61,10 +61,12 @@ def _stored(arrays, dtype):
             raise ConversionError(f'{k}: {e}') from None
 
 
-def _write_ckpt(f, items, tick):
+def _write_ckpt(f, items, strings, tick):
     for name, a, dt in items:
         mindspore_ckpt.write_tensor(f, name, a, dt)
         tick(a.nbytes)
+    for name, text in strings.items():
+        mindspore_ckpt.write_string(f, name, text)
 
 
 def _write_safetensors(f, items, metadata, tick):
@@ -82,7 +84,7 @@ def _write_safetensors(f, items, metadata, tick):
         tick(a.nbytes)
 
 
-def _write_torch(f, items, tick):
+def _write_torch(f, items, wrap, tick):
     import warnings
     import torch
     state, total = {}, 0
@@ -92,15 +94,18 @@ def _write_torch(f, items, tick):
             t = torch.from_numpy(np.ascontiguousarray(a))
         state[name] = t.view(torch.bfloat16) if dt == 'bf16' else t
         total += a.nbytes
-    torch.save(state, f)
+    torch.save(wrap(state), f)
     tick(total)
 
 
-def write_temp(path, arrays, framework, dtype='fp32', progress=None):
+def write_temp(path, arrays, framework, dtype='fp32', progress=None, strings=None, torch_wrap=None):
     """Write ``arrays`` (stored names) to a temporary file beside ``path``; returns its name.
 
+    ``strings`` ({name: text}) go beside the tensors: ``.ckpt`` string entries, safetensors
+    metadata; a torch file saves ``torch_wrap(state dict)`` (default: the state dict).
     ``progress(nbytes)`` is called after each tensor.
     """
+    strings = strings or {}
     kind, suffix = container(path)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
                                prefix=f'.{os.path.basename(path)}.tmp-', suffix=suffix)
@@ -109,11 +114,11 @@ def write_temp(path, arrays, framework, dtype='fp32', progress=None):
         with os.fdopen(fd, 'wb') as f:
             items = _stored(arrays, dtype)
             if kind == CKPT:
-                _write_ckpt(f, items, tick)
+                _write_ckpt(f, items, strings, tick)
             elif kind == SAFETENSORS:
-                _write_safetensors(f, items, {'format': 'ms' if framework == MINDSPORE else 'pt'}, tick)
+                _write_safetensors(f, items, {'format': 'ms' if framework == MINDSPORE else 'pt', **strings}, tick)
             else:
-                _write_torch(f, items, tick)
+                _write_torch(f, items, torch_wrap or (lambda state: state), tick)
     except BaseException:
         discard(tmp)
         raise

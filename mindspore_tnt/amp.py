@@ -12,7 +12,7 @@ O3: the whole network in fp16 (every cell's inputs and parameters cast, LayerNor
 softmax included); outputs cast back to fp32.
 
 Apply the level to the outermost Cell that is called (the model, its loss cell, or
-``WithIntermediates``): O2 acts within the ``construct`` of the cell it is given.
+``WithStages``): O2 acts within the ``construct`` of the cell it is given.
 ``parity.dtypes`` reads the dtypes a compiled graph really computes; the parity tests
 check them for every level.
 """

@@ -1,4 +1,4 @@
-"""Exact (erf) GELU whose CPU path is a vectorised kernel.
+"""GELU, exact (erf) or the tanh approximation; the exact form's CPU path is a vectorised kernel.
 
 MindSpore's CPU GELU evaluates erf one element at a time: on an MLP activation of TNT-S
 (25088 x 96 floats) it takes about 25x as long as the vectorised loop of ``gelu_cpu.cc``,
@@ -7,7 +7,8 @@ and the forward and backward GELUs were a fifth of the model's CPU time. ``GELU`
 on first use with the system C++ compiler against glibc's vector math library and cached
 (``$XDG_CACHE_HOME/mindspore_tnt`` or ``~/.cache/mindspore_tnt``). Everywhere else -- an
 fp16 input (AMP O3), another device, no compiler or vector library, a failed build -- it is
-``nn.GELU(approximate=False)`` itself, the formula the kernel computes.
+``nn.GELU(approximate=False)`` itself, the formula the kernel computes. The tanh form
+(``approximate=True``) is always ``nn.GELU(approximate=True)``.
 """
 import ctypes
 import functools
@@ -84,11 +85,11 @@ def kernel_ops():
 
 
 class GELU(nn.GELU):
-    """``nn.GELU(approximate=False)``; with ``cpu_kernel=True``, fp32 inputs run the CPU kernel."""
+    """``nn.GELU(approximate)``; the exact form with ``cpu_kernel=True`` runs fp32 inputs on the CPU kernel."""
 
-    def __init__(self, cpu_kernel=False):
-        super().__init__(approximate=False)
-        self.kernel = kernel_ops() if cpu_kernel else None
+    def __init__(self, approximate=False, cpu_kernel=False):
+        super().__init__(approximate=approximate)
+        self.kernel = kernel_ops() if cpu_kernel and not approximate else None
 
     def construct(self, x):
         if self.kernel is None or x.dtype != ms.float32:

@@ -5,7 +5,7 @@ only MindSpore has is the choice of formulation, ``impl`` (``resolve_impl``): on
 pixel embedding's convolution runs as a gather and a matmul (``PixelEmbed.gather_taps``,
 ``conv_taps.py``) and GELU as a vectorised kernel (``gelu.py``); the attention's
 ``BatchMatMul`` cells serve every backend. Runs in GRAPH and PYNATIVE mode on CPU, GPU and
-Ascend.
+Ascend. GELU form and LayerNorm epsilons are constructor arguments (``tnt_common.numerics``).
 """
 import math
 
@@ -15,18 +15,19 @@ from mindspore.common.initializer import TruncatedNormal, initializer
 
 from mindspore_tnt.conv_taps import conv_tap_index
 from mindspore_tnt.gelu import GELU
-from tnt_common.variants import model_args, pretrained_cfg
+from tnt_common.numerics import PYTORCH, Numerics
+from tnt_common.variants import check_pretrained, feature_take_indices, model_args, pretrained_cfg, split_tag
 
-LN_EPS = 1e-5
 IMPLS = ('cpu', 'standard')
 
 
 def resolve_impl(impl=None):
     """The formulation to build: ``impl``, else 'cpu' on the CPU device target, 'standard' elsewhere.
 
-    'cpu': the pixel embedding's convolution as a gather and a matmul, GELU as a vectorised
-    kernel (MindSpore's CPU Conv2D and erf are slow). 'standard': Conv2d and MindSpore's
-    GELU, the path for Ascend and GPU. Both compute the same function with the same parameters.
+    'cpu': the pixel embedding's convolution as a gather and a matmul, the exact GELU as a
+    vectorised kernel (MindSpore's CPU Conv2D and erf are slow). 'standard': Conv2d and
+    MindSpore's GELU, the path for Ascend and GPU. Both compute the same function with the
+    same parameters.
     """
     impl = impl or ('cpu' if ms.get_context('device_target') == 'CPU' else 'standard')
     if impl not in IMPLS:
@@ -67,12 +68,12 @@ class DropPath(nn.Cell):
 
 
 class Mlp(nn.Cell):
-    """fc1 -> GELU (exact, erf) -> dropout -> fc2 -> dropout."""
+    """fc1 -> GELU (``gelu``: 'erf' exact or 'tanh') -> dropout -> fc2 -> dropout."""
 
-    def __init__(self, in_features, hidden_features, drop=0., impl=None):
+    def __init__(self, in_features, hidden_features, drop=0., gelu=PYTORCH.gelu, impl=None):
         super().__init__()
         self.fc1 = nn.Dense(in_features, hidden_features)
-        self.act = GELU(cpu_kernel=resolve_impl(impl) == 'cpu')
+        self.act = GELU(approximate=gelu == 'tanh', cpu_kernel=resolve_impl(impl) == 'cpu')
         self.drop1 = nn.Dropout(p=drop)
         self.fc2 = nn.Dense(hidden_features, in_features)
         self.drop2 = nn.Dropout(p=drop)
@@ -115,25 +116,26 @@ class Block(nn.Cell):
     """Inner transformer over the words of each sentence, then outer over the sentences."""
 
     def __init__(self, dim, dim_out, num_pixel, num_heads_in, num_heads_out, mlp_ratio=4.,
-                 proj_drop=0., attn_drop=0., drop_path=0., legacy=False, impl=None):
+                 proj_drop=0., attn_drop=0., drop_path=0., legacy=False, gelu=PYTORCH.gelu,
+                 norm_eps=PYTORCH.norm_eps, impl=None):
         super().__init__()
         self.legacy = legacy
-        self.norm_in = nn.LayerNorm((dim,), epsilon=LN_EPS)
+        self.norm_in = nn.LayerNorm((dim,), epsilon=norm_eps)
         self.attn_in = Attention(dim, num_heads_in, attn_drop, proj_drop)
-        self.norm_mlp_in = nn.LayerNorm((dim,), epsilon=LN_EPS)
-        self.mlp_in = Mlp(dim, dim * 4, proj_drop, impl)
+        self.norm_mlp_in = nn.LayerNorm((dim,), epsilon=norm_eps)
+        self.mlp_in = Mlp(dim, dim * 4, proj_drop, gelu, impl)
         if legacy:
-            self.norm1_proj = nn.LayerNorm((dim,), epsilon=LN_EPS)
+            self.norm1_proj = nn.LayerNorm((dim,), epsilon=norm_eps)
             self.proj = nn.Dense(dim * num_pixel, dim_out, has_bias=True)
         else:
-            self.norm1_proj = nn.LayerNorm((dim * num_pixel,), epsilon=LN_EPS)
+            self.norm1_proj = nn.LayerNorm((dim * num_pixel,), epsilon=norm_eps)
             self.proj = nn.Dense(dim * num_pixel, dim_out, has_bias=False)
-            self.norm2_proj = nn.LayerNorm((dim_out,), epsilon=LN_EPS)
-        self.norm_out = nn.LayerNorm((dim_out,), epsilon=LN_EPS)
+            self.norm2_proj = nn.LayerNorm((dim_out,), epsilon=norm_eps)
+        self.norm_out = nn.LayerNorm((dim_out,), epsilon=norm_eps)
         self.attn_out = Attention(dim_out, num_heads_out, attn_drop, proj_drop)
         self.drop_path = DropPath(drop_path)
-        self.norm_mlp = nn.LayerNorm((dim_out,), epsilon=LN_EPS)
-        self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio), proj_drop, impl)
+        self.norm_mlp = nn.LayerNorm((dim_out,), epsilon=norm_eps)
+        self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio), proj_drop, gelu, impl)
 
     def construct(self, pixel_embed, patch_embed):
         pixel_embed = pixel_embed + self.drop_path(self.attn_in(self.norm_in(pixel_embed)))
@@ -223,6 +225,8 @@ class PixelEmbed(nn.Cell):
 class TNT(nn.Cell):
     """Transformer in Transformer (Han et al., NeurIPS 2021).
 
+    ``gelu`` ('erf' or 'tanh'), ``norm_eps`` (every LayerNorm but the final one) and
+    ``final_norm_eps`` (the final ``norm``) are the model's numerics, kept as ``numerics``.
     ``impl`` ('cpu' or 'standard', by default 'cpu' on the CPU device target) picks how
     the pixel embedding's convolution and GELU are computed (see ``resolve_impl``);
     parameters and results are the same either way.
@@ -232,9 +236,11 @@ class TNT(nn.Cell):
                  global_pool='token', embed_dim=768, inner_dim=48, depth=12,
                  num_heads_inner=4, num_heads_outer=12, mlp_ratio=4., drop_rate=0.,
                  pos_drop_rate=0., proj_drop_rate=0., attn_drop_rate=0., drop_path_rate=0.,
-                 first_stride=4, legacy=False, impl=None):
+                 first_stride=4, legacy=False, gelu=PYTORCH.gelu, norm_eps=PYTORCH.norm_eps,
+                 final_norm_eps=PYTORCH.final_norm_eps, impl=None):
         super().__init__()
-        assert global_pool in ('token', 'avg'), global_pool
+        assert global_pool in ('', 'token', 'avg'), global_pool
+        self.numerics = Numerics(gelu, norm_eps, final_norm_eps)
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.num_features = self.embed_dim = embed_dim
@@ -244,9 +250,9 @@ class TNT(nn.Cell):
         self.num_patches = num_patches
         new_patch_size = self.pixel_embed.new_patch_size
         num_pixel = new_patch_size ** 2
-        self.norm1_proj = nn.LayerNorm((num_pixel * inner_dim,), epsilon=LN_EPS)
+        self.norm1_proj = nn.LayerNorm((num_pixel * inner_dim,), epsilon=norm_eps)
         self.proj = nn.Dense(num_pixel * inner_dim, embed_dim)
-        self.norm2_proj = nn.LayerNorm((embed_dim,), epsilon=LN_EPS)
+        self.norm2_proj = nn.LayerNorm((embed_dim,), epsilon=norm_eps)
         self.cls_token = ms.Parameter(ops.zeros((1, 1, embed_dim), ms.float32), name='cls_token')
         self.patch_pos = ms.Parameter(ops.zeros((1, num_patches + 1, embed_dim), ms.float32), name='patch_pos')
         self.pixel_pos = ms.Parameter(ops.zeros((1, inner_dim, new_patch_size, new_patch_size), ms.float32),
@@ -255,9 +261,9 @@ class TNT(nn.Cell):
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.CellList([
             Block(inner_dim, embed_dim, num_pixel, num_heads_inner, num_heads_outer, mlp_ratio,
-                  proj_drop_rate, attn_drop_rate, dpr[i], legacy, impl)
+                  proj_drop_rate, attn_drop_rate, dpr[i], legacy, gelu, norm_eps, impl)
             for i in range(depth)])
-        self.norm = nn.LayerNorm((embed_dim,), epsilon=LN_EPS)
+        self.norm = nn.LayerNorm((embed_dim,), epsilon=final_norm_eps)
         self.head_drop = nn.Dropout(p=drop_rate)
         self.head = nn.Dense(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
@@ -279,8 +285,13 @@ class TNT(nn.Cell):
         """Parameter names excluded from weight decay besides norms and biases."""
         return {'patch_pos', 'pixel_pos', 'cls_token'}
 
+    def get_classifier(self):
+        return self.head
+
     def reset_classifier(self, num_classes, global_pool=None):
+        """New head of ``num_classes`` (0: none); ``global_pool`` 'token', 'avg' or '' (no pooling)."""
         if global_pool is not None:
+            assert global_pool in ('', 'token', 'avg'), global_pool
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Dense(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
@@ -298,7 +309,7 @@ class TNT(nn.Cell):
         patch_embed = self.pos_drop(patch_embed + self.patch_pos)
         return pixel_embed, patch_embed
 
-    def forward_intermediates(self, x):
+    def forward_stages(self, x):
         """Final normed outer tokens and ((inner, outer) after the embedding and each block)."""
         pixel_embed, patch_embed = self.embed(x)
         stages = ((pixel_embed, patch_embed),)
@@ -306,6 +317,50 @@ class TNT(nn.Cell):
             pixel_embed, patch_embed = blk(pixel_embed, patch_embed)
             stages = stages + ((pixel_embed, patch_embed),)
         return self.norm(patch_embed), stages
+
+    def forward_intermediates(self, x, indices=None, return_prefix_tokens=False, norm=False,
+                              stop_early=False, output_fmt='NCHW', intermediates_only=False):
+        """timm's ``forward_intermediates``: the outer tokens after the blocks ``indices`` selects.
+
+        ``indices``: None (every block), an int n (the last n) or block indices (negative from
+        the end). Intermediates are the patch tokens, cls removed, in block order: (B, D, H/16,
+        W/16) for ``output_fmt`` 'NCHW', (B, N, D) for 'NLC'; ``norm`` applies the final norm to
+        them; ``return_prefix_tokens`` pairs each with its cls token (B, 1, D). Returns
+        (final normed outer tokens, intermediates), or the intermediates alone with
+        ``intermediates_only``; ``stop_early`` skips the blocks after the last one selected.
+        Called directly it runs op by op; ``ForwardIntermediates`` compiles it in GRAPH mode.
+        """
+        if output_fmt not in ('NCHW', 'NLC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.blocks), indices)
+        B = x.shape[0]
+        gh, gw = self.pixel_embed.grid_size
+        pixel_embed, patch_embed = self.embed(x)
+        intermediates = []
+        for i in range(max_index + 1 if stop_early else len(self.blocks)):
+            pixel_embed, patch_embed = self.blocks[i](pixel_embed, patch_embed)
+            if i in take:
+                intermediates.append(self.norm(patch_embed) if norm else patch_embed)
+        prefix_tokens = [y[:, :1] for y in intermediates]
+        intermediates = [y[:, 1:] for y in intermediates]
+        if output_fmt == 'NCHW':
+            intermediates = [ops.transpose(y.reshape(B, gh, gw, -1), (0, 3, 1, 2)) for y in intermediates]
+        if return_prefix_tokens:
+            intermediates = [(y, p) for y, p in zip(intermediates, prefix_tokens)]
+        if intermediates_only:
+            return intermediates
+        return self.norm(patch_embed), intermediates
+
+    def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
+        """Drop the blocks after the last one ``indices`` selects, optionally the final norm and
+        the head (as timm); returns the selected block indices."""
+        take, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take
 
     def forward_features(self, x):
         pixel_embed, patch_embed = self.embed(x)
@@ -316,7 +371,7 @@ class TNT(nn.Cell):
     def forward_head(self, x, pre_logits=False):
         if self.global_pool == 'avg':
             x = x[:, 1:].mean(axis=1)
-        else:
+        elif self.global_pool == 'token':
             x = x[:, 0]
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
@@ -325,28 +380,62 @@ class TNT(nn.Cell):
         return self.forward_head(self.forward_features(x))
 
 
-class WithIntermediates(nn.Cell):
-    """Compiles ``forward_intermediates`` as one graph: returns (logits, stages)."""
+class WithStages(nn.Cell):
+    """Compiles ``forward_stages`` and the head as one graph: returns (logits, stages)."""
 
     def __init__(self, model):
         super().__init__(auto_prefix=False)
         self.model = model
 
     def construct(self, x):
-        features, stages = self.model.forward_intermediates(x)
+        features, stages = self.model.forward_stages(x)
         return self.model.forward_head(features), stages
 
 
-def create_model(name, pretrained=False, **kwargs):
-    """Build variant ``name``; ``kwargs`` override (num_classes, img_size, drop_path_rate, ...).
+class ForwardIntermediates(nn.Cell):
+    """``model.forward_intermediates(x, **kwargs)`` as a Cell: one graph in GRAPH mode, the
+    keyword arguments (``indices``, ``norm``, ``output_fmt``, ...) static."""
 
-    ``pretrained`` is accepted for timm compatibility; weights come from files through
-    ``convert``, never from a hub.
+    def __init__(self, model, **kwargs):
+        super().__init__(auto_prefix=False)
+        self.model = model
+        self.kwargs = kwargs
+
+    def construct(self, x):
+        return self.model.forward_intermediates(x, **self.kwargs)
+
+
+def create_model(name, pretrained=False, checkpoint_path=None, **kwargs):
+    """Build ``name``: a variant, bare or tagged as timm (``tnt_s_patch16_224.in1k``, see
+    ``tnt_common.variants.PRETRAINED_CFGS``); ``kwargs`` override (num_classes, img_size,
+    drop_path_rate, gelu, impl, ...).
+
+    ``checkpoint_path``: any file or Hugging Face hub folder ``convert`` reads, loaded strictly
+    by ``convert.load_torch_into_mindspore``: the model computes with the file's numerics
+    unless ``gelu``/``norm_eps``/``final_norm_eps`` are given; ``num_classes`` different from
+    the file's gives a fresh head, ``img_size`` resamples ``patch_pos``. Nothing downloads:
+    ``pretrained=True`` needs ``checkpoint_path``.
     """
-    if pretrained:
-        raise ValueError('no hub downloads: load a checkpoint file with convert.load_torch_into_mindspore')
-    args = model_args(name)
-    args.update(kwargs)
-    model = TNT(**args)
-    model.pretrained_cfg = pretrained_cfg(name)
+    arch, tag = split_tag(name)
+    check_pretrained(name, pretrained, checkpoint_path)
+    if checkpoint_path is None:
+        model = TNT(**dict(model_args(arch), **kwargs))
+    else:
+        model = _load_checkpoint(arch, checkpoint_path, kwargs)
+    model.pretrained_cfg = pretrained_cfg(f'{arch}.{tag}')
     return model
+
+
+def _load_checkpoint(arch, path, kwargs):
+    """The weights of ``path`` in a model of ``arch`` built with ``kwargs``."""
+    from convert import load_torch_into_mindspore
+    from convert.transfer import mindspore_to_numpy, numpy_to_mindspore
+    kwargs = dict(kwargs)
+    loaded = load_torch_into_mindspore(path, arch, kwargs.pop('num_classes', None), kwargs.pop('img_size', None))
+    if not kwargs:
+        return loaded
+    embed = loaded.pixel_embed
+    model = TNT(**dict(model_args(arch), num_classes=loaded.num_classes,
+                       img_size=embed.grid_size[0] * embed.patch_size,
+                       **dict(loaded.numerics.model_kwargs(), **kwargs)))
+    return numpy_to_mindspore(mindspore_to_numpy(loaded), model)

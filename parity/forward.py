@@ -24,7 +24,7 @@ def torch_outputs(model, x):
     import torch
     model.eval()
     with torch.no_grad():
-        features, stages = model.forward_intermediates(torch.from_numpy(x))
+        features, stages = model.forward_stages(torch.from_numpy(x))
         logits = model.forward_head(features)
     return logits.numpy(), tuple((p.numpy(), q.numpy()) for p, q in stages)
 
@@ -32,9 +32,9 @@ def torch_outputs(model, x):
 def mindspore_outputs(net, x):
     """(logits, ((inner, outer), ...)) of a MindSpore TNT as numpy, in eval mode."""
     import mindspore as ms
-    from mindspore_tnt import WithIntermediates
+    from mindspore_tnt import WithStages
     net.set_train(False)
-    logits, stages = WithIntermediates(net)(ms.Tensor(x))
+    logits, stages = WithStages(net)(ms.Tensor(x))
     return logits.asnumpy(), tuple((p.asnumpy(), q.asnumpy()) for p, q in stages)
 
 

@@ -33,10 +33,10 @@ BOUNDS = {
 def mindspore_outputs(net, x, level):
     """(logits, ((inner, outer), ...)) of a MindSpore TNT at AMP ``level``, as fp32 numpy."""
     import mindspore as ms
-    from mindspore_tnt import WithIntermediates
+    from mindspore_tnt import WithStages
     from mindspore_tnt.amp import apply_amp
     net.set_train(False)
-    logits, stages = apply_amp(WithIntermediates(net), level)(ms.Tensor(x))
+    logits, stages = apply_amp(WithStages(net), level)(ms.Tensor(x))
     as32 = lambda t: t.astype(ms.float32).asnumpy()
     return as32(logits), tuple((as32(p), as32(q)) for p, q in stages)
 

@@ -8,12 +8,14 @@ import numpy as np
 from tnt_common.compare import stage_names
 
 
-def build_report(model=None, checkpoint=None, mode='graph', dtype='fp32', batch=2, seed=0):
+def build_report(model=None, checkpoint=None, mode='graph', dtype='fp32', batch=2, seed=0, numerics=None):
     """Run both frameworks on the same weights and batch; return the report as a plain dict.
 
-    ``checkpoint``: a file any ``convert`` reader reads (variant detected unless ``model``
-    is given); without it, random weights (``parity.weights``) of ``model``.
+    ``checkpoint``: a file any ``convert`` reader reads (variant and numerics detected
+    unless ``model`` / ``numerics`` are given); without it, random weights
+    (``parity.weights``) of ``model``, with ``numerics`` (default PyTorch's).
     """
+    from tnt_common.numerics import parse
     from parity.forward import make_batch, random_models, set_mode, torch_outputs
     from parity.gradients import compare_gradients, make_labels, mindspore_gradients, torch_gradients
     from parity.precision import DTYPE_LEVELS, compare_precision, mindspore_outputs
@@ -24,10 +26,10 @@ def build_report(model=None, checkpoint=None, mode='graph', dtype='fp32', batch=
         from convert import load_mindspore_into_torch, load_torch_into_mindspore
         from convert.api import read_hub
         model = model or read_hub(checkpoint)[0].variant
-        net = load_torch_into_mindspore(checkpoint, model_name=model)
-        torch_model = load_mindspore_into_torch(checkpoint, model_name=model)
+        net = load_torch_into_mindspore(checkpoint, model_name=model, numerics=numerics)
+        torch_model = load_mindspore_into_torch(checkpoint, model_name=model, numerics=numerics)
     else:
-        torch_model, net = random_models(model, seed)
+        torch_model, net = random_models(model, seed, **parse(numerics or 'pytorch').model_kwargs())
     img_size = torch_model.pixel_embed.grid_size[0] * torch_model.pixel_embed.patch_size
     x = make_batch(batch, img_size, seed)
     y = make_labels(batch, max(torch_model.num_classes, 1), seed)
@@ -35,7 +37,7 @@ def build_report(model=None, checkpoint=None, mode='graph', dtype='fp32', batch=
     wrap = None if level == 'O0' else (lambda cell: apply_amp(cell, level))
     grads = compare_gradients(mindspore_gradients(net, x, y, wrap=wrap), torch_gradients(torch_model, x, y),
                               bound=forward['bounds']['grad_rel'])
-    return dict(variant=model, checkpoint=checkpoint, mode=mode,
+    return dict(variant=model, checkpoint=checkpoint, mode=mode, numerics=net.numerics.describe(),
                 dtype=dtype, amp_level=level, batch=batch, seed=seed, img_size=img_size,
                 forward=forward, gradients=grads, passed=forward['passed'] and grads['passed'])
 
@@ -66,7 +68,7 @@ def format_text(report):
     head = (f"{report['variant']} ({report['checkpoint'] or 'random weights, seed %d' % report['seed']}): "
             f"MindSpore {report['mode']} {report['dtype']} ({report['amp_level']}) vs torch_ref fp32, "
             f"batch {report['batch']}")
-    lines = [head, '',
+    lines = [head, f"numerics: {report['numerics']}", '',
              f"{'stage':<9} | {'inner max|d|':>12} {'rel':>9} {'cosine':>12} | "
              f"{'outer max|d|':>12} {'rel':>9} {'cosine':>12}"]
     lines.append('-' * len(lines[-1]))
@@ -89,7 +91,8 @@ def format_markdown(report):
     out = [f"# Parity report: {report['variant']}", '',
            f"MindSpore `{report['mode']}` `{report['dtype']}` (AMP {report['amp_level']}) against torch_ref fp32; "
            f"batch {report['batch']}, seed {report['seed']}, "
-           f"weights: {('`%s`' % report['checkpoint']) if report['checkpoint'] else 'random'}.", '',
+           f"weights: {('`%s`' % report['checkpoint']) if report['checkpoint'] else 'random'}; "
+           f"numerics: {report['numerics']}.", '',
            f"**{'PASS' if report['passed'] else 'FAIL'}**", '']
     out += [f'- {line}' for line in verdict_lines(report)]
     out += ['', '## Per block', '',

@@ -36,7 +36,7 @@ def traced(level, plant=None, impl=None):
     net.set_train(False)
     if plant:
         plant(net)
-    calls = trace_dtypes(apply_amp(mindspore_tnt.WithIntermediates(net), level), ms.Tensor(x))
+    calls = trace_dtypes(apply_amp(mindspore_tnt.WithStages(net), level), ms.Tensor(x))
     return role_dtypes(calls), {k: len(v) for k, v in precision_roles(calls).items()}
 
 

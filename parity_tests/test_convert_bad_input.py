@@ -1,4 +1,4 @@
-"""Bad input to ``tnt-convert``: a one-line error, exit code 1, no output, input untouched.
+"""Bad input to ``tnt-convert``: a one-line error, exit code 2, no output, input untouched.
 
 Every case builds a real file in ``tmp_path`` and runs the CLI. Hostile pickles run as a
 subprocess and carry a payload that would create a marker file: it must not appear.
@@ -17,7 +17,9 @@ import convert
 from convert import files, keymap, mindspore_ckpt
 from convert.cli import main
 from convert.errors import ConversionError
-from parity_tests.test_convert_roundtrip import (ROOT, TINY, random_state, save_mindspore, tensors,
+from tnt_common.cli import EXIT_BAD_INPUT
+from parity_tests.convert_cli import ROOT
+from parity_tests.test_convert_roundtrip import (TINY, random_state, save_mindspore, tensors,
                                                  to_official)
 
 
@@ -99,7 +101,26 @@ CASES = {
     'truncated ckpt': (lambda t, s: [truncated((save_mindspore(s, t / 'full.ckpt'), t / 'full.ckpt')[1],
                                                t / 'cut.ckpt')], 'not a readable MindSpore checkpoint'),
     'resnet': (lambda t, s: [resnet(t / 'resnet50.pth')], 'not a TNT checkpoint: 4 tensors such as bn1.weight'),
-    'model zoo TNT': (lambda t, s: [zoo_ckpt(t / 'zoo.ckpt')], 'different architecture, not loadable into mindspore_tnt'),
+    'model zoo TNT, incomplete': (lambda t, s: [zoo_ckpt(t / 'zoo.ckpt')], 'no registered TNT variant has these keys'),
+    '2021 MindSpore-hub TNT': (lambda t, s: [ckpt({'encoder.layers.0.attn.q.weight': np.zeros((4, 4), np.float32),
+                                                    'pixel2patch.proj.weight': np.zeros((4, 4), np.float32)},
+                                                   t / 'tnt_b_pets.ckpt')],
+                               'it looks like the 2021 MindSpore-hub TNT (encoder.layers, pixel2patch), a different model'),
+    'ViT': (lambda t, s: [save({'cls_token': np.zeros((1, 1, 8), np.float32),
+                                'blocks.0.attn.qkv.weight': np.zeros((24, 8), np.float32)}, t / 'vit.pth')],
+            'it looks like a ViT-style transformer (blocks.N.attn.qkv), another architecture'),
+    'classifier wrapper': (lambda t, s: [save({**{'backbone.' + k: v for k, v in s.items()},
+                                               'classifier.weight': np.zeros((3, 96), np.float32)}, t / 'wrapped.pth')],
+                           "it looks like a TNT inside a classifier wrapper (TNT weights under 'backbone.' beside "
+                           "classifier.*); save the TNT's own state dict"),
+    'optimizer only': (lambda t, s: [save({'state.0.exp_avg': np.zeros(3, np.float32)}, t / 'opt.pth')],
+                       'it looks like optimizer state, no model weights'),
+    'hub folder without weights': (lambda t, s: [(t / 'hub').mkdir() or (t / 'hub' / 'config.json').write_text('{}')
+                                                 and t / 'hub'], 'is a directory without model.safetensors or '
+                                                                 'pytorch_model.bin'),
+    'unknown numerics': (lambda t, s: [save(s, t / 'a.pth'), '--numerics', 'fast'],
+                         "numerics 'fast': a preset (pytorch, mindcv, zoo) or gelu=erf|tanh"),
+    'bad eps': (lambda t, s: [save(s, t / 'a.pth'), '--numerics', 'norm_eps=0'], 'norm_eps must be a number in (0, 1)'),
     'shape mismatch': (lambda t, s: [save(edited(s, change={'blocks.0.mlp.fc1.weight': np.zeros((100, 96), np.float32)}),
                                           t / 'bad.pth')], 'no registered TNT variant has these keys and shapes'),
     'shape mismatch, named': (lambda t, s: [save(edited(s, change={
@@ -137,6 +158,19 @@ OUTPUT_CASES = {
     'unknown suffix': (['out.npz'], 'unknown output type'),
     'missing directory': (['no/such/dir/out.ckpt'], 'does not exist'),
     'official for mindspore': (['out.ckpt', '--layout', 'official'], 'the official layout is a torch layout'),
+    'zoo as torch': (['out.pth', '--layout', 'zoo'], 'the zoo layout is a mindspore layout'),
+    'zoo with --to torch': (['out.safetensors', '--layout', 'zoo', '--to', 'torch'],
+                            'the zoo layout is a mindspore layout: write .ckpt or .safetensors with --to mindspore'),
+    'official graph as mmpretrain': (['out.pth', '--layout', 'mmpretrain'],
+                                     'tnt_tiny_patch16_64 is the official graph; the mmpretrain (mmengine) layout '
+                                     'holds only the legacy one'),
+    'pytorch numerics as MindCV': (['m.ckpt', '--layout', 'mindcv'],
+                                   'the MindCV code computes mindcv (GELU tanh, LayerNorm eps 1e-05, final norm eps '
+                                   '1e-07), these weights are for pytorch (GELU erf'),
+    'pytorch numerics as zoo': (['m.ckpt', '--layout', 'zoo'], 'the MindSpore model zoo (research/cv/TNT) code computes'),
+    'real biases as zoo': (['m.ckpt', '--layout', 'zoo', '--numerics', 'zoo'],
+                           'is not zero (6 of 6 values): the MindSpore model zoo (research/cv/TNT) layout has no '
+                           'such bias and would lose it'),
 }
 
 
@@ -146,7 +180,7 @@ def snapshot(path):
 
 def assert_refused(code, err, expected, tmp_path, before):
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 1
+    assert code == EXIT_BAD_INPUT
     assert len(lines) == 1 and lines[0].startswith('tnt-convert: error: '), err
     assert expected in lines[0], lines[0]
     assert snapshot(tmp_path) == before, 'a file was written, changed or left behind'
@@ -191,7 +225,7 @@ def test_hostile_pickle_is_refused_and_runs_nothing(tmp_path):
         before = snapshot(tmp_path)
         p = subprocess.run([sys.executable, '-m', 'convert.cli', '--no-progress', str(src),
                             str(tmp_path / 'out.ckpt')], capture_output=True, text=True, env=env, cwd=ROOT)
-        assert_refused(p.returncode, p.stderr, 'refused: the pickle holds more than tensors', tmp_path, before)
+        assert_refused(p.returncode, p.stderr, 'refused: the pickle calls posix.system', tmp_path, before)
         assert 'posix.system' in p.stderr or 'os.system' in p.stderr, p.stderr
         assert not marker.exists(), 'the payload ran'
         with pytest.raises(ValueError, match='refused'):
@@ -245,3 +279,30 @@ def test_interrupted_write_leaves_no_temp_file(state, tmp_path, monkeypatch):
     with pytest.raises(OSError, match='No space left'):
         files.convert_file(src, tmp_path / 'out.ckpt', verify=False)
     assert snapshot(tmp_path) == before and len(calls) == 20
+
+
+@pytest.fixture(scope='module')
+def legacy_file(tmp_path_factory):
+    from convert.layouts import timm_shapes
+    from parity.weights import random_timm_weights
+    return save(random_timm_weights(timm_shapes('tnt_s_legacy_patch16_224')),
+                tmp_path_factory.mktemp('legacy') / 'tnt_s_legacy.pth')
+
+
+LEGACY_CASES = {
+    'legacy as official': (['out.pth', '--layout', 'official'],
+                           'tnt_s_legacy_patch16_224 is the legacy graph; the official Huawei PyTorch layout holds '
+                           'only the official one, so its own code would compute another model'),
+    'legacy as MindCV': (['out.ckpt', '--layout', 'mindcv', '--numerics', 'mindcv'],
+                         'the MindCV layout holds only the official one'),
+    'mmpretrain as safetensors': (['out.safetensors', '--layout', 'mmpretrain'],
+                                  'the mmpretrain layout is an mmengine .pth file'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(LEGACY_CASES))
+def test_impossible_layouts_are_refused_before_writing(case, legacy_file, tmp_path, capsys):
+    args, expected = LEGACY_CASES[case]
+    before = snapshot(tmp_path)
+    code = main(['--no-progress', str(legacy_file), str(tmp_path / args[0]), *args[1:]])
+    assert_refused(code, capsys.readouterr().err, expected, tmp_path, before)

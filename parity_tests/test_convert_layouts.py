@@ -1,6 +1,8 @@
 """Layout and variant detection, the key map's official rules, and the framework-free pieces
 of the converters (MindSpore .ckpt codec, bf16 rounding, patch_pos resampling), each
-checked against an independent reference: the frameworks themselves or DESIGN.md."""
+checked against an independent reference: the frameworks themselves or the layout descriptions
+(docs/convert.md, "Families")."""
+import functools
 import subprocess
 import sys
 
@@ -10,13 +12,16 @@ import pytest
 import torch
 
 from convert import keymap, mindspore_ckpt
-from convert.canonical import MINDSPORE_NAMES, OFFICIAL, TIMM, from_timm, to_timm
+from convert.canonical import from_timm, to_timm
 from convert.dtypes import bf16_bits, from_bf16_bits
 from convert.errors import ConversionError
-from convert.layouts import timm_shapes
+from convert.layouts import stored_shapes, timm_shapes
 from convert.resize import resample_patch_pos
-from parity_tests.test_convert_roundtrip import inner_pos_of, to_official
+from parity.weights import random_timm_weights
+from parity_tests import families
+from parity_tests.families import inner_pos_of
 from tnt_common import variants
+from tnt_common.numerics import PRESETS
 
 REAL = ['tnt_s_patch16_224', 'tnt_b_patch16_224', 'tnt_s_legacy_patch16_224']
 
@@ -34,24 +39,51 @@ def test_importing_convert_loads_no_framework():
     subprocess.run([sys.executable, '-c', code], check=True)
 
 
-@pytest.mark.parametrize('name', REAL + ['tnt_tiny_patch16_64'])
-@pytest.mark.parametrize('stored', ['timm', 'mindspore', 'official'])
-def test_detects_variant_and_layout(name, stored):
+# family: (stored names from timm names, keyed independently; the graphs it holds)
+FAMILIES = {
+    'timm': (lambda a: a, (False, True)),
+    'mindspore': (families.mindspore_names, (False, True)),
+    'official': (families.to_official, (False,)),
+    'mindcv': (families.to_mindcv, (False,)),
+    'zoo': (lambda a: families.to_zoo(families.zoo_weights(a)), (False,)),
+    'mmpretrain': (families.to_mmpretrain, (True,)),
+}
+CASES = [(name, family) for name in REAL + ['tnt_tiny_patch16_64'] for family, (_, graphs) in FAMILIES.items()
+         if variants.VARIANTS[name]['legacy'] in graphs]
+
+
+@pytest.mark.parametrize('name, family', CASES)
+def test_detects_variant_and_family(name, family):
     shapes = timm_shapes(name)
-    arrays = zeros(shapes)
-    if stored == 'mindspore':
-        arrays = {keymap.TIMM_TO_MINDSPORE.forward(k): v for k, v in arrays.items()}
-        assert 'norm.gamma' in arrays and 'blocks.0.norm_in.beta' in arrays
-    elif stored == 'official':
-        arrays = to_official(arrays)
-        assert 'outer_pos' in arrays and 'blocks.0.outer_mlp.fc1.weight' in arrays
+    arrays = FAMILIES[family][0](zeros(shapes))
+    assert {k: tuple(v.shape) for k, v in arrays.items()} == stored_shapes(family, name)
     can = to_timm(arrays)
     assert can.variant == name and can.num_classes == 1000
     assert can.img_size == variants.VARIANTS[name]['img_size']
-    assert can.layout == (OFFICIAL if stored == 'official' else TIMM)
-    assert (can.names == MINDSPORE_NAMES) == (stored == 'mindspore')
+    assert can.layout == family
+    assert can.numerics == PRESETS[keymap.LAYOUTS[family].numerics or 'pytorch']
     assert {k: tuple(v.shape) for k, v in can.arrays.items()} == shapes
     assert ('legacy graph' in can.description) == variants.VARIANTS[name]['legacy']
+
+
+@functools.lru_cache(maxsize=None)
+def distinct_weights(name):
+    """Every tensor of ``name`` distinct, so a swap between same-shaped tensors shows."""
+    return random_timm_weights(timm_shapes(name))
+
+
+@pytest.mark.parametrize('name, family', CASES)
+def test_family_rules_match_the_description_and_invert(name, family):
+    weights = distinct_weights(name)
+    if family == 'zoo':
+        weights = families.zoo_weights(weights)
+    ours = from_timm(weights, family)
+    independent = FAMILIES[family][0](weights)
+    assert sorted(ours) == sorted(independent)
+    for k in ours:
+        assert ours[k].shape == independent[k].shape and np.array_equal(ours[k], independent[k]), k
+    back = to_timm(ours).arrays
+    assert all(np.array_equal(back[k], weights[k]) for k in weights)
 
 
 @pytest.mark.parametrize('name', REAL)
@@ -69,17 +101,6 @@ def test_ambiguous_shapes_need_model(monkeypatch):
     with pytest.raises(ConversionError, match='ambiguous: the shapes fit tnt_tiny_copy, tnt_tiny_patch16_64'):
         to_timm(arrays)
     assert to_timm(arrays, 'tnt_tiny_copy').variant == 'tnt_tiny_copy'
-
-
-@pytest.mark.parametrize('name', REAL)
-def test_official_rules_match_design_and_invert(name):
-    shapes = timm_shapes(name)
-    ours = from_timm(zeros(shapes), OFFICIAL)
-    independent = to_official({k: np.zeros(s, np.float32) for k, s in shapes.items()})
-    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in independent.items()}
-    for k in shapes:
-        official = keymap.OFFICIAL_TO_TIMM.backward(k)
-        assert keymap.OFFICIAL_TO_TIMM.forward(official) == k
 
 
 def test_inner_pos_transform_against_design():

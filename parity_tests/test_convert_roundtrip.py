@@ -2,15 +2,14 @@
 
 Files are built from ``torch_ref`` (and ``mindspore_tnt``) holding random weights
 (``parity.weights.random_timm_weights``), saved the way each source saves them. The
-official layout is written out here from DESIGN.md section 3, independently of
-``convert.keymap``. Each file is converted to MindSpore through ``tnt-convert`` (a
+official layout is written out by ``parity_tests.families`` from the layout description,
+independently of ``convert.keymap``. Each file is converted to MindSpore through ``tnt-convert`` (a
 subprocess) and through the API, loaded strictly, and must pass the fp32 parity bound
 against the torch model; converting back must reproduce every tensor bit for bit.
 """
 import argparse
+import json
 import os
-import subprocess
-import sys
 
 import mindspore as ms
 import numpy as np
@@ -25,41 +24,11 @@ from convert import keymap
 from convert.transfer import mindspore_to_numpy, numpy_to_mindspore, numpy_to_torch, torch_to_numpy
 from parity.forward import FP32_BOUND, compare_outputs, make_batch, mindspore_outputs, set_mode, torch_outputs
 from parity.weights import random_timm_weights
+from parity_tests.convert_cli import run_cli
+from parity_tests.families import to_official
+from tnt_common.numerics import PYTORCH
 
 TINY = 'tnt_tiny_patch16_64'
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# Official Huawei module names for timm's (DESIGN.md section 3), by position in the name.
-OFFICIAL_TOP = {'pixel_embed': 'patch_embed', 'norm1_proj': 'proj_norm1', 'norm2_proj': 'proj_norm2'}
-OFFICIAL_BLOCK = {'norm_in': 'inner_norm1', 'attn_in': 'inner_attn', 'norm_mlp_in': 'inner_norm2',
-                  'mlp_in': 'inner_mlp', 'norm1_proj': 'proj_norm1', 'norm2_proj': 'proj_norm2',
-                  'norm_out': 'outer_norm1', 'attn_out': 'outer_attn', 'norm_mlp': 'outer_norm2',
-                  'mlp': 'outer_mlp'}
-
-
-def inner_pos_of(pixel_pos):
-    """``inner_pos[0, h*4 + w, c] = pixel_pos[0, c, h, w]``."""
-    return np.stack([pixel_pos[0, :, h, w] for h in range(4) for w in range(4)])[None]
-
-
-def to_official(state, inner_pos=inner_pos_of):
-    """A timm state dict (numpy) re-keyed as the official code names it."""
-    out = {}
-    for k, v in state.items():
-        parts = k.split('.')
-        if k == 'patch_pos':
-            out['outer_pos'] = v
-        elif k == 'pixel_pos':
-            out['inner_pos'] = inner_pos(v)
-        else:
-            if parts[0] == 'blocks':
-                parts[2] = OFFICIAL_BLOCK.get(parts[2], parts[2])
-            else:
-                parts[0] = OFFICIAL_TOP.get(parts[0], parts[0])
-            out['.'.join(parts)] = v
-    out['outer_tokens'] = np.zeros_like(state['patch_pos'][:, 1:])
-    return out
-
 
 def tensors(arrays, prefix=''):
     return {prefix + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
@@ -114,22 +83,16 @@ SOURCES = {
 }
 
 
-def run_cli(*args, check=True):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    p = subprocess.run([sys.executable, '-m', 'convert.cli', '--no-progress', *map(str, args)],
-                       capture_output=True, text=True, env=env, cwd=ROOT)
-    if check:
-        assert p.returncode == 0, p.stderr[-3000:]
-    return p
-
-
 def load_ckpt_strict(path, name=TINY, **kwargs):
     """MindSpore's own loader, strict: every parameter loaded, nothing left over (half
-    precision files are cast to the model's fp32 first, as strict loading requires)."""
+    precision files are cast to the model's fp32 first, as strict loading requires; the
+    numerics string entry of a ``.ckpt`` is not a parameter)."""
     net = mindspore_tnt.create_model(name, **kwargs)
     fmt = 'safetensors' if str(path).endswith('.safetensors') else 'ckpt'
-    params = {k: ms.Parameter(v.astype(ms.float32), name=k)
-              for k, v in ms.load_checkpoint(str(path), format=fmt).items()}
+    loaded = ms.load_checkpoint(str(path), format=fmt)
+    if fmt == 'ckpt':
+        assert json.loads(loaded.pop(keymap.NUMERICS_KEY)) == net.numerics.model_kwargs()
+    params = {k: ms.Parameter(v.astype(ms.float32), name=k) for k, v in loaded.items()}
     not_loaded, unused = ms.load_param_into_net(net, params, strict_load=True)
     assert not not_loaded and not unused, (not_loaded, unused)
     return net
@@ -267,6 +230,7 @@ def test_half_precision_outputs(dtype, reference, tmp_path):
     p = run_cli(src, out, '--dtype', dtype)
     assert 'PASS' in p.stdout and f'rounded to {dtype}' in p.stdout
     params = ms.load_checkpoint(str(out))
+    assert isinstance(params.pop(keymap.NUMERICS_KEY), str)
     assert {str(v.dtype) for v in params.values()} == {
         {'fp16': 'Float16', 'bf16': 'BFloat16'}[dtype]}
     for k, v in mindspore_to_numpy(load_ckpt_strict(out)).items():  # as loaded, fp32
@@ -311,10 +275,10 @@ def test_verification_catches_a_transposed_weight(reference, tmp_path):
     out = tmp_path / 'good.ckpt'
     torch.save(tensors(state), tmp_path / 'a.pth')
     run_cli(tmp_path / 'a.pth', out, '--no-verify')
-    good = verify(str(out), state, 'torch', 'mindspore', 'timm', TINY, 1000, 64)
+    good = verify(str(out), state, 'torch', 'mindspore', 'mindspore', TINY, 1000, 64, PYTORCH)
     assert good['passed'] and not good['exact_mismatch']
     bad_state = dict(state, **{'blocks.1.proj.weight': np.ascontiguousarray(state['blocks.1.proj.weight'].T)})
-    bad = verify(str(out), bad_state, 'torch', 'mindspore', 'timm', TINY, 1000, 64)
+    bad = verify(str(out), bad_state, 'torch', 'mindspore', 'mindspore', TINY, 1000, 64, PYTORCH)
     assert not bad['passed'] and bad['exact_mismatch'] == ['blocks.1.proj.weight']
     assert (bad['first_failure']['stage'], bad['first_failure']['stream']) == ('block 1', 'outer')
     assert bad['logits_rel'] > FP32_BOUND

@@ -35,7 +35,7 @@ def test_report_files(tmp_path, capsys):
 
 
 def test_amp_dtype(tmp_path, capsys):
-    code, out = run(tmp_path, '--dtype', 'amp', '--batch-size', '3')
+    code, out = run(tmp_path, '--amp', 'O2', '--batch-size', '3')
     assert code == 0, capsys.readouterr().out
     report = json.loads((out / 'parity_tnt_tiny_patch16_64_pynative_amp.json').read_text())
     assert report['amp_level'] == 'O2' and report['batch'] == 3
@@ -54,7 +54,8 @@ def test_missing_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         run(tmp_path, '--checkpoint', str(tmp_path / 'weights.pth'))
     assert e.value.code == 2
-    assert 'weights.pth: no such file' in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('tnt-parity: error:') and 'weights.pth: no such file' in err[0]
     assert not (tmp_path / 'report').exists()
 
 
@@ -69,7 +70,7 @@ def test_unreadable_checkpoint(tmp_path, capsys):
 
 def test_readme_invocation_parses():
     args = cli.parse_args(['--model', 'tnt_s_patch16_224'])
-    assert (args.model, args.mode, args.dtype, args.batch_size) == ('tnt_s_patch16_224', 'graph', 'fp32', 2)
+    assert (args.model, args.mode, args.amp, args.batch_size) == ('tnt_s_patch16_224', 'graph', 'O0', 2)
     assert cli.parse_args([]).model == 'tnt_s_patch16_224'
 
 
@@ -85,3 +86,10 @@ def test_checkpoint_file(tmp_path, capsys):
     assert code == 0, text
     assert f'({path})' in text.splitlines()[0]
     assert json.loads((out / 'parity_tnt_tiny_patch16_64_pynative_fp32.json').read_text())['checkpoint'] == str(path)
+
+
+def test_checkpoint_positional_or_flag(tmp_path):
+    """The weights file is positional, as in every other command; the flag stays."""
+    f = tmp_path / 'w.pth'
+    f.write_bytes(b'x')
+    assert cli.parse_args([str(f)]).checkpoint == cli.parse_args(['--checkpoint', str(f)]).checkpoint == str(f)

@@ -44,7 +44,7 @@ def test_param_count_torch_and_mindspore(name):
 
 
 def test_published_param_counts():
-    # DESIGN.md's table (timm's counts); legacy S is given there as about 23.76 M.
+    # timm's published counts (README, Variants); legacy S is published as about 23.76 M.
     assert VARIANTS['tnt_s_patch16_224']['num_params'] == 23_768_584
     assert VARIANTS['tnt_b_patch16_224']['num_params'] == 65_428_680
     assert round(VARIANTS['tnt_s_legacy_patch16_224']['num_params'] / 1e6, 2) == 23.76

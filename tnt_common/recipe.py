@@ -1,9 +1,9 @@
 """The official TNT ImageNet-1k training recipe and its framework-free helpers.
 
-Values from DESIGN.md §5 (the TNT paper's recipe, trained with the DeiT/timm training
-script, whose defaults fill the gaps: ``min_lr`` and the Adam betas) and, for the
-MindSpore-specific parts (loss scale, gradient clip), the MindSpore model zoo's
-8x Ascend 910 run. Importable without torch or mindspore.
+Values as docs/training.md, "The ImageNet recipe", gives them: the TNT paper's recipe,
+trained with the DeiT/timm training script, whose defaults fill the gaps (``min_lr`` and
+the Adam betas), and, for the MindSpore-specific parts (loss scale, gradient clip), the
+MindSpore model zoo's 8x Ascend 910 run. Importable without torch or mindspore.
 """
 import math
 

@@ -1,7 +1,8 @@
 """The one table of TNT variants: architecture hyperparameters and pretrained configs.
 
 Importable without torch or mindspore. ``torch_ref`` and ``mindspore_tnt`` build their
-models from ``model_args(name)``; converters and tools read the rest.
+models from ``model_args(name)``, take names as timm does (``split_tag``) and select blocks
+for ``forward_intermediates`` with ``feature_take_indices``; converters and tools read the rest.
 """
 
 IMAGENET_INCEPTION_MEAN = (0.5, 0.5, 0.5)
@@ -37,18 +38,25 @@ def _cfg(hub_id='', top1=None, img_size=224, **kwargs):
         top1=top1, **kwargs)
 
 
-# Pretrained configs beside the variants (timm's hub names; top-1 as evaluated by timm).
+# Pretrained configs beside the variants, keyed ``architecture.tag`` as timm's (hub ids are
+# timm's; top-1 as evaluated by timm). A variant's first config is its default. ``untrained``
+# (timm's tag for a config without weights): preprocessing only.
 PRETRAINED_CFGS = {
-    'tnt_s_patch16_224': _cfg('timm/tnt_s_patch16_224.in1k', top1=81.506),
-    'tnt_b_patch16_224': _cfg('timm/tnt_b_patch16_224.in1k', top1=82.864),
-    'tnt_s_legacy_patch16_224': _cfg('timm/tnt_s_legacy_patch16_224.in1k', top1=81.512),
-    'tnt_tiny_patch16_64': _cfg(img_size=64),
+    'tnt_s_patch16_224.in1k': _cfg('timm/tnt_s_patch16_224.in1k', top1=81.506),
+    'tnt_b_patch16_224.in1k': _cfg('timm/tnt_b_patch16_224.in1k', top1=82.864),
+    'tnt_s_legacy_patch16_224.in1k': _cfg('timm/tnt_s_legacy_patch16_224.in1k', top1=81.512),
+    'tnt_tiny_patch16_64.untrained': _cfg(img_size=64),
 }
 
 
 def list_models():
     """Names of all registered variants."""
     return sorted(VARIANTS)
+
+
+def list_pretrained():
+    """``architecture.tag`` of every config with published weights, as timm's ``list_pretrained``."""
+    return sorted(k for k, cfg in PRETRAINED_CFGS.items() if cfg['hf_hub_id'])
 
 
 def model_args(name):
@@ -58,7 +66,52 @@ def model_args(name):
     return {k: VARIANTS[name][k] for k in _ARCH_KEYS}
 
 
+def split_tag(name):
+    """``(architecture, tag)`` of ``name``, bare (the variant's default tag) or ``architecture.tag``.
+
+    Raises ValueError on an unknown variant or tag, listing the known ones.
+    """
+    arch, _, tag = name.partition('.')
+    model_args(arch)
+    tags = [k.partition('.')[2] for k in PRETRAINED_CFGS if k.partition('.')[0] == arch]
+    if not tag:
+        return arch, tags[0]
+    if tag not in tags:
+        raise ValueError(f"unknown tag {tag!r} of {arch}; known: {', '.join(f'{arch}.{t}' for t in tags)}")
+    return arch, tag
+
+
 def pretrained_cfg(name):
-    """Preprocessing and hub facts of variant ``name``."""
-    model_args(name)
-    return dict(PRETRAINED_CFGS[name])
+    """Preprocessing and hub facts of ``name`` (bare: the default tag), with its architecture and tag."""
+    arch, tag = split_tag(name)
+    return dict(PRETRAINED_CFGS[f'{arch}.{tag}'], architecture=arch, tag=tag)
+
+
+def check_pretrained(name, pretrained, checkpoint_path):
+    """Raise ValueError if ``pretrained`` weights of ``name`` are asked for without a file: nothing downloads."""
+    if pretrained and checkpoint_path is None:
+        cfg = pretrained_cfg(name)
+        where = (f", such as the one `huggingface-cli download {cfg['hf_hub_id']}` leaves" if cfg['hf_hub_id']
+                 else f"; {cfg['architecture']}.{cfg['tag']} has no published weights")
+        raise ValueError(f'pretrained=True downloads nothing: pass checkpoint_path= a checkpoint file '
+                         f'or a hub folder{where}')
+
+
+def feature_take_indices(num_blocks, indices=None):
+    """(absolute block indices, the largest) selected by ``indices``, as timm's helper.
+
+    None: every block; an int n: the last n; a sequence: those blocks (negative from the end).
+    Pure Python on static values, so it also runs inside a MindSpore GRAPH mode ``construct``.
+    """
+    if indices is None:
+        indices = num_blocks
+    if isinstance(indices, int):
+        if not 0 < indices <= num_blocks:
+            raise ValueError(f'last-n ({indices}) is out of range (1 to {num_blocks})')
+        take = [num_blocks - indices + i for i in range(indices)]
+    else:
+        take = [num_blocks + i if i < 0 else i for i in indices]
+        for i in take:
+            if not 0 <= i < num_blocks:
+                raise ValueError(f'block index {i} is out of range (0 to {num_blocks - 1})')
+    return take, max(take)

@@ -1,0 +1,28 @@
+"""What every command shares: bad input is one line on stderr and exit status ``EXIT_BAD_INPUT``.
+
+argparse's own usage errors follow the same rule (``Parser``), so a wrong flag and a wrong
+file look alike to a script that calls the commands: ``PROG: error: MESSAGE``.
+"""
+import argparse
+import sys
+
+EXIT_BAD_INPUT = 2
+
+
+def bad_input(prog, message):
+    """Print ``PROG: error: MESSAGE`` on one line; returns ``EXIT_BAD_INPUT``."""
+    print(f'{prog}: error: {" ".join(str(message).split())}', file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and ``EXIT_BAD_INPUT``, like every other bad input."""
+    context = ''  # prefixed to errors: where the failing settings came from (a config file)
+
+    def error(self, message):
+        sys.exit(bad_input(self.prog, self.context + message))
+
+
+def parser(prog, doc, formatter=argparse.RawDescriptionHelpFormatter):
+    """A ``Parser`` whose description is ``doc`` (its examples included, as written)."""
+    return Parser(prog=prog, description=doc, formatter_class=formatter)
