@@ -5,10 +5,11 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test bench
 
-$(VENV)/.installed: pyproject.toml
+# The tested set: constraints.txt pins every package; pyproject.toml holds the ranges.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -91,6 +91,17 @@ def test_no_augment_trains_on_the_eval_view(digits):
     assert np.isclose(x[:, :, 0, 0], val[0, :, 0, 0]).all()
 
 
+@pytest.mark.parametrize('switch, mixups, cutmixes', [(0.5, 1, 1), (0.3, 7, 3), (0., 1, 0), (1., 0, 1)])
+def test_mixup_switch_probability_weights_the_choice(switch, mixups, cutmixes):
+    from mindspore.dataset import vision
+    from tnt_train.data import mix_choices
+    choices = mix_choices(TrainTransform(mixup=0.8, cutmix=1.0, mixup_switch_prob=switch))
+    kinds = [type(c) for c in choices]
+    assert kinds == [vision.MixUpBatch] * mixups + [vision.CutMixBatch] * cutmixes
+    assert [type(c) for c in mix_choices(TrainTransform(mixup=0.8, cutmix=0., mixup_switch_prob=1.))] == \
+        [vision.MixUpBatch]                                 # one mixer on: the switch does not apply
+
+
 def test_repeated_augmentation_indices():
     from tnt_train.data import repeated_aug_indices
     n = 600

@@ -1,4 +1,4 @@
-"""Fine-tuning from a PyTorch file: ``--pretrained`` loads a torch_ref .pth through ``convert``."""
+"""Fine-tuning from a PyTorch file: ``--initial-checkpoint`` loads a torch_ref .pth through ``convert``."""
 import numpy as np
 import pytest
 import torch
@@ -47,7 +47,7 @@ def ten_class(tmp_path_factory):
 
 def test_eval_of_a_torch_file_matches_torch(ten_class, tmp_path):
     path, model = ten_class
-    loss, top1 = reported(train('--eval-only', '--pretrained', path, '--model', NAME, '--output', tmp_path))
+    loss, top1 = reported(train('--eval-only', '--initial-checkpoint', path, '--model', NAME, '--output', tmp_path))
     want_loss, want_top1 = torch_eval(model, 64)
     assert abs(loss - want_loss) <= 1e-4 * max(1., want_loss) and top1 == round(want_top1, 2), \
         (loss, top1, want_loss, want_top1)
@@ -64,7 +64,7 @@ def test_finetune_replaces_the_head(tmp_path):
     path = tmp_path / 'tnt_tiny_1000.pth'
     model = torch_file(path, 1000, seed=1)
     out = tmp_path / 'run'
-    train('--pretrained', path, '--num-classes', 10, '--model', NAME, '--img-size', 32, '--epochs', 1,
+    train('--initial-checkpoint', path, '--num-classes', 10, '--model', NAME, '--img-size', 32, '--epochs', 1,
           '--output', out)
     assert len(rows(out / 'metrics.csv')) == 1
     tuned = weights(out / 'model.ckpt')
@@ -77,9 +77,47 @@ def test_finetune_replaces_the_head(tmp_path):
 def test_head_class_count_mismatch_is_refused(tmp_path):
     path = tmp_path / 'tnt_tiny_1000.pth'
     torch_file(path, 1000)
-    proc = train('--pretrained', path, '--model', NAME, '--output', tmp_path / 'run', check=False)
+    proc = train('--initial-checkpoint', path, '--model', NAME, '--output', tmp_path / 'run', check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f'error: --pretrained {path} has a 1000-class head but the data has 10 classes; '
+        f'train_ascend.py: error: --initial-checkpoint {path} has a 1000-class head but the data has 10 classes; '
         f'pass --num-classes 10 to replace the head']
     assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+
+def test_eval_of_a_mindcv_file_keeps_its_numerics(tmp_path):
+    """A MindCV checkpoint evaluates with MindCV's numerics (tanh GELU, final eps 1e-7), as
+    torch_ref does with them; forcing PyTorch's numerics, planted, moves the loss (the
+    outer stream scaled down so that the final norm's eps decides the output)."""
+    import mindspore as ms
+    from parity_tests.families import small_outer_stream, to_mindcv
+    from tnt_common.numerics import PRESETS
+    model = torch_ref.create_model(NAME, num_classes=10, **PRESETS['mindcv'].model_kwargs())
+    state = small_outer_stream(random_timm_weights({k: v.shape for k, v in model.state_dict().items()}, 2))
+    numpy_to_torch(state, model)
+    path = tmp_path / 'mindcv_tiny_10.ckpt'
+    ms.save_checkpoint([{'name': k, 'data': ms.Tensor(v)} for k, v in to_mindcv(state).items()], str(path))
+    want_loss, want_top1 = torch_eval(model, 64)
+    loss, top1 = reported(train('--eval-only', '--initial-checkpoint', path, '--model', NAME,
+                                '--output', tmp_path / 'a'))
+    assert abs(loss - want_loss) <= 1e-4 * max(1., want_loss) and top1 == round(want_top1, 2), \
+        (loss, top1, want_loss, want_top1)
+    wrong, _ = reported(train('--eval-only', '--initial-checkpoint', path, '--model', NAME, '--numerics', 'pytorch',
+                              '--output', tmp_path / 'b'))
+    assert abs(wrong - want_loss) > 1e-4 * max(1., want_loss), (wrong, want_loss)
+
+
+def test_run_records_its_numerics(tmp_path):
+    """Every checkpoint a run writes carries its numerics; --resume rebuilds them."""
+    import json
+    import mindspore as ms
+    out = tmp_path / 'run'
+    train('--model', NAME, '--img-size', 32, '--epochs', 1, '--numerics', 'zoo', '--output', out)
+    zoo = {'gelu': 'tanh', 'norm_eps': 1e-7, 'final_norm_eps': 1e-7}
+    assert json.loads(ms.load_checkpoint(str(out / 'model.ckpt'))['tnt_numerics']) == zoo
+    latest = sorted((out / 'checkpoints').glob('*.ckpt'))[-1]
+    assert json.loads(ms.load_checkpoint(str(latest))['tnt_numerics']) == zoo
+    from convert.api import read_hub
+    assert read_hub(out / 'model.ckpt')[0].numerics.model_kwargs() == zoo
+    train('--model', NAME, '--img-size', 32, '--epochs', 2, '--output', out, '--resume', out)  # no --numerics
+    assert json.loads(ms.load_checkpoint(str(out / 'model.ckpt'))['tnt_numerics']) == zoo

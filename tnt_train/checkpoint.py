@@ -59,14 +59,18 @@ def atomic_save(params, path, append_dict=None):
 
 
 def save_training_state(params, path, meta):
-    """A training checkpoint: ``params``, ``meta`` and the default generator's state."""
+    """A training checkpoint: ``params``, ``meta`` and the default generator's state; the
+    model's numerics also as the entry ``convert`` reads."""
     import mindspore as ms
-    return atomic_save(params, path, {'meta': json.dumps(meta), 'rng_state': ms.get_rng_state()})
+    from convert.keymap import NUMERICS_KEY
+    numerics = {NUMERICS_KEY: meta['numerics']} if 'numerics' in meta else {}
+    return atomic_save(params, path, {'meta': json.dumps(meta), 'rng_state': ms.get_rng_state(), **numerics})
 
 
 def read(path):
     """``(arrays {name: Parameter}, meta dict, rng_state)`` of a checkpoint; ``InputError`` if unreadable."""
     import mindspore as ms
+    from convert.keymap import NUMERICS_KEY
     if not os.path.isfile(path):
         raise InputError(f'checkpoint {path} does not exist')
     try:
@@ -74,6 +78,7 @@ def read(path):
             saved = ms.load_checkpoint(path, crc_check=True)
         meta = json.loads(saved.pop('meta'))
         rng_state = saved.pop('rng_state')
+        saved.pop(NUMERICS_KEY, None)
     except (ValueError, KeyError, TypeError, RuntimeError, OSError) as e:
         raise InputError(f'checkpoint {path} is corrupt or not a training checkpoint '
                          f'({type(e).__name__})') from None
@@ -142,5 +147,6 @@ class CheckpointManager:
 
 
 def save_weights(net, path):
-    """Model weights only (mindspore_tnt names), atomically."""
-    return atomic_save(list(net.get_parameters()), path)
+    """Model weights only (mindspore_tnt names) and the model's numerics, atomically."""
+    from convert.keymap import NUMERICS_KEY
+    return atomic_save(list(net.get_parameters()), path, {NUMERICS_KEY: net.numerics.to_json()})

@@ -1,7 +1,7 @@
 """ImageNet-style image folders through ``mindspore.dataset`` with the recipe's transforms.
 
 Train: RandomResizedCrop (bicubic) -> flip -> RandAugment -> normalise -> random erasing
--> batch -> one-hot with label smoothing -> Mixup or CutMix (switch probability 0.5).
+-> batch -> one-hot with label smoothing -> Mixup or CutMix (CutMix with ``mixup_switch_prob``).
 Eval: resize to ``img_size / crop_pct`` (bicubic) -> centre crop -> normalise.
 Each epoch's pipeline is seeded from (seed, epoch), so for a given worker count (MindSpore's
 C++ random transforms draw per worker) the data order and every random augmentation are
@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -93,7 +94,7 @@ def export_digits(root=None, size=32, val_fraction=0.2, seed=0):
 
 @dataclass(frozen=True)
 class TrainTransform:
-    """The training augmentation's settings (defaults: the recipe, DESIGN.md §5).
+    """The training augmentation's settings (defaults: the recipe, docs/training.md).
 
     ``augment=False`` trains on the eval transform (no random crop, flip, RandAugment,
     erasing or mixing; label smoothing still applies): every sample is deterministic.
@@ -108,6 +109,7 @@ class TrainTransform:
     reprob: float = 0.25
     mixup: float = 0.8
     cutmix: float = 1.0
+    mixup_switch_prob: float = 0.5     # with both on: the probability a batch takes CutMix
     smoothing: float = 0.1
     mean: tuple = (0.5, 0.5, 0.5)
     std: tuple = (0.5, 0.5, 0.5)
@@ -180,14 +182,22 @@ def _augment(data, tf, workers):
     return data
 
 
+def mix_choices(tf):
+    """The batch mixers ``RandomChoice`` picks from uniformly: with Mixup and CutMix both on, each
+    as often as ``mixup_switch_prob`` (to the nearest hundredth) asks, Mixup first."""
+    from mindspore.dataset import vision
+    mixup = [vision.MixUpBatch(tf.mixup)] if tf.mixup > 0 else []
+    cutmix = [vision.CutMixBatch(vision.ImageBatchFormat.NCHW, tf.cutmix)] if tf.cutmix > 0 else []
+    if not (mixup and cutmix):
+        return mixup + cutmix
+    p = Fraction(tf.mixup_switch_prob).limit_denominator(100)
+    return mixup * (p.denominator - p.numerator) + cutmix * p.numerator
+
+
 def _mix(data, tf):
     """Mixup or CutMix of whole batches (one-hot targets); with both, each batch picks one."""
-    from mindspore.dataset import transforms, vision
-    mixers = []
-    if tf.mixup > 0:
-        mixers.append(vision.MixUpBatch(tf.mixup))
-    if tf.cutmix > 0:
-        mixers.append(vision.CutMixBatch(vision.ImageBatchFormat.NCHW, tf.cutmix))
+    from mindspore.dataset import transforms
+    mixers = mix_choices(tf)
     if not mixers:
         return data
     return data.map(transforms.RandomChoice(mixers) if len(mixers) > 1 else mixers[0], ['image', 'label'])
@@ -225,11 +235,11 @@ def train_dataset(root, classes, tf, batch_size, seed, epoch, rank=0, world=1, w
 
 
 def eval_dataset(root, classes, img_size, crop_pct, batch_size, mean=(0.5,) * 3, std=(0.5,) * 3,
-                 rank=0, world=1, workers=2, prefetch=0):
-    """Batched ``(image, label int32)`` of ``root/val`` for this rank (no shuffling)."""
+                 rank=0, world=1, workers=2, prefetch=0, split='val'):
+    """Batched ``(image, label int32)`` of ``root/split`` for this rank (no shuffling)."""
     from mindspore.dataset import transforms
     _set_prefetch(prefetch)
-    data = _folder(root, 'val', classes, False, rank, world)
+    data = _folder(root, split, classes, False, rank, world)
     data = data.map(_eval_ops(img_size, crop_pct, mean, std), 'image', num_parallel_workers=workers)
     data = data.map(transforms.TypeCast(np.int32), 'label')
     return data.batch(batch_size, drop_remainder=False)

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from tnt_common.recipe import lr_schedule, scaled_lr
+from tnt_common.recipe import lr_schedule
 from tnt_common.variants import pretrained_cfg
 from tnt_train import checkpoint as ckpt
 from tnt_train.data import TrainTransform, eval_dataset, samples_per_rank, train_dataset
@@ -29,37 +29,37 @@ class Trainer:
         self.num_classes = len(classes)
         cfg = pretrained_cfg(args.model)
         self.crop_pct, self.mean, self.std = args.crop_pct or cfg['crop_pct'], cfg['mean'], cfg['std']
-        self.net = build_model(args.model, self.num_classes, args.img_size, args.drop_path,
-                               args.pretrained, replace_head=args.num_classes is not None)
+        self.net = build_model(args.model, self.num_classes, args.img_size, args.drop_path, args.initial_checkpoint,
+                               replace_head=args.num_classes is not None, numerics=args.numerics)
         self.train_net = apply_amp(self.net, args.amp)
 
         self.steps_per_epoch = 0 if args.eval_only else \
-            samples_per_rank(args.data, 'train', classes, runtime.rank, runtime.world, args.repeated_aug) \
+            samples_per_rank(args.data, 'train', classes, runtime.rank, runtime.world, args.aug_repeats) \
             // args.batch_size
         if self.steps_per_epoch == 0 and not args.eval_only:
             raise InputError(f'--batch-size {args.batch_size} is larger than the {args.data}/train '
                              f'images one rank reads per epoch')
         self.global_batch = args.batch_size * runtime.world
-        self.peak_lr = scaled_lr(self.global_batch, args.lr, args.lr_base_batch)
+        self.peak_lr = args.lr          # absolute: train_ascend.peak_lr resolves --lr-base
         total = max(args.epochs * self.steps_per_epoch, 1)
         self.schedule = lr_schedule(self.peak_lr, total, round(args.warmup_epochs * self.steps_per_epoch),
                                     args.warmup_lr, args.min_lr)
         self.optimizer, self.lr_schedule = create_optimizer(self.net, self.schedule, args.weight_decay, args.opt_eps)
         self.scaler = dynamic_loss_scaler(args.loss_scale, args.loss_scale_window) if args.loss_scale else None
-        self.ema = EMA(self.net, args.ema_decay) if args.ema else None
+        self.ema = EMA(self.net, args.model_ema_decay) if args.model_ema else None
         self.noise = DropPathNoise(self.net, args.batch_size) if args.drop_path > 0 and not args.eval_only else None
         self.step = TrainStep(self.train_net, self.optimizer, self.lr_schedule, args.clip_grad, self.scaler,
                               self.ema, runtime.world, self.noise)
-        self.evaluator = Evaluator(self.train_net, self.num_classes, args.eval_batch_size, runtime.world)
+        self.evaluator = Evaluator(self.train_net, self.num_classes, args.validation_batch_size, runtime.world)
         if self.ema is not None:
             import mindspore_tnt
             self.ema_net = mindspore_tnt.create_model(args.model, num_classes=self.num_classes,
-                                                      img_size=args.img_size)
-            self.ema_evaluator = Evaluator(self.ema_net, self.num_classes, args.eval_batch_size, runtime.world)
+                                                      img_size=args.img_size, **self.net.numerics.model_kwargs())
+            self.ema_evaluator = Evaluator(self.ema_net, self.num_classes, args.validation_batch_size, runtime.world)
         extra = [self.scaler.scale_value, self.scaler.counter] if self.scaler else []
         fed = {p.name for p in self.noise.get_parameters()} if self.noise else set()   # refilled every step
         self.state = [p for p in ckpt.state_parameters(self.step, *extra) if p.name not in fed]
-        self.checkpoints = ckpt.CheckpointManager(args.output, args.keep_checkpoints, enabled=runtime.is_main)
+        self.checkpoints = ckpt.CheckpointManager(args.output, args.checkpoint_hist, enabled=runtime.is_main)
         self.log = RunLog(args.output, enabled=runtime.is_main)
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.best_top1 = None
@@ -70,7 +70,8 @@ class Trainer:
         return dict(epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
                     steps_per_epoch=self.steps_per_epoch, seed=self.args.seed, workers=self.args.workers,
                     best_top1=self.best_top1,
-                    model=self.args.model, num_classes=self.num_classes, img_size=self.args.img_size)
+                    model=self.args.model, num_classes=self.num_classes, img_size=self.args.img_size,
+                    numerics=self.net.numerics.to_json())
 
     def resume(self, path, saved_state=None):
         """Restore the full training state saved at ``path`` (or already read from it): the
@@ -97,7 +98,7 @@ class Trainer:
     # -- evaluation --------------------------------------------------------------------------
     def _val_data(self):
         a = self.args
-        return eval_dataset(a.data, self.classes, a.img_size, self.crop_pct, a.eval_batch_size, self.mean,
+        return eval_dataset(a.data, self.classes, a.img_size, self.crop_pct, a.validation_batch_size, self.mean,
                             self.std, self.rt.rank, self.rt.world, a.workers, a.prefetch)
 
     def evaluate(self):
@@ -112,11 +113,12 @@ class Trainer:
     # -- training ----------------------------------------------------------------------------
     def _train_data(self, epoch):
         a = self.args
-        tf = TrainTransform(img_size=a.img_size, augment=not a.no_augment, crop_pct=self.crop_pct,
-                            scale=(a.scale_min, 1.), hflip=a.hflip, rand_augment=a.rand_augment, reprob=a.reprob,
-                            mixup=a.mixup, cutmix=a.cutmix, smoothing=a.smoothing, mean=self.mean, std=self.std)
+        tf = TrainTransform(img_size=a.img_size, augment=not a.no_aug, crop_pct=self.crop_pct, scale=a.scale,
+                            hflip=a.hflip, rand_augment=a.aa, reprob=a.reprob, mixup=a.mixup, cutmix=a.cutmix,
+                            mixup_switch_prob=a.mixup_switch_prob, smoothing=a.smoothing, mean=self.mean,
+                            std=self.std)
         return train_dataset(a.data, self.classes, tf, a.batch_size, a.seed, epoch, self.rt.rank, self.rt.world,
-                             a.workers, a.prefetch, a.repeated_aug)
+                             a.workers, a.prefetch, a.aug_repeats)
 
     def _train_epoch(self):
         from tqdm import tqdm
@@ -184,7 +186,8 @@ class Trainer:
         return dict(model=a.model, device=rt.device, ranks=rt.world, mode='pynative' if a.pynative else 'graph',
                     amp=a.amp, img_size=a.img_size, num_classes=self.num_classes, params=self.num_params,
                     batch_per_rank=a.batch_size, global_batch=self.global_batch, peak_lr=self.peak_lr,
-                    epochs=a.epochs, steps_per_epoch=self.steps_per_epoch, data=a.data, seed=a.seed)
+                    epochs=a.epochs, steps_per_epoch=self.steps_per_epoch, data=a.data, seed=a.seed,
+                    preset=a.preset)
 
     def fit(self):
         a = self.args

@@ -5,33 +5,39 @@ from tnt_train.errors import InputError
 HEAD_PREFIX = 'head.'
 
 
-def _load_converted(path, name, img_size):
+def _load_converted(path, name, img_size, numerics):
     try:
         from convert import load_torch_into_mindspore
     except ImportError:
-        raise InputError('--pretrained needs convert.load_torch_into_mindspore, which this '
+        raise InputError('--initial-checkpoint needs convert.load_torch_into_mindspore, which this '
                          'installation lacks') from None
     try:
-        return load_torch_into_mindspore(path, model_name=name, num_classes=None, img_size=img_size)
+        return load_torch_into_mindspore(path, model_name=name, num_classes=None, img_size=img_size,
+                                         numerics=numerics)
     except ValueError as e:
-        raise InputError(f'--pretrained {path}: {e}') from None
+        raise InputError(f'--initial-checkpoint {path}: {e}') from None
 
 
-def build_model(name, num_classes, img_size, drop_path, pretrained=None, replace_head=False):
-    """``mindspore_tnt`` model ``name``; with ``pretrained``, its weights come from that file.
+def build_model(name, num_classes, img_size, drop_path, checkpoint=None, replace_head=False, numerics=None):
+    """``mindspore_tnt`` model ``name``; with ``checkpoint``, its weights come from that file.
 
-    A checkpoint whose head has a different class count is an ``InputError`` unless
-    ``replace_head`` (``--num-classes`` given): then every weight but the head is loaded
-    and the head keeps its fresh initialisation.
+    The model computes with ``numerics`` (``tnt_common.numerics``: a preset or spec), by
+    default those ``checkpoint`` records or its family implies, else PyTorch's. A checkpoint
+    whose head has a different class count is an ``InputError`` unless ``replace_head``
+    (``--num-classes`` given): then every weight but the head is loaded and the head keeps
+    its fresh initialisation.
     """
     import mindspore_tnt
-    net = mindspore_tnt.create_model(name, num_classes=num_classes, img_size=img_size, drop_path_rate=drop_path)
-    if not pretrained:
+    from tnt_common.numerics import parse
+    src = _load_converted(checkpoint, name, img_size, numerics) if checkpoint else None
+    chosen = src.numerics if src is not None else parse(numerics or 'pytorch')
+    net = mindspore_tnt.create_model(name, num_classes=num_classes, img_size=img_size, drop_path_rate=drop_path,
+                                     **chosen.model_kwargs())
+    if src is None:
         return net
-    src = _load_converted(pretrained, name, img_size)
     src_classes = getattr(src, 'num_classes', None)
     if src_classes != num_classes and not replace_head:
-        raise InputError(f'--pretrained {pretrained} has a {src_classes}-class head but the data has '
+        raise InputError(f'--initial-checkpoint {checkpoint} has a {src_classes}-class head but the data has '
                          f'{num_classes} classes; pass --num-classes {num_classes} to replace the head')
     arrays = mindspore_to_numpy(src)
     if src_classes != num_classes:
@@ -40,7 +46,8 @@ def build_model(name, num_classes, img_size, drop_path, pretrained=None, replace
     try:
         return numpy_to_mindspore(arrays, net)
     except (KeyError, ValueError) as e:
-        raise InputError(f'--pretrained {pretrained} does not fit {name}: {e.args[0] if e.args else e}') from None
+        raise InputError(f'--initial-checkpoint {checkpoint} does not fit {name}: '
+                         f'{e.args[0] if e.args else e}') from None
 
 
 def copy_weights(src, dst):

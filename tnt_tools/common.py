@@ -1,0 +1,75 @@
+"""What the commands share: one vocabulary of flags, one exit code for bad input, model loading.
+
+Every command names the same thing the same way: the weights file is the positional
+``CHECKPOINT`` (any file or hub folder ``convert`` reads), ``--model`` forces a variant,
+``--numerics`` overrides the file's numerics, ``--img-size`` the input size,
+``--framework mindspore|torch`` picks the implementation, ``--device auto|Ascend|GPU|CPU``
+and ``--amp O0|O2|O3`` the hardware and precision, ``-b/--batch-size`` and
+``-j/--workers`` the data pipeline. Bad input of any kind (arguments, files, data) prints
+one line ``PROG: error: MESSAGE`` on stderr and exits with ``tnt_common.cli.EXIT_BAD_INPUT``.
+"""
+from tnt_common.cli import bad_input, parser  # noqa: F401 (parser: the commands build theirs with it)
+from tnt_common.numerics import PRESETS
+from tnt_common.variants import list_models
+
+FRAMEWORKS = ('mindspore', 'torch')
+DEVICES = ('auto', 'Ascend', 'GPU', 'CPU')
+AMP_LEVELS = ('O0', 'O2', 'O3')
+
+
+class BadInput(ValueError):
+    """Bad command-line input, file or data: reported in one line, exit ``EXIT_BAD_INPUT``."""
+
+
+def add_checkpoint_args(ap):
+    ap.add_argument('checkpoint', metavar='CHECKPOINT',
+                    help='weights: any file or hub folder tnt-convert reads (timm, official, mmpretrain, MindCV, '
+                         'model zoo, mindspore_tnt)')
+    ap.add_argument('--model', choices=list_models(), help='variant (default: detected from the checkpoint)')
+    ap.add_argument('--numerics', metavar='|'.join(PRESETS),
+                    help="GELU form and LayerNorm eps (default: the checkpoint's); also "
+                         'gelu=erf|tanh,norm_eps=X,final_norm_eps=Y')
+    ap.add_argument('--img-size', type=int, help="input size (default: the checkpoint's)")
+
+
+def add_framework_args(ap, amp=True):
+    ap.add_argument('--framework', choices=FRAMEWORKS, default='mindspore',
+                    help='run mindspore_tnt (default) or the torch_ref reference on the same file')
+    ap.add_argument('--device', choices=DEVICES, default='auto',
+                    help='MindSpore device (auto: Ascend, then GPU, then CPU); torch runs on CPU')
+    if amp:
+        ap.add_argument('--amp', choices=AMP_LEVELS, default='O0',
+                        help='MindSpore mixed precision: O0 fp32, O2 fp16 matmuls, O3 fp16')
+
+
+def setup_mindspore(device, pynative=False):
+    """Select the MindSpore device ('auto' picks the best available) and mode; returns the device."""
+    from tnt_train.device import setup
+    return setup(device, pynative).device
+
+
+def load(args, framework=None):
+    """(model in eval mode, ``convert`` Canonical) of ``args.checkpoint`` in ``framework``."""
+    from convert import ConversionError, load_mindspore_into_torch, load_torch_into_mindspore
+    from convert.api import read_hub
+    framework = framework or args.framework
+    try:
+        can, _ = read_hub(args.checkpoint, args.model, numerics=args.numerics)
+        loader = load_torch_into_mindspore if framework == 'mindspore' else load_mindspore_into_torch
+        model = loader(args.checkpoint, model_name=can.variant, img_size=args.img_size, numerics=args.numerics)
+    except (ConversionError, OSError) as e:
+        raise BadInput(str(e)) from None
+    if framework == 'mindspore':
+        model.set_train(False)
+    else:
+        model.eval()
+    return model, can
+
+
+def run(prog, main, argv=None):
+    """``main(argv)`` with every ``BadInput`` (and the converters' errors) as one line and exit 2."""
+    from convert import ConversionError
+    try:
+        return main(argv)
+    except (BadInput, ConversionError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        return bad_input(prog, e)
