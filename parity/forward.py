@@ -71,11 +71,3 @@ def random_models(name, seed=0, **kwargs):
     numpy_to_torch(weights, torch_model)
     net = numpy_to_mindspore(weights, mindspore_tnt.create_model(name, **kwargs))
     return torch_model, net
-
-
-def run_variant(name, mode, batch=2, seed=0):
-    """(MindSpore outputs, torch outputs) of variant ``name`` on random weights and batch."""
-    set_mode(mode)
-    torch_model, net = random_models(name, seed)
-    x = make_batch(batch, torch_model.pixel_embed.grid_size[0] * 16, seed)
-    return mindspore_outputs(net, x), torch_outputs(torch_model, x)

@@ -106,13 +106,3 @@ def describe_gradients(report):
                                                     f"({', '.join(report['failing'][:4])})"
     return (f"{head}: worst {w['name']} rel {w['rel']:.3e} (cos {w['cos']:.7f}), input rel {i['rel']:.3e}, "
             f"loss {report['loss']:.6f} vs {report['loss_ref']:.6f} (bound {report['bound']:.0e})")
-
-
-def run_gradients(name, mode, batch=2, seed=0, models=None):
-    """(MindSpore, torch) (loss, grads, input grad) of variant ``name`` on random weights."""
-    from parity.forward import make_batch, random_models, set_mode
-    set_mode(mode)
-    torch_model, net = models or random_models(name, seed)
-    x = make_batch(batch, torch_model.pixel_embed.grid_size[0] * 16, seed)
-    y = make_labels(batch, torch_model.num_classes, seed)
-    return mindspore_gradients(net, x, y), torch_gradients(torch_model, x, y)

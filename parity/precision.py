@@ -11,7 +11,6 @@ set from that (docs/parity.md derives them), not from fp32's 1e-5:
   LayerNorm statistics and softmax run in fp16, so the error compounds with depth; the
   report shows it, and O3 is judged only on the loose ``O3_*`` bounds.
 """
-import numpy as np
 
 from parity.forward import FP32_BOUND
 from parity.gradients import GRAD_BOUND
@@ -54,11 +53,6 @@ def compare_precision(test, ref, level):
     return dict(level=level, rows=rows, stage_worst=stage_worst, logits_rel=rel_err(test[0], ref[0]),
                 logits_cos=logits_cos, top1=top1, top5=topk_agreement(test[0], ref[0], 5),
                 bounds=bounds, checks=checks, passed=all(checks.values()))
-
-
-def depth_growth(rows, stream):
-    """Relative error of ``stream`` tokens per stage, in forward order."""
-    return np.array([r['rel'] for r in rows if r['stream'] == stream])
 
 
 def describe_precision(report):

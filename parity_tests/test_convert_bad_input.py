@@ -17,10 +17,10 @@ import convert
 from convert import files, keymap, mindspore_ckpt
 from convert.cli import main
 from convert.errors import ConversionError
-from tnt_common.cli import EXIT_BAD_INPUT
+from parity_tests.checkpoints import TINY, random_state, save_mindspore, tensors
 from parity_tests.convert_cli import ROOT
-from parity_tests.test_convert_roundtrip import (TINY, random_state, save_mindspore, tensors,
-                                                 to_official)
+from parity_tests.families import to_official
+from tnt_common.cli import EXIT_BAD_INPUT
 
 
 class Payload:

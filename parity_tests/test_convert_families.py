@@ -26,15 +26,12 @@ from convert.transfer import mindspore_to_numpy, numpy_to_torch, torch_to_numpy
 from convert.layouts import timm_shapes
 from parity.forward import FP32_BOUND, compare_outputs, make_batch, mindspore_outputs, set_mode, torch_outputs
 from parity.weights import random_timm_weights
+from parity_tests.checkpoints import tensors
 from parity_tests.convert_cli import run_cli
 from parity_tests import families
 from tnt_common.numerics import PRESETS
 
 TINY, LEGACY = 'tnt_tiny_patch16_64', 'tnt_s_legacy_patch16_224'
-
-
-def tensors(arrays, prefix=''):
-    return {prefix + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
 
 
 def save_ckpt(arrays, path, slots=False):

@@ -23,20 +23,10 @@ import torch_ref
 from convert import keymap
 from convert.transfer import mindspore_to_numpy, numpy_to_mindspore, numpy_to_torch, torch_to_numpy
 from parity.forward import FP32_BOUND, compare_outputs, make_batch, mindspore_outputs, set_mode, torch_outputs
-from parity.weights import random_timm_weights
+from parity_tests.checkpoints import TINY, random_state, save_mindspore, tensors
 from parity_tests.convert_cli import run_cli
 from parity_tests.families import to_official
 from tnt_common.numerics import PYTORCH
-
-TINY = 'tnt_tiny_patch16_64'
-
-def tensors(arrays, prefix=''):
-    return {prefix + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-
-
-def random_state(name=TINY, seed=0):
-    shapes = {k: v.shape for k, v in torch_ref.create_model(name).state_dict().items()}
-    return random_timm_weights(shapes, seed)
 
 
 def torch_model(arrays, name=TINY):
@@ -45,20 +35,6 @@ def torch_model(arrays, name=TINY):
 
 def mindspore_net(arrays, name=TINY):
     return numpy_to_mindspore(arrays, mindspore_tnt.create_model(name))
-
-
-class WithLoss(ms.nn.Cell):
-    """A training wrapper as user code writes it: parameters gain a ``model.`` prefix."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-
-def save_mindspore(arrays, path, prefix=False, fmt='ckpt'):
-    net = mindspore_net(arrays)
-    ms.save_checkpoint(WithLoss(net) if prefix else net, str(path), format=fmt,
-                       append_dict={'epoch_num': 3, 'step_num': 120} if fmt == 'ckpt' else None)
 
 
 # Every source file: (file name, writer(state, path), stored layout for the way back).

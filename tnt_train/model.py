@@ -6,11 +6,7 @@ HEAD_PREFIX = 'head.'
 
 
 def _load_converted(path, name, img_size, numerics):
-    try:
-        from convert import load_torch_into_mindspore
-    except ImportError:
-        raise InputError('--initial-checkpoint needs convert.load_torch_into_mindspore, which this '
-                         'installation lacks') from None
+    from convert import load_torch_into_mindspore
     try:
         return load_torch_into_mindspore(path, model_name=name, num_classes=None, img_size=img_size,
                                          numerics=numerics)
