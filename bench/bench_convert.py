@@ -85,7 +85,7 @@ def _now():
 def make_source(name, path):
     import torch
     import torch_ref
-    from parity.weights import random_timm_weights
+    from tnt_common.fixtures import random_timm_weights
     shapes = {k: tuple(v.shape) for k, v in torch_ref.create_model(name).state_dict().items()}
     torch.save({k: torch.from_numpy(v) for k, v in random_timm_weights(shapes).items()}, path)
 

@@ -21,7 +21,7 @@ NUM_CLASSES = 1000
 
 def inputs(spec, seed=0):
     """(images, soft targets) as numpy: a deterministic batch and smoothed one-hot labels."""
-    from parity.forward import make_batch
+    from tnt_common.fixtures import make_batch
     batch = spec['batch']
     images = make_batch(batch, VARIANTS[spec['model']]['img_size'], seed)
     labels = np.random.default_rng(seed).integers(0, NUM_CLASSES, batch)

@@ -28,7 +28,8 @@ from convert.errors import ConversionError
 from convert.keymap import LAYOUTS
 from convert.layouts import stored_shapes
 from convert.writers import MINDSPORE, SAFETENSORS, container
-from parity.forward import FP32_BOUND, compare_outputs, describe_failure, make_batch
+from tnt_common.compare import FP32_BOUND, compare_outputs, describe_failure
+from tnt_common.fixtures import make_batch
 from tnt_common.compare import max_abs_err, rel_err
 
 

@@ -12,7 +12,7 @@ set from that (docs/parity.md derives them), not from fp32's 1e-5:
   report shows it, and O3 is judged only on the loose ``O3_*`` bounds.
 """
 
-from parity.forward import FP32_BOUND
+from tnt_common.compare import FP32_BOUND
 from parity.gradients import GRAD_BOUND
 from tnt_common.compare import compare_stages, cosine, rel_err, topk_agreement
 

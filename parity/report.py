@@ -16,7 +16,8 @@ def build_report(model=None, checkpoint=None, mode='graph', dtype='fp32', batch=
     (``parity.weights``) of ``model``, with ``numerics`` (default PyTorch's).
     """
     from tnt_common.numerics import parse
-    from parity.forward import make_batch, random_models, set_mode, torch_outputs
+    from tnt_common.fixtures import make_batch
+    from parity.forward import random_models, set_mode, torch_outputs
     from parity.gradients import compare_gradients, make_labels, mindspore_gradients, torch_gradients
     from parity.precision import DTYPE_LEVELS, compare_precision, mindspore_outputs
     from mindspore_tnt.amp import apply_amp

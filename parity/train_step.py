@@ -34,7 +34,7 @@ def schedule(steps=STEPS, warmup_steps=WARMUP_STEPS, warmup_lr=WARMUP_LR):
 
 def batches(steps, batch, img_size, num_classes, seed=0, smoothing=recipe.RECIPE['smoothing']):
     """``steps`` distinct (images, soft targets) batches: labels smoothed by ``smoothing``."""
-    from parity.forward import make_batch
+    from tnt_common.fixtures import make_batch
     from parity.gradients import make_labels
     out = []
     for s in range(steps):

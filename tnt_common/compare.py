@@ -1,6 +1,8 @@
 """Numpy comparisons of activations: the only place parity errors are computed."""
 import numpy as np
 
+FP32_BOUND = 1e-5
+
 
 def max_abs_err(test, ref):
     return float(np.max(np.abs(np.asarray(test, np.float64) - np.asarray(ref, np.float64))))
@@ -38,6 +40,30 @@ def first_failure(rows, bound):
         if not row['rel'] <= bound:
             return row
     return None
+
+
+def compare_outputs(test, ref, bound=FP32_BOUND):
+    """Report of one forward comparison of ``(logits, stages)``: per-stage rows, logits error,
+    top-1 agreement, verdict."""
+    rows = compare_stages(test[1], ref[1])
+    logits_rel = rel_err(test[0], ref[0])
+    top1_same = bool(np.all(test[0].argmax(-1) == ref[0].argmax(-1)))
+    failure = first_failure(rows, bound)
+    return dict(rows=rows, logits_rel=logits_rel, top1_same=top1_same, first_failure=failure,
+                passed=failure is None and logits_rel <= bound and top1_same)
+
+
+def describe_failure(report, bound=FP32_BOUND):
+    """Where a ``compare_outputs`` report first diverged, in one line."""
+    f = report['first_failure']
+    if f is not None:
+        return (f"{f['stage']} {f['stream']} tokens diverged first: rel err {f['rel']:.3e} > {bound:.0e} "
+                f"(max|d| {f['max_abs']:.3e}, cosine {f['cos']:.9f})")
+    if report['logits_rel'] > bound:
+        return f"logits diverged: rel err {report['logits_rel']:.3e} > {bound:.0e}"
+    if not report['top1_same']:
+        return 'logits top-1 differs'
+    return 'no divergence'
 
 
 def format_rows(rows):

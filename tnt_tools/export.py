@@ -129,7 +129,7 @@ def source_runner(fmt, model):
 
 def compare(test, ref):
     """One verification row: the written graph's logits ``test`` against the source model's ``ref``."""
-    from parity.forward import FP32_BOUND
+    from tnt_common.compare import FP32_BOUND
     from tnt_common.compare import max_abs_err, rel_err
     if test.shape != ref.shape:
         raise VerificationFailed(f'the graph returned logits of shape {test.shape}, expected {ref.shape}')
@@ -142,7 +142,7 @@ def compare(test, ref):
 def export(args, fmt):
     """Write the graph to a temporary file beside OUTPUT, verify it, then rename it; returns the report."""
     from convert.writers import commit, discard
-    from parity.forward import make_batch
+    from tnt_common.fixtures import make_batch
     framework = 'mindspore' if fmt == 'MindIR' else 'torch'
     if fmt == 'MindIR':
         setup_mindspore(args.device)
@@ -182,14 +182,14 @@ class VerificationFailed(RuntimeError):
 
 
 def describe_failure(checks):
-    from parity.forward import FP32_BOUND
+    from tnt_common.compare import FP32_BOUND
     c = next(c for c in checks if not c['passed'])
     return (f"verification failed at batch {c['batch']}: logits rel err {c['rel']:.3e} "
             f"(bound {FP32_BOUND:.0e}), top-1 identical: {c['top1_same']}; no output written")
 
 
 def format_report(r):
-    from parity.forward import FP32_BOUND
+    from tnt_common.compare import FP32_BOUND
     source = 'mindspore_tnt' if r['format'] == 'MindIR' else 'torch_ref'
     how = ("mindspore_tnt impl='standard'" if r['format'] == 'MindIR'
            else f'torch_ref, opset {ONNX_OPSET}, TorchScript exporter')

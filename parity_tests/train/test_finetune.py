@@ -5,8 +5,8 @@ import torch
 
 import torch_ref
 from convert.transfer import numpy_to_torch
-from parity.weights import random_timm_weights
-from parity_tests.train_cli import rows, train, weights
+from tnt_common.fixtures import random_timm_weights
+from parity_tests.helpers import rows, train, weights
 from tnt_train.data import check_dataset, eval_dataset, export_digits
 
 NAME = 'tnt_tiny_patch16_64'
@@ -90,7 +90,7 @@ def test_eval_of_a_mindcv_file_keeps_its_numerics(tmp_path):
     torch_ref does with them; forcing PyTorch's numerics, planted, moves the loss (the
     outer stream scaled down so that the final norm's eps decides the output)."""
     import mindspore as ms
-    from parity_tests.families import small_outer_stream, to_mindcv
+    from parity_tests.helpers import small_outer_stream, to_mindcv
     from tnt_common.numerics import PRESETS
     model = torch_ref.create_model(NAME, num_classes=10, **PRESETS['mindcv'].model_kwargs())
     state = small_outer_stream(random_timm_weights({k: v.shape for k, v in model.state_dict().items()}, 2))

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from parity_tests.train_cli import train
+from parity_tests.helpers import train
 from tnt_train.data import export_digits
 
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from parity_tests.train_cli import ROOT, SCRIPT, env, max_rel_diff, rows, train, weights
+from parity_tests.helpers import ROOT, SCRIPT, env, max_rel_diff, rows, train, weights
 
 MSRUN = os.path.join(os.path.dirname(sys.executable), 'msrun')
 ARGS = ['--epochs', 1, '--no-augment', '--drop-path', 0]

@@ -7,9 +7,10 @@ that the forward comparison cannot see.
 import pytest
 from mindspore import nn, ops
 
-from parity.forward import compare_outputs, mindspore_outputs, set_mode
+from tnt_common.compare import compare_outputs
+from parity.forward import mindspore_outputs, set_mode
 from parity.gradients import GRAD_BOUND, compare_gradients, describe_gradients, mindspore_gradients
-from parity_tests.runs import fresh_net, mindspore_run, reference
+from parity_tests.helpers import fresh_net, mindspore_run, reference
 
 VARIANTS = ['tnt_tiny_patch16_64', 'tnt_s_patch16_224', 'tnt_b_patch16_224', 'tnt_s_legacy_patch16_224']
 NAME = 'tnt_tiny_patch16_64'

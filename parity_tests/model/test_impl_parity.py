@@ -24,9 +24,10 @@ from convert.transfer import numpy_to_mindspore
 from mindspore_tnt import gelu
 from mindspore_tnt.conv_taps import conv_tap_index
 from mindspore_tnt.tnt import IMPLS
-from parity.forward import FP32_BOUND, compare_outputs, describe_failure, mindspore_outputs, set_mode
+from tnt_common.compare import FP32_BOUND, compare_outputs, describe_failure
+from parity.forward import mindspore_outputs, set_mode
 from parity.gradients import compare_gradients, describe_gradients, mindspore_gradients
-from parity_tests.runs import reference
+from parity_tests.helpers import reference
 from tnt_common.compare import format_rows
 from tnt_common.variants import VARIANTS
 

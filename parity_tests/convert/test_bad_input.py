@@ -17,9 +17,7 @@ import convert
 from convert import files, keymap, mindspore_ckpt
 from convert.cli import main
 from convert.errors import ConversionError
-from parity_tests.checkpoints import TINY, random_state, save_mindspore, tensors
-from parity_tests.convert_cli import ROOT
-from parity_tests.families import to_official
+from parity_tests.helpers import ROOT, TINY, random_state, save_mindspore, tensors, to_official
 from tnt_common.cli import EXIT_BAD_INPUT
 
 
@@ -284,7 +282,7 @@ def test_interrupted_write_leaves_no_temp_file(state, tmp_path, monkeypatch):
 @pytest.fixture(scope='module')
 def legacy_file(tmp_path_factory):
     from convert.layouts import timm_shapes
-    from parity.weights import random_timm_weights
+    from tnt_common.fixtures import random_timm_weights
     return save(random_timm_weights(timm_shapes('tnt_s_legacy_patch16_224')),
                 tmp_path_factory.mktemp('legacy') / 'tnt_s_legacy.pth')
 

@@ -27,9 +27,9 @@ import torch
 
 from convert import readers, safe_pickle
 from convert.errors import ConversionError
+from parity_tests.helpers import ROOT
 from tnt_common.cli import EXIT_BAD_INPUT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MMENGINE = ('mmengine', 'mmengine.logging', 'mmengine.logging.history_buffer', 'mmengine.config',
             'mmengine.config.config')
 
@@ -221,8 +221,8 @@ def test_mmpretrain_training_file_converts_end_to_end(tmp_path):
     from convert.api import read_hub
     from convert.layouts import timm_shapes
     from convert.transfer import torch_to_numpy
-    from parity.weights import random_timm_weights
-    from parity_tests.families import to_mmpretrain
+    from tnt_common.fixtures import random_timm_weights
+    from parity_tests.helpers import to_mmpretrain
     name = 'tnt_s_legacy_patch16_224'
     weights = random_timm_weights(timm_shapes(name))
     path = save_mmengine(tmp_path / 'epoch_300.pth', {k: torch.from_numpy(v) for k, v in to_mmpretrain(weights).items()})

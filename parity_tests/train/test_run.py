@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from parity_tests.train_cli import rows, train, weights
+from parity_tests.helpers import rows, train, weights
 
 EPOCHS = 3
 

@@ -19,9 +19,10 @@ import convert
 import mindspore_tnt
 import torch_ref
 from convert.transfer import mindspore_to_numpy, numpy_to_mindspore, numpy_to_torch
-from parity.forward import FP32_BOUND, make_batch
-from parity.weights import random_timm_weights
-from parity_tests import families
+from tnt_common.compare import FP32_BOUND
+from tnt_common.fixtures import make_batch
+from tnt_common.fixtures import random_timm_weights
+from parity_tests import helpers
 from tnt_common.compare import rel_err
 from tnt_common.numerics import PRESETS
 from tnt_tools import export
@@ -46,7 +47,7 @@ def timm_file(weights, tmp_path_factory):
 @pytest.fixture(scope='module')
 def mindcv_file(weights, tmp_path_factory):
     path = tmp_path_factory.mktemp('mindcv') / 'tnt_tiny_mindcv.ckpt'
-    ms.save_checkpoint([{'name': k, 'data': ms.Tensor(v)} for k, v in families.to_mindcv(weights).items()],
+    ms.save_checkpoint([{'name': k, 'data': ms.Tensor(v)} for k, v in helpers.to_mindcv(weights).items()],
                        str(path))
     return path
 

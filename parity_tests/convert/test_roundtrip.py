@@ -22,10 +22,10 @@ import mindspore_tnt
 import torch_ref
 from convert import keymap
 from convert.transfer import mindspore_to_numpy, numpy_to_mindspore, numpy_to_torch, torch_to_numpy
-from parity.forward import FP32_BOUND, compare_outputs, make_batch, mindspore_outputs, set_mode, torch_outputs
-from parity_tests.checkpoints import TINY, random_state, save_mindspore, tensors
-from parity_tests.convert_cli import run_cli
-from parity_tests.families import to_official
+from tnt_common.compare import FP32_BOUND, compare_outputs
+from tnt_common.fixtures import make_batch
+from parity.forward import mindspore_outputs, set_mode, torch_outputs
+from parity_tests.helpers import TINY, random_state, run_cli, save_mindspore, tensors, to_official
 from tnt_common.numerics import PYTORCH
 
 

@@ -89,7 +89,7 @@ def test_check_catches_an_unguarded_update(setup):
 
 def test_amp_o2_run_reports_skipped_steps(tmp_path):
     """End to end: fp16 gradients at the recipe's initial scale 2^24 overflow; the run backs off and says so."""
-    from parity_tests.train_cli import rows, train, weights
+    from parity_tests.helpers import rows, train, weights
     proc = train('--amp', 'O2', '--epochs', 1, '--output', tmp_path)
     steps = rows(tmp_path / 'steps.csv')
     skipped = [int(r['global_step']) for r in steps if r['overflow'] == '1']

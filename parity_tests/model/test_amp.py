@@ -16,7 +16,7 @@ from parity.dtypes import precision_roles, role_dtypes, trace_dtypes
 from parity.forward import set_mode
 from parity.gradients import compare_gradients, describe_gradients, mindspore_gradients
 from parity.precision import BOUNDS, compare_precision, describe_precision, mindspore_outputs
-from parity_tests.runs import fresh_net, reference
+from parity_tests.helpers import fresh_net, reference
 from tnt_common.variants import VARIANTS
 
 NAME = 'tnt_tiny_patch16_64'

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import mindspore_tnt
-import torch_ref
 from mindspore_tnt.tnt import DropPath as MsDropPath
-from parity.forward import make_batch, random_models, set_mode
+from tnt_common.fixtures import make_batch
+from parity.forward import random_models, set_mode
 from torch_ref.tnt import DropPath as PtDropPath
 
 NAME = 'tnt_tiny_patch16_64'

@@ -17,9 +17,9 @@ from convert.dtypes import bf16_bits, from_bf16_bits
 from convert.errors import ConversionError
 from convert.layouts import stored_shapes, timm_shapes
 from convert.resize import resample_patch_pos
-from parity.weights import random_timm_weights
-from parity_tests import families
-from parity_tests.families import inner_pos_of
+from tnt_common.fixtures import random_timm_weights
+from parity_tests import helpers
+from parity_tests.helpers import inner_pos_of
 from tnt_common import variants
 from tnt_common.numerics import PRESETS
 
@@ -42,11 +42,11 @@ def test_importing_convert_loads_no_framework():
 # family: (stored names from timm names, keyed independently; the graphs it holds)
 FAMILIES = {
     'timm': (lambda a: a, (False, True)),
-    'mindspore': (families.mindspore_names, (False, True)),
-    'official': (families.to_official, (False,)),
-    'mindcv': (families.to_mindcv, (False,)),
-    'zoo': (lambda a: families.to_zoo(families.zoo_weights(a)), (False,)),
-    'mmpretrain': (families.to_mmpretrain, (True,)),
+    'mindspore': (helpers.mindspore_names, (False, True)),
+    'official': (helpers.to_official, (False,)),
+    'mindcv': (helpers.to_mindcv, (False,)),
+    'zoo': (lambda a: helpers.to_zoo(helpers.zoo_weights(a)), (False,)),
+    'mmpretrain': (helpers.to_mmpretrain, (True,)),
 }
 CASES = [(name, family) for name in REAL + ['tnt_tiny_patch16_64'] for family, (_, graphs) in FAMILIES.items()
          if variants.VARIANTS[name]['legacy'] in graphs]
@@ -76,7 +76,7 @@ def distinct_weights(name):
 def test_family_rules_match_the_description_and_invert(name, family):
     weights = distinct_weights(name)
     if family == 'zoo':
-        weights = families.zoo_weights(weights)
+        weights = helpers.zoo_weights(weights)
     ours = from_timm(weights, family)
     independent = FAMILIES[family][0](weights)
     assert sorted(ours) == sorted(independent)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import train_ascend
-from parity_tests.train_cli import ROOT, rows, train
+from parity_tests.helpers import ROOT, rows, train
 
 DATA = '/data/imagenet'      # parsing does not look at the folder
 CONFIGS = os.path.join(ROOT, 'configs')

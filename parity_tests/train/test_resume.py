@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from parity_tests.train_cli import SCRIPT, env, rows, train, weights
+from parity_tests.helpers import SCRIPT, env, rows, train, weights
 
 ARGS = ['--epochs', 2, '--save-every', 5, '--rand-augment', 'rand-m9-mstd0.5-inc1', '--reprob', 0.25,
         '--mixup', 0.8, '--cutmix', 1.0, '--drop-path', 0.1]

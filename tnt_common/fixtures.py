@@ -1,12 +1,19 @@
-"""Random weights for parity runs, at the activation scale of a trained network.
+"""Deterministic inputs and weights for comparisons: a batch of images, random TNT weights.
 
-timm's init (std 0.02, LayerNorm 1/0, zero biases) keeps activations tiny and every
-norm and bias identical, which would hide a swapped LayerNorm, a lost bias or a tanh
-GELU. Here every tensor is distinct and variance-preserving, so such faults show.
+Numpy only. Random weights are at the activation scale of a trained network: timm's init
+(std 0.02, LayerNorm 1/0, zero biases) keeps activations tiny and every norm and bias
+identical, which would hide a swapped LayerNorm, a lost bias or a tanh GELU. Here every
+tensor is distinct and variance-preserving, so such faults show.
 """
 import math
 
 import numpy as np
+
+
+def make_batch(batch, img_size, seed=0):
+    """A deterministic batch in the model's input range (mean = std = 0.5 normalisation)."""
+    rng = np.random.default_rng(seed)
+    return ((rng.random((batch, 3, img_size, img_size)) - 0.5) / 0.5).astype(np.float32)
 
 
 def random_timm_weights(shapes, seed=0):

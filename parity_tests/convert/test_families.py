@@ -24,11 +24,12 @@ from convert import canonical, keymap
 from convert.api import read_hub
 from convert.transfer import mindspore_to_numpy, numpy_to_torch, torch_to_numpy
 from convert.layouts import timm_shapes
-from parity.forward import FP32_BOUND, compare_outputs, make_batch, mindspore_outputs, set_mode, torch_outputs
-from parity.weights import random_timm_weights
-from parity_tests.checkpoints import tensors
-from parity_tests.convert_cli import run_cli
-from parity_tests import families
+from tnt_common.compare import FP32_BOUND, compare_outputs
+from tnt_common.fixtures import make_batch
+from parity.forward import mindspore_outputs, set_mode, torch_outputs
+from tnt_common.fixtures import random_timm_weights
+from parity_tests.helpers import run_cli, tensors
+from parity_tests import helpers
 from tnt_common.numerics import PRESETS
 
 TINY, LEGACY = 'tnt_tiny_patch16_64', 'tnt_s_legacy_patch16_224'
@@ -64,16 +65,16 @@ def save_hub_folder(state, path, bin_only=False, name=TINY):
 FAMILIES = {
     'mmpretrain.pth': (LEGACY, 'pytorch', None, lambda w, p: torch.save(
         {'meta': {'epoch': 300, 'mmpretrain_version': '1.2.0'},
-         'state_dict': tensors(families.to_mmpretrain(w))}, p)),
+         'state_dict': tensors(helpers.to_mmpretrain(w))}, p)),
     'mmpretrain_vit_head.pth': (LEGACY, 'pytorch', None, lambda w, p: torch.save(
         {'meta': {}, 'state_dict': tensors({k.replace('head.fc.', 'head.layers.head.'): v
-                                            for k, v in families.to_mmpretrain(w).items()})}, p)),
-    'mindcv.ckpt': (TINY, 'mindcv', None, lambda w, p: save_ckpt(families.to_mindcv(w), p)),
-    'mindcv_training.ckpt': (TINY, 'mindcv', None, lambda w, p: save_ckpt(families.to_mindcv(w), p, slots=True)),
-    'zoo.ckpt': (TINY, 'zoo', families.zoo_weights, lambda w, p: save_ckpt(families.to_zoo(w), p)),
-    'zoo_training.ckpt': (TINY, 'zoo', families.zoo_weights,
-                          lambda w, p: save_ckpt(families.to_zoo(w), p, slots=True)),
-    'official.pth.tar': (TINY, 'pytorch', None, lambda w, p: torch.save(tensors(families.to_official(w)), p)),
+                                            for k, v in helpers.to_mmpretrain(w).items()})}, p)),
+    'mindcv.ckpt': (TINY, 'mindcv', None, lambda w, p: save_ckpt(helpers.to_mindcv(w), p)),
+    'mindcv_training.ckpt': (TINY, 'mindcv', None, lambda w, p: save_ckpt(helpers.to_mindcv(w), p, slots=True)),
+    'zoo.ckpt': (TINY, 'zoo', helpers.zoo_weights, lambda w, p: save_ckpt(helpers.to_zoo(w), p)),
+    'zoo_training.ckpt': (TINY, 'zoo', helpers.zoo_weights,
+                          lambda w, p: save_ckpt(helpers.to_zoo(w), p, slots=True)),
+    'official.pth.tar': (TINY, 'pytorch', None, lambda w, p: torch.save(tensors(helpers.to_official(w)), p)),
     'compiled.pth': (TINY, 'pytorch', None, lambda w, p: torch.save(tensors(w, '_orig_mod.'), p)),
     'ddp_compiled.pth': (TINY, 'pytorch', None, lambda w, p: torch.save(
         {'state_dict': tensors(w, 'module._orig_mod.')}, p)),
@@ -164,8 +165,8 @@ def test_family_converts_with_its_function(family, sources, tmp_path):
 
 
 def test_report_names_the_family(sources, tmp_path):
-    weights, _, _ = sources(TINY, 'zoo', families.zoo_weights)
-    p = run_cli(save_ckpt(families.to_zoo(weights), tmp_path / 'zoo.ckpt', slots=True), tmp_path / 'z.pth',
+    weights, _, _ = sources(TINY, 'zoo', helpers.zoo_weights)
+    p = run_cli(save_ckpt(helpers.to_zoo(weights), tmp_path / 'zoo.ckpt', slots=True), tmp_path / 'z.pth',
                 '--no-verify')
     assert 'layout    MindSpore model zoo (research/cv/TNT)' in p.stdout
     assert 'numerics  zoo (GELU tanh, LayerNorm eps 1e-07, final norm eps 1e-07); ' \
@@ -176,7 +177,7 @@ def test_report_names_the_family(sources, tmp_path):
 def test_timm_layout_keeps_other_numerics(sources, tmp_path):
     """MindCV weights written for timm: the .pth wraps its state dict with the numerics."""
     weights, x, ref = sources(TINY, 'mindcv')
-    src = save_ckpt(families.to_mindcv(weights), tmp_path / 'mindcv.ckpt')
+    src = save_ckpt(helpers.to_mindcv(weights), tmp_path / 'mindcv.ckpt')
     out = tmp_path / 'mindcv_as_timm.pth'
     run_cli(src, out)
     obj = torch.load(out, weights_only=True)
@@ -190,7 +191,7 @@ def test_numerics_override_for_weights_from_pytorch(sources, tmp_path):
     """MindCV's tnt_b_converted file: official PyTorch weights in MindCV's layout. With
     PyTorch's numerics (--numerics pytorch) they compute the function they were trained as."""
     weights, x, ref = sources(TINY, 'pytorch')
-    src = save_ckpt(families.to_mindcv(weights), tmp_path / 'tnt_converted.ckpt')
+    src = save_ckpt(helpers.to_mindcv(weights), tmp_path / 'tnt_converted.ckpt')
     default = convert.load_torch_into_mindspore(src)
     assert not compare_outputs(mindspore_outputs(default, x), ref)['passed']
     assert_parity(mindspore_outputs(convert.load_torch_into_mindspore(src, numerics='pytorch'), x), ref)
@@ -221,7 +222,7 @@ def test_planted_qk_swap_in_in_proj_split(sources, tmp_path, monkeypatch):
 
 def test_planted_zero_bias_where_a_real_one_was(sources, tmp_path, monkeypatch):
     weights, x, ref = sources(TINY, 'mindcv')
-    src = save_ckpt(families.to_mindcv(weights), tmp_path / 'mindcv.ckpt')
+    src = save_ckpt(helpers.to_mindcv(weights), tmp_path / 'mindcv.ckpt')
     real = canonical._read_layout
 
     def zeroed(arrays, layout):
@@ -236,9 +237,9 @@ def test_planted_zero_bias_where_a_real_one_was(sources, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize('family', ['mindcv', 'zoo'])
 def test_planted_tanh_gelu_run_as_erf(family, sources, tmp_path):
-    transform = families.zoo_weights if family == 'zoo' else None
+    transform = helpers.zoo_weights if family == 'zoo' else None
     weights, x, ref = sources(TINY, family, transform)
-    stored = families.to_zoo(weights) if family == 'zoo' else families.to_mindcv(weights)
+    stored = helpers.to_zoo(weights) if family == 'zoo' else helpers.to_mindcv(weights)
     src = save_ckpt(stored, tmp_path / f'{family}.ckpt')
     wrong = dict(PRESETS[family].model_kwargs(), gelu='erf')
     spec = ','.join(f'{k}={v}' for k, v in wrong.items())
@@ -249,8 +250,8 @@ def test_planted_tanh_gelu_run_as_erf(family, sources, tmp_path):
 
 def test_planted_final_norm_eps(sources, tmp_path):
     """MindCV's final norm runs at eps 1e-7: loaded at 1e-5 it is caught where it matters."""
-    weights, x, ref = sources(TINY, 'mindcv', families.small_outer_stream)
-    src = save_ckpt(families.to_mindcv(weights), tmp_path / 'mindcv.ckpt')
+    weights, x, ref = sources(TINY, 'mindcv', helpers.small_outer_stream)
+    src = save_ckpt(helpers.to_mindcv(weights), tmp_path / 'mindcv.ckpt')
     assert_parity(mindspore_outputs(convert.load_torch_into_mindspore(src), x), ref)
     report = compare_outputs(mindspore_outputs(convert.load_torch_into_mindspore(
         src, numerics='gelu=tanh,norm_eps=1e-5,final_norm_eps=1e-5'), x), ref)
@@ -275,8 +276,8 @@ def test_mmengine_ema_weights(sources, tmp_path):
     weights, _, _ = sources(LEGACY, 'pytorch')
     raw = {k: (v * 0.5).astype(np.float32) for k, v in weights.items()}
     src = tmp_path / 'epoch_300.pth'
-    torch.save({'meta': {'epoch': 300}, 'state_dict': tensors(families.to_mmpretrain(weights)),
-                'ema_state_dict': {'steps': torch.tensor(375300), **tensors(families.to_mmpretrain(raw), 'module.')}},
+    torch.save({'meta': {'epoch': 300}, 'state_dict': tensors(helpers.to_mmpretrain(weights)),
+                'ema_state_dict': {'steps': torch.tensor(375300), **tensors(helpers.to_mmpretrain(raw), 'module.')}},
                src)
     assert_same(torch_to_numpy(convert.load_mindspore_into_torch(src)), weights)
     assert_same(torch_to_numpy(convert.load_mindspore_into_torch(src, ema=True)), weights)
@@ -289,7 +290,7 @@ def test_verification_reads_the_numerics_back(sources, tmp_path, monkeypatch):
     numerics when loaded later; verification builds its model from what the file records."""
     from convert import files, writers
     weights, _, _ = sources(TINY, 'mindcv')
-    src = save_ckpt(families.to_mindcv(weights), tmp_path / 'mindcv.ckpt')
+    src = save_ckpt(helpers.to_mindcv(weights), tmp_path / 'mindcv.ckpt')
     real = writers.write_temp
     monkeypatch.setattr(writers, 'write_temp', lambda *a, **k: real(*a, **dict(k, strings={})))
     with pytest.raises(convert.ConversionError, match='verification failed: the file records numerics pytorch'):

@@ -25,9 +25,10 @@ import mindspore_tnt
 import torch_ref
 from convert.transfer import numpy_to_mindspore, numpy_to_torch
 from mindspore_tnt.gelu import GELU
-from parity.forward import (FP32_BOUND, compare_outputs, describe_failure, make_batch,
-                            mindspore_outputs, set_mode, torch_outputs)
-from parity.weights import random_timm_weights
+from tnt_common.compare import FP32_BOUND, compare_outputs, describe_failure
+from tnt_common.fixtures import make_batch
+from parity.forward import mindspore_outputs, set_mode, torch_outputs
+from tnt_common.fixtures import random_timm_weights
 from tnt_common.compare import format_rows
 from tnt_common.numerics import PRESETS, PYTORCH
 

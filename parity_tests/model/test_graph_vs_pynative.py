@@ -13,9 +13,10 @@ import functools
 import numpy as np
 import pytest
 
-from parity.forward import make_batch, set_mode
+from tnt_common.fixtures import make_batch
+from parity.forward import set_mode
 from parity.modes import compare_modes, describe_modes, fan_in_orders
-from parity_tests.runs import mindspore_run
+from parity_tests.helpers import mindspore_run
 
 
 @pytest.mark.parametrize('name', ['tnt_tiny_patch16_64', 'tnt_s_patch16_224'])

@@ -12,9 +12,11 @@ import mindspore_tnt
 import torch_ref
 from convert.layouts import timm_shapes
 from convert.transfer import mindspore_to_numpy, numpy_to_mindspore, numpy_to_torch, torch_to_numpy
-from parity.forward import FP32_BOUND, make_batch, mindspore_outputs, random_models, set_mode, torch_outputs
-from parity.weights import random_timm_weights
-from parity_tests.families import to_mindcv
+from tnt_common.compare import FP32_BOUND
+from tnt_common.fixtures import make_batch
+from parity.forward import mindspore_outputs, random_models, set_mode, torch_outputs
+from tnt_common.fixtures import random_timm_weights
+from parity_tests.helpers import to_mindcv
 from tnt_common.compare import rel_err
 from tnt_common.numerics import PRESETS, PYTORCH, Numerics
 from tnt_common.variants import PRETRAINED_CFGS, pretrained_cfg

@@ -10,8 +10,9 @@ from mindspore import nn
 
 import mindspore_tnt
 from convert.transfer import numpy_to_mindspore, torch_to_numpy
-from parity.forward import (compare_outputs, describe_failure, make_batch, mindspore_outputs,
-                            random_models, set_mode, torch_outputs)
+from tnt_common.compare import compare_outputs, describe_failure
+from tnt_common.fixtures import make_batch
+from parity.forward import mindspore_outputs, random_models, set_mode, torch_outputs
 
 NAME = 'tnt_tiny_patch16_64'
 BLOCK = 2

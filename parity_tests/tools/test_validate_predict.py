@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from parity_tests.train_cli import ROOT, env, rows, train
+from parity_tests.helpers import ROOT, env, rows, train
 from tnt_tools import predict, validate
 from tnt_common.cli import EXIT_BAD_INPUT
 
@@ -65,7 +65,7 @@ def files(tmp_path_factory):
     from PIL import Image
     from safetensors.numpy import save_file
     from sklearn.datasets import load_sample_images
-    from parity.weights import random_timm_weights
+    from tnt_common.fixtures import random_timm_weights
     d = tmp_path_factory.mktemp('predict')
     shapes = {k: tuple(v.shape) for k, v in torch_ref.create_model('tnt_tiny_patch16_64').state_dict().items()}
     for seed in (0, 1):

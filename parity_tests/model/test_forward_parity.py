@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from convert.transfer import mindspore_to_torch, torch_to_numpy
-from parity.forward import (FP32_BOUND, compare_outputs, describe_failure, make_batch,
-                            mindspore_outputs, random_models, set_mode, torch_outputs)
+from tnt_common.compare import FP32_BOUND, compare_outputs, describe_failure
+from tnt_common.fixtures import make_batch
+from parity.forward import mindspore_outputs, random_models, set_mode, torch_outputs
 from tnt_common.compare import format_rows
 from tnt_common.variants import VARIANTS, list_models
 
