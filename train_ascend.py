@@ -261,8 +261,10 @@ def check_args(args):
     for name in ('epochs', 'batch_size', 'validation_batch_size', 'workers', 'eval_every', 'checkpoint_hist'):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.img_size % 16:
-        raise InputError(f'--img-size {args.img_size} is not a multiple of the patch size 16')
+    patch = model_args(args.model)['patch_size']
+    if args.img_size < 1 or args.img_size % patch:
+        raise InputError(f'--img-size {args.img_size} is not a positive multiple of the patch size {patch} '
+                         f'of {args.model}')
     if not 0 < args.scale[0] <= args.scale[1]:
         raise InputError(f'--scale {args.scale[0]:g} {args.scale[1]:g}: needs 0 < MIN <= MAX')
     if not 0 <= args.mixup_switch_prob <= 1:

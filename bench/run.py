@@ -1,87 +1,168 @@
 """Run the benchmarks side by side and write the Markdown table and the JSON results.
 
-Every configuration (framework and mode, task, model, batch) runs in a fresh worker
-process (``bench.worker``), so compile times and peak memory never mix; ``bench.timing``
-pairs each MindSpore configuration's steps with torch_ref steps taken in the same rounds,
-each after waiting for the machine to be quiet.
+Every configuration (framework and mode, task, model, batch) runs in a fresh worker process
+(``bench.worker``), so compile times and peak memory never mix. In a row group (task, model,
+batch) the torch_ref worker stays up while the MindSpore workers run one after another, each
+timed in rounds alternating with torch_ref steps; its ratio to torch_ref uses the torch_ref
+steps of those rounds. Before each step the worker waits (at most ``--quiet-wait``) for the
+rest of the machine to be quiet, and it records the CPU share other processes took during it.
 """
 import argparse
 import datetime
+import itertools
 import json
 import os
+import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 
-from bench.machine import git_revision, machine_facts
+from bench.conversion import run_conversion
 from bench.report import goals, markdown
-from bench.timing import GroupTimer
+from bench.worker import PREFIX
+from tnt_common.cli import parser
 from tnt_common.variants import list_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = {
-    'ms-graph': ('mindspore', 'graph'),
-    'ms-pynative': ('mindspore', 'pynative'),
-    'torch': ('torch', 'eager'),
-}
-TASKS = ('infer', 'train')
+VARIANTS = {'ms-graph': ('mindspore', 'graph'), 'ms-pynative': ('mindspore', 'pynative'), 'torch': ('torch', 'eager')}
 DEFAULT_OUT = os.path.join(ROOT, 'bench', 'results', 'latest')
-SCOPE = ('models', 'batches', 'tasks', 'variants', 'train_pynative', 'ms_kwargs', 'against')   # of a full run
+SCOPE = ('models', 'batches', 'tasks', 'variants', 'train_pynative', 'ms_kwargs')   # of a full run
+ISA = ('sse', 'ssse', 'avx', 'fma', 'f16c', 'amx', 'asimd', 'sve', 'bf16', 'i8mm')   # vector extensions
 
 
-def other_source(ref, workdir):
-    """(tag, path) of the models of ``ref`` (a git revision or another checkout's directory),
-    set up beside this checkout's ``bench`` so the same harness measures them."""
-    dest = tempfile.mkdtemp(prefix='bench-src-', dir=workdir)
-    if os.path.isdir(ref):
-        tree, tag = os.path.abspath(ref), os.path.basename(os.path.abspath(ref).rstrip('/'))
-        for entry in os.listdir(tree):
-            if entry != 'bench':
-                os.symlink(os.path.join(tree, entry), os.path.join(dest, entry))
-    else:
-        tag = ref
-        archive = subprocess.run(['git', '-C', ROOT, 'archive', ref], capture_output=True, check=True).stdout
-        subprocess.run(['tar', '-x', '-C', dest, '--exclude=bench'], input=archive, check=True)
-    os.symlink(os.path.join(ROOT, 'bench'), os.path.join(dest, 'bench'))
-    return tag, dest
+def proc_value(path, key):
+    """The value of the first ``key...: value`` line of a /proc file, or None."""
+    try:
+        with open(path) as f:
+            return next((ln.split(':', 1)[1].strip() for ln in f if ln.startswith(key)), None)
+    except OSError:
+        return None
 
 
-def make_specs(args, sources):
-    """Row groups: for each task, model and batch, one spec per variant (and per source)."""
-    groups = []
-    for task in args.tasks:
-        for model in args.models:
-            for batch in args.batches:
-                group = []
-                for variant in args.variants:
-                    framework, mode = VARIANTS[variant]
-                    if task == 'train' and mode == 'pynative' and not args.train_pynative:
-                        continue
-                    for tag, source in sources:
-                        if tag and framework != 'mindspore':
-                            continue
-                        group.append(dict(
-                            label=variant + (f'@{tag}' if tag else ''), variant=variant, framework=framework,
-                            mode=mode, task=task, model=model, batch=batch, source=source,
-                            revision=tag or git_revision(ROOT), warmup=args.warmup,
-                            model_kwargs=args.ms_kwargs if framework == 'mindspore' else {}))
-                groups.append(group)
-    return groups
+def git_revision():
+    """The short hash of this checkout, with ``+dirty`` if it has uncommitted changes; None without git."""
+    try:
+        return subprocess.run(['git', '-C', ROOT, 'describe', '--always', '--dirty=+dirty', '--exclude=*'],
+                              capture_output=True, text=True).stdout.strip() or None
+    except OSError:
+        return None
 
 
-def _csv(kind, choices=None):
+def version(package):
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_facts(revision):
+    """The machine and software, without importing the frameworks; ``isa``: the CPU's vector extensions."""
+    memory = proc_value('/proc/meminfo', 'MemTotal')
+    flags = proc_value('/proc/cpuinfo', 'flags') or proc_value('/proc/cpuinfo', 'Features') or ''
+    return dict(cpu=proc_value('/proc/cpuinfo', 'model name') or platform.processor() or platform.machine(),
+                logical_cores=os.cpu_count(),
+                usable_cores=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
+                memory_gib=memory and round(int(memory.split()[0]) / 2 ** 20, 1), os=platform.platform(),
+                python=platform.python_version(), **{p: version(p) for p in ('mindspore', 'torch', 'numpy')},
+                revision=revision, isa=sorted(f for f in flags.split() if f.startswith(ISA)))
+
+
+class Worker:
+    """A ready ``bench.worker`` process for ``row``, its set-up facts merged into the row.
+
+    A worker that fails (here or in ``ask``) sets ``row['error']``."""
+
+    def __init__(self, row, workdir, echo, quiet_wait_s=0.):
+        self.row, self.echo, self.log = row, echo, tempfile.TemporaryFile('w+', dir=workdir)
+        self.proc = subprocess.Popen(
+            [sys.executable, '-m', 'bench.worker', json.dumps(row), str(quiet_wait_s)], cwd=workdir, text=True,
+            env=dict(os.environ, PYTHONPATH=ROOT, GLOG_v='3'), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.log)
+        ready = self.ask()
+        if ready:
+            row.update({k: v for k, v in ready.items() if k != 'ready'}, times_s=[], others_cpu=[])
+
+    def ask(self, command=None):
+        """The reply to ``command`` (None: the next reply), or None if the worker failed."""
+        try:
+            if command:
+                self.proc.stdin.write(command + '\n')
+                self.proc.stdin.flush()
+            reply = next((json.loads(ln[len(PREFIX):]) for ln in self.proc.stdout if ln.startswith(PREFIX)), None)
+        except BrokenPipeError:
+            reply = None
+        if reply is None:
+            code = self.proc.wait()
+            self.log.seek(0)
+            errors = [ln.strip() for ln in self.log if 'Error' in ln]
+            self.row['error'] = f'exit code {code}' + (f': {errors[-1]}' if errors else '')
+            self.echo(f"  {self.row['label']:<12} FAILED: {self.row['error']}")
+        if reply is None or command == 'quit':
+            self.proc.kill()
+            self.proc.wait()
+            self.log.close()
+        return reply
+
+
+def rounds(pairs, repeats):
+    """``repeats`` rounds of one step per (row, worker) still running, alternating who goes first."""
+    for r in range(repeats):
+        for row, worker in (pairs if r % 2 == 0 else pairs[::-1]):
+            reply = 'error' not in row and worker.ask('step')
+            if reply:
+                row['times_s'].append(reply['seconds'])
+                row['others_cpu'].append(reply['others_cpu'])
+
+
+def stop(row, worker, echo):
+    """Peak RSS and step statistics into ``row``; the worker ends."""
+    reply = 'error' not in row and worker.ask('quit')
+    if not reply:
+        return
+    times, others = row['times_s'], [s for s in row['others_cpu'] if s is not None]
+    row.update(reply, step_s_min=min(times), step_s_median=statistics.median(times),
+               others_cpu_mean=statistics.mean(others) if others else None)
+    row.update(img_s_best=row['batch'] / row['step_s_min'], img_s_median=row['batch'] / row['step_s_median'])
+    if row.get('torch_times_s'):
+        row.update(vs_torch_median=statistics.median(row['torch_times_s']) / row['step_s_median'],
+                   vs_torch_best=min(row['torch_times_s']) / row['step_s_min'])
+    echo(f"  {row['label']:<12} {row['img_s_best']:8.2f} img/s best ({row['img_s_median']:.2f} median)  peak RSS "
+         f"{row['peak_rss_mib']:.0f} MiB" + (f"  compile {row['compile_s']:.1f} s" if row['compile_s'] else ''))
+
+
+def run_group(specs, args, workdir, echo):
+    """Rows of one group: every spec timed, MindSpore ones paired with torch_ref steps."""
+    rows = [dict(spec, load_average_1min=round(os.getloadavg()[0], 2)) for spec in specs]
+    ref = next((r for r in rows if r['framework'] == 'torch'), None)
+    ref_worker = ref and Worker(ref, workdir, echo, args.quiet_wait)
+    for row in (r for r in rows if r is not ref):
+        worker = Worker(row, workdir, echo, args.quiet_wait)
+        paired = ref is not None and 'error' not in ref
+        first = len(ref['times_s']) if paired else 0
+        rounds([(row, worker)] + ([(ref, ref_worker)] if paired else []), args.repeats)
+        if paired and 'error' not in ref:
+            row['torch_times_s'] = ref['times_s'][first:]
+        stop(row, worker, echo)
+    if ref is not None:
+        if 'error' not in ref and not ref['times_s']:
+            rounds([(ref, ref_worker)], args.repeats)
+        stop(ref, ref_worker, echo)
+    return rows
+
+
+def csv_list(kind, choices=None):
     def parse(text):
         items = [kind(t) for t in text.split(',') if t]
-        bad = [t for t in items if choices is not None and t not in choices]
-        if not items or bad:
-            raise argparse.ArgumentTypeError(f'{text!r}: choose from {", ".join(map(str, choices))}'
-                                             if bad else 'empty list')
+        if not items or choices and set(items) - set(choices):
+            raise argparse.ArgumentTypeError(f'{text!r}: choose from {", ".join(choices)}' if items else 'empty')
         return items
     return parse
 
 
-def _kwarg(text):
+def key_value(text):
     key, sep, value = text.partition('=')
     if not sep or not key:
         raise argparse.ArgumentTypeError(f'{text!r}: expected KEY=VALUE')
@@ -92,90 +173,70 @@ def _kwarg(text):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog='python -m bench', description=__doc__.split('\n\n')[0])
-    p.add_argument('--models', type=_csv(str, list_models()), default=['tnt_s_patch16_224', 'tnt_b_patch16_224'],
-                   help='comma-separated variants (default tnt_s_patch16_224,tnt_b_patch16_224)')
-    p.add_argument('--batches', type=_csv(int), default=[1, 8], help='comma-separated batch sizes (default 1,8)')
-    p.add_argument('--tasks', type=_csv(str, TASKS), default=list(TASKS), help='infer, train or both (default)')
-    p.add_argument('--variants', type=_csv(str, list(VARIANTS)), default=list(VARIANTS),
+    p = parser('python -m bench', __doc__.split('\n\n')[0])
+    p.add_argument('--models', type=csv_list(str, list_models()), default=['tnt_s_patch16_224', 'tnt_b_patch16_224'],
+                   help='comma-separated (default tnt_s_patch16_224,tnt_b_patch16_224)')
+    p.add_argument('--batches', type=csv_list(int), default=[1, 8], help='comma-separated batch sizes (default 1,8)')
+    p.add_argument('--tasks', type=csv_list(str, ('infer', 'train', 'convert')), default=['infer', 'train'],
+                   help='comma-separated: infer, train (default: both), convert (checkpoint conversion)')
+    p.add_argument('--variants', type=csv_list(str, list(VARIANTS)), default=list(VARIANTS),
                    help=f'comma-separated, default all: {", ".join(VARIANTS)}')
-    p.add_argument('--repeats', type=int, default=5, help='timed steps per configuration (default 5)')
+    p.add_argument('--repeats', type=int, default=5, help='timed steps (conversion runs) per configuration (5)')
     p.add_argument('--warmup', type=int, default=2, help='untimed calls after the first (default 2)')
     p.add_argument('--no-train-pynative', dest='train_pynative', action='store_false',
                    help='skip MindSpore PyNative training steps (the slowest rows)')
-    p.add_argument('--ms-arg', dest='ms_kwargs', type=_kwarg, action='append', default=[],
-                   metavar='KEY=VALUE', help='extra mindspore_tnt.create_model argument, e.g. impl=standard')
-    p.add_argument('--against', metavar='REV_OR_DIR', action='append', default=[],
-                   help='also run the MindSpore variants with the models of a git revision or of another '
-                        'checkout (before/after comparisons); repeatable')
+    p.add_argument('--ms-arg', dest='ms_kwargs', type=key_value, action='append', default=[], metavar='KEY=VALUE',
+                   help='extra mindspore_tnt.create_model argument, e.g. impl=standard')
     p.add_argument('--quiet-wait', type=float, default=30., metavar='S',
-                   help='before each step, wait up to S seconds for the rest of the machine to go quiet '
-                        '(default 30; 0: do not wait)')
-    p.add_argument('--min-free-gib', type=float, default=1.5,
-                   help='stop a worker when the machine has less memory available (default 1.5)')
-    p.add_argument('--quick', action='store_true',
-                   help='TNT-S at batch 8 only, 3 rounds, 1 warm-up call, no PyNative training; nothing saved '
-                        'unless --out is given')
+                   help='before each step, wait up to S seconds for the machine to be quiet (default 30)')
     p.add_argument('--out', metavar='PREFIX', help=f'write PREFIX.md and PREFIX.json (default: {DEFAULT_OUT} '
                                                     'for a run of the default configurations that all succeed)')
-    args = p.parse_args(argv)
-    defaults = p.parse_args([])
-    if args.quick:
-        for name, value in (('models', ['tnt_s_patch16_224']), ('batches', [8]), ('repeats', 3), ('warmup', 1),
-                            ('train_pynative', False)):
-            if getattr(args, name) == getattr(defaults, name):
-                setattr(args, name, value)
-    if args.repeats < 1 or args.warmup < 0 or args.quiet_wait < 0:
-        p.error('--repeats must be >= 1, --warmup and --quiet-wait >= 0')
-    args.full_run = not args.quick and all(getattr(args, k) == getattr(defaults, k) for k in SCOPE)
+    args, defaults = p.parse_args(argv), p.parse_args([])
+    if args.repeats < 1 or min(args.batches) < 1 or args.warmup < 0 or args.quiet_wait < 0:
+        p.error('--repeats and --batches must be >= 1, --warmup and --quiet-wait >= 0')
+    args.full_run = all(getattr(args, k) == getattr(defaults, k) for k in SCOPE)
     args.ms_kwargs = dict(args.ms_kwargs)
     return args
-
-
-def write_atomically(path, text):
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    with tempfile.NamedTemporaryFile('w', dir=os.path.dirname(path) or '.', delete=False) as f:
-        f.write(text)
-    os.replace(f.name, path)
 
 
 def main(argv=None):
     args = parse_args(argv)
     echo = lambda msg: print(msg, flush=True)  # noqa: E731
+    started, load_before, rows, conversions = time.time(), os.getloadavg(), [], []
+    revision = git_revision()
     with tempfile.TemporaryDirectory(prefix='bench-') as workdir:
-        sources = [(None, ROOT)]
-        for ref in args.against:
+        for task, model, batch in itertools.product([t for t in args.tasks if t != 'convert'], args.models,
+                                                     args.batches):
+            echo(f'{task} {model} batch {batch}:')
+            variants = [v for v in args.variants if task == 'infer' or args.train_pynative or v != 'ms-pynative']
+            rows += run_group([dict(label=v, variant=v, framework=VARIANTS[v][0], mode=VARIANTS[v][1], task=task,
+                                    model=model, batch=batch, revision=revision, warmup=args.warmup,
+                                    model_kwargs=args.ms_kwargs if v != 'torch' else {}) for v in variants],
+                              args, workdir, echo)
+        for model in args.models if 'convert' in args.tasks else []:
+            echo(f'convert {model}:')
             try:
-                sources.append(other_source(ref, workdir))
-            except subprocess.CalledProcessError:
-                sys.exit(f'bench: error: {ref!r} is neither a directory nor a git revision')
-        started = time.time()
-        load_before = os.getloadavg()
-        timer = GroupTimer(args.repeats, workdir, args.min_free_gib, args.quiet_wait, echo)
-        rows = []
-        for group in make_specs(args, sources):
-            head = group[0]
-            echo(f"{head['task']} {head['model']} batch {head['batch']}:")
-            rows += timer.run_group(group)
-    run = dict(
-        command=' '.join(['python -m bench'] + (sys.argv[1:] if argv is None else list(argv))),
-        date=datetime.datetime.fromtimestamp(started).isoformat(timespec='seconds'),
-        duration_s=round(time.time() - started, 1),
-        load_average_before=[round(v, 2) for v in load_before],
-        load_average_after=[round(v, 2) for v in os.getloadavg()],
-        repeats=args.repeats, warmup=args.warmup, quiet_wait_s=args.quiet_wait, ms_kwargs=args.ms_kwargs,
-        machine=machine_facts(ROOT),
-    )
-    results = dict(run=run, goals=goals(rows), rows=rows)
+                conversions += run_conversion(model, args.repeats, workdir, ROOT, echo)
+            except RuntimeError as e:
+                conversions.append(dict(model=model, error=str(e)))
+                echo(f'  FAILED: {e}')
+    run = dict(command=' '.join(['python -m bench'] + (sys.argv[1:] if argv is None else list(argv))),
+               date=datetime.datetime.fromtimestamp(started).isoformat(timespec='seconds'),
+               duration_s=round(time.time() - started, 1), load_average_before=[round(v, 2) for v in load_before],
+               load_average_after=[round(v, 2) for v in os.getloadavg()], repeats=args.repeats,
+               warmup=args.warmup, quiet_wait_s=args.quiet_wait, ms_kwargs=args.ms_kwargs,
+               machine=machine_facts(revision))
+    results = dict(run=run, goals=goals(rows), rows=rows, **({'conversion': conversions} if conversions else {}))
     table = markdown(results)
     echo('\n' + table)
-    failed = any('error' in row for row in rows)
+    failed = any('error' in row for row in rows + conversions)
     out = args.out or (DEFAULT_OUT if args.full_run and not failed else None)
     if out:
-        write_atomically(out + '.json', json.dumps(results, indent=1) + '\n')
-        write_atomically(out + '.md', table)
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        for ext, text in (('.json', json.dumps(results, indent=1) + '\n'), ('.md', table)):
+            with open(out + ext, 'w') as f:
+                f.write(text)
         echo(f'wrote {out}.md and {out}.json')
     elif args.full_run:
         echo(f'not written to {DEFAULT_OUT}.*: a configuration failed')
-    if failed:
-        sys.exit(1)
+    sys.exit(1 if failed else 0)

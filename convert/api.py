@@ -2,7 +2,7 @@
 from convert import readers
 from convert.canonical import adapt, check_finite, to_timm
 from convert.errors import ConversionError
-from tnt_common.variants import VARIANTS
+from tnt_common.variants import VARIANTS, check_pretrained, pretrained_cfg, split_tag
 
 
 def read_hub(path, model_name=None, ema=False, numerics=None):
@@ -23,12 +23,12 @@ def read_hub(path, model_name=None, ema=False, numerics=None):
     return can, ckpt
 
 
-def _load(path, model_name, num_classes, img_size, ema, numerics, build, to_numpy, load):
+def _load(path, model_name, num_classes, img_size, ema, numerics, build, to_numpy, load, model_kwargs):
     can, ckpt = read_hub(path, model_name, ema, numerics)
     nc = can.num_classes if num_classes is None else num_classes
     size = can.img_size if img_size is None else img_size
     try:
-        model = build(can.variant, num_classes=nc, img_size=size, **can.numerics.model_kwargs())
+        model = build(can.variant, num_classes=nc, img_size=size, **dict(can.numerics.model_kwargs(), **model_kwargs))
     except (TypeError, ValueError) as e:
         raise ConversionError(f'{ckpt.path}: cannot build {can.variant}: {e}') from None
 
@@ -42,7 +42,8 @@ def _load(path, model_name, num_classes, img_size, ema, numerics, build, to_nump
         raise ConversionError(f'{ckpt.path}: {e.args[0] if e.args else e}') from None
 
 
-def load_torch_into_mindspore(path, model_name=None, num_classes=None, img_size=None, ema=False, numerics=None):
+def load_torch_into_mindspore(path, model_name=None, num_classes=None, img_size=None, ema=False, numerics=None,
+                              **model_kwargs):
     """A ``mindspore_tnt`` TNT holding the weights of checkpoint ``path``, loaded strictly.
 
     ``path``: any file the readers support (timm, legacy, official, mmpretrain, MindCV,
@@ -52,21 +53,51 @@ def load_torch_into_mindspore(path, model_name=None, num_classes=None, img_size=
     preset name such as 'pytorch', or ``tnt_common.numerics.Numerics``) overrides them.
     ``num_classes`` different from the checkpoint's replaces the head by a freshly
     initialised one (0 removes it); ``img_size`` resamples ``patch_pos``; ``ema`` picks EMA
-    weights. Raises ``ConversionError`` (a ValueError) with a one-line message on bad input.
+    weights; ``model_kwargs`` go to the model's constructor (``drop_path_rate``, ``impl``, ``gelu``
+    overriding the numerics, ...). Raises ``ConversionError`` (a ValueError) with a one-line
+    message on bad input.
     """
-    import mindspore_tnt
     from convert.transfer import mindspore_to_numpy, numpy_to_mindspore
-    return _load(path, model_name, num_classes, img_size, ema, numerics, mindspore_tnt.create_model,
-                 mindspore_to_numpy, numpy_to_mindspore)
+    from mindspore_tnt.tnt import create_model
+    return _load(path, model_name, num_classes, img_size, ema, numerics, create_model,
+                 mindspore_to_numpy, numpy_to_mindspore, model_kwargs)
 
 
-def load_mindspore_into_torch(path, model_name=None, num_classes=None, img_size=None, ema=False, numerics=None):
+def load_mindspore_into_torch(path, model_name=None, num_classes=None, img_size=None, ema=False, numerics=None,
+                              **model_kwargs):
     """A ``torch_ref`` TNT holding the weights of checkpoint ``path``, loaded strictly.
 
     The reverse of ``load_torch_into_mindspore``, with the same arguments; it too reads
     every supported layout and format.
     """
-    import torch_ref
     from convert.transfer import numpy_to_torch, torch_to_numpy
-    return _load(path, model_name, num_classes, img_size, ema, numerics, torch_ref.create_model,
-                 torch_to_numpy, numpy_to_torch)
+    from torch_ref.tnt import create_model
+    return _load(path, model_name, num_classes, img_size, ema, numerics, create_model,
+                 torch_to_numpy, numpy_to_torch, model_kwargs)
+
+
+def create_model(framework, name, pretrained=False, checkpoint_path=None, **kwargs):
+    """timm's ``create_model`` for ``framework`` ('mindspore' or 'torch'), which
+    ``mindspore_tnt.create_model`` and ``torch_ref.create_model`` are.
+
+    ``name``: a variant, bare or tagged as timm (``tnt_s_patch16_224.in1k``, see
+    ``tnt_common.variants.PRETRAINED_CFGS``); ``kwargs`` override (num_classes, img_size,
+    drop_path_rate, gelu, impl, ...). ``checkpoint_path``: any file or Hugging Face hub folder
+    the readers support, loaded strictly (``load_torch_into_mindspore`` /
+    ``load_mindspore_into_torch``): the model computes with the file's numerics unless
+    ``gelu``/``norm_eps``/``final_norm_eps`` are given; ``num_classes`` different from the
+    file's gives a fresh head, ``img_size`` resamples ``patch_pos``. Nothing downloads:
+    ``pretrained=True`` needs ``checkpoint_path``.
+    """
+    check_pretrained(name, pretrained, checkpoint_path)
+    if framework == 'mindspore':
+        from mindspore_tnt import tnt
+        load = load_torch_into_mindspore
+    else:
+        from torch_ref import tnt
+        load = load_mindspore_into_torch
+    if checkpoint_path is None:
+        return tnt.create_model(name, **kwargs)
+    model = load(checkpoint_path, split_tag(name)[0], **kwargs)
+    model.pretrained_cfg = pretrained_cfg(name)
+    return model

@@ -11,9 +11,9 @@ import numpy as np
 
 from convert import keymap
 from convert.errors import ConversionError
-from convert.layouts import describe, matching_variants, timm_shapes
-from convert.transfer import check_keys, check_shapes
+from convert.layouts import describe, input_size, matching_variants, timm_shapes
 from tnt_common import numerics as nx
+from tnt_common.strict import check_strict
 from tnt_common.variants import VARIANTS, list_models
 
 TNT_ANCHORS = ('cls_token', 'patch_pos', 'pixel_pos')
@@ -134,12 +134,11 @@ def _variant(shapes, model_name):
     if model_name is not None:
         if model_name not in VARIANTS:
             raise ConversionError(f'unknown model {model_name!r}; known: {", ".join(list_models())}')
-        if facts['img_size'] is None:
+        if facts['grid'] is None:
             raise ConversionError(f'patch_pos has {shapes["patch_pos"][1]} rows: not 1 + a square grid')
-        expected = timm_shapes(model_name, facts['num_classes'], facts['img_size'])
+        expected = timm_shapes(model_name, facts['num_classes'], input_size(model_name, facts['grid']))
         try:
-            check_keys(expected, shapes, f'not a {model_name} checkpoint')
-            check_shapes(expected, shapes, f'not a {model_name} checkpoint')
+            check_strict(expected, shapes, f'not a {model_name} checkpoint')
         except (KeyError, ValueError) as e:
             raise ConversionError(str(e.args[0])) from None
         return model_name
@@ -186,7 +185,8 @@ def to_timm(arrays, model_name=None, numerics=None, stored_numerics=None):
     variant = _variant(shapes, model_name)
     facts = describe(shapes)
     chosen, origin = resolve_numerics(layout, stored_numerics, numerics)
-    return Canonical(arrays, layout.name, variant, facts['num_classes'], facts['img_size'], chosen, origin)
+    return Canonical(arrays, layout.name, variant, facts['num_classes'], input_size(variant, facts['grid']),
+                     chosen, origin)
 
 
 def check_writable(layout_name, variant, numerics):
@@ -260,10 +260,12 @@ def adapt(can, num_classes=None, img_size=None, head=None):
     size = can.img_size if img_size is None else img_size
     if nc < 0:
         raise ConversionError(f'--num-classes must be >= 0, got {nc}')
-    if size <= 0 or size % 16:
-        raise ConversionError(f'--img-size must be a positive multiple of 16, got {size}')
+    patch = VARIANTS[can.variant]['patch_size']
+    if size <= 0 or size % patch:
+        raise ConversionError(f'--img-size {size} is not a positive multiple of the patch size {patch} '
+                              f'of {can.variant}')
     if size != can.img_size:
-        arrays['patch_pos'] = resample_patch_pos(arrays['patch_pos'], size // 16)
+        arrays['patch_pos'] = resample_patch_pos(arrays['patch_pos'], size // patch)
         notes.append(f'patch_pos resampled from {can.img_size} to {size} (bicubic, cls kept)')
     if nc != can.num_classes:
         arrays.pop('head.weight', None)

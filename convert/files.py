@@ -10,6 +10,7 @@ from convert.dtypes import DTYPES, stored_nbytes
 from convert.errors import ConversionError
 from convert.keymap import DEFAULT_LAYOUT, LAYOUTS, NUMERICS_KEY
 from convert.writers import MINDSPORE, PYTORCH
+from tnt_common.files import atomic_output
 from tnt_common.numerics import PYTORCH as PYTORCH_NUMERICS
 
 
@@ -78,34 +79,28 @@ def convert_file(src, dst, to=None, layout=None, model_name=None, num_classes=No
     total = sum(stored_nbytes(a, dtype) for a in stored.values())
     t_read = time.perf_counter() - t0
     from tqdm import tqdm
-    with tqdm(total=total, unit='B', unit_scale=True, desc=f'writing {os.path.basename(dst)}',
-              disable=not progress) as bar:
-        tmp = writers.write_temp(dst, stored, target, dtype, bar.update,
-                                 strings={NUMERICS_KEY: can.numerics.to_json()},
-                                 torch_wrap=_torch_wrap(layout, can.variant, can.numerics))
-    t_written = time.perf_counter() - t0
-    report = dict(
-        input=src, input_format=ckpt.format, input_bytes=os.path.getsize(ckpt.path), notes=ckpt.notes + notes,
-        layout=can.description, variant=can.variant, source=source, target=target,
-        numerics=can.numerics.describe(), numerics_origin=can.numerics_origin,
-        output=dst, output_layout=layout, dtype=dtype, num_classes=nc, img_size=size,
-        tensors=len(stored), params=sum(math.prod(a.shape) for a in stored.values()),
-        output_bytes=os.path.getsize(tmp), read_seconds=t_read, write_seconds=t_written - t_read,
-        convert_seconds=t_written)
-    try:
+    with atomic_output(dst) as tmp:
+        with tqdm(total=total, unit='B', unit_scale=True, desc=f'writing {os.path.basename(dst)}',
+                  disable=not progress) as bar:
+            writers.write(tmp, stored, target, dtype, bar.update, strings={NUMERICS_KEY: can.numerics.to_json()},
+                          torch_wrap=_torch_wrap(layout, can.variant, can.numerics))
+        t_written = time.perf_counter() - t0
+        report = dict(
+            input=src, input_format=ckpt.format, input_bytes=os.path.getsize(ckpt.path), notes=ckpt.notes + notes,
+            layout=can.description, variant=can.variant, source=source, target=target,
+            numerics=can.numerics.describe(), numerics_origin=can.numerics_origin,
+            output=dst, output_layout=layout, dtype=dtype, num_classes=nc, img_size=size,
+            tensors=len(stored), params=sum(math.prod(a.shape) for a in stored.values()),
+            output_bytes=os.path.getsize(tmp), read_seconds=t_read, write_seconds=t_written - t_read,
+            convert_seconds=t_written)
         if verify:
             from convert.verify import steps, verify as run_verify
             t1 = time.perf_counter()
-            with tqdm(total=steps(dtype), desc='verifying', unit='step',
-                      disable=not progress) as bar:
+            with tqdm(total=steps(dtype), desc='verifying', unit='step', disable=not progress) as bar:
                 check = run_verify(tmp, arrays, source, target, layout, can.variant, nc, size, can.numerics,
                                    dtype, step=bar.update)
             check['seconds'] = time.perf_counter() - t1
             report['verification'] = check
             if not check['passed']:
                 raise ConversionError(f'verification failed: {check["verdict"]}')
-        writers.commit(tmp, dst)
-    except BaseException:
-        writers.discard(tmp)
-        raise
     return report

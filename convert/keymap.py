@@ -129,7 +129,8 @@ MMPRETRAIN_TO_TIMM = KeyMap([
 
 
 def _inner_pos_to_pixel_pos(a):
-    """``inner_pos (1, 16, C)`` (word h*4+w) -> ``pixel_pos (1, C, 4, 4)``."""
+    """``inner_pos (1, w*w, C)`` -> ``pixel_pos (1, C, w, w)``: word r*w + c is row r, column c
+    of the patch's w x w word grid, w read from the shape."""
     side = int(round(a.shape[1] ** 0.5))
     return np.ascontiguousarray(a.transpose(0, 2, 1)).reshape(1, a.shape[2], side, side)
 

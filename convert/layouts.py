@@ -1,12 +1,14 @@
 """Expected keys and shapes of TNT checkpoints, written from the layout descriptions alone.
 
 Independent of the model code, so tests can check the models against it and the
-converters can recognise a checkpoint's variant from its shapes.
+converters can recognise a checkpoint's variant from its shapes. Every size comes from
+the variant's entry (dims, ``patch_size``, ``first_stride``, ``mlp_ratio``) and the facts
+of ``tnt_common.architecture``.
 """
-from tnt_common.variants import VARIANTS
+import math
 
-PATCH = 16
-WORDS = 16  # a 4x4 grid of words per 16x16 patch
+from tnt_common.architecture import INNER_MLP_RATIO, PIXEL_KERNEL, word_side
+from tnt_common.variants import VARIANTS
 
 
 def _linear(prefix, n_in, n_out, bias=True):
@@ -30,35 +32,52 @@ def _mlp(prefix, dim, hidden):
     return {**_linear(f'{prefix}.fc1', dim, hidden), **_linear(f'{prefix}.fc2', hidden, dim)}
 
 
+def _dims(v, img_size):
+    """(D, C, patches, words per side, outer MLP hidden) of variant entry ``v`` at ``img_size``
+    (None: the variant's own)."""
+    n = ((img_size or v['img_size']) // v['patch_size']) ** 2
+    return (v['embed_dim'], v['inner_dim'], n, word_side(v['patch_size'], v['first_stride']),
+            int(v['embed_dim'] * v['mlp_ratio']))
+
+
+def _pixel_kernel(C):
+    return (C, 3, PIXEL_KERNEL, PIXEL_KERNEL)
+
+
+def _timm_stem(prefix, proj, D, C, n, w):
+    """Tokens, positions and pixel embedding as timm (and mmpretrain, under ``backbone.``) name them."""
+    return {
+        f'{prefix}cls_token': (1, 1, D),
+        f'{prefix}patch_pos': (1, n + 1, D),
+        f'{prefix}pixel_pos': (1, C, w, w),
+        f'{prefix}pixel_embed.proj.weight': _pixel_kernel(C),
+        f'{prefix}pixel_embed.proj.bias': (C,),
+        **_norm(f'{prefix}norm1_proj', w * w * C),
+        **_linear(f'{prefix}{proj}', w * w * C, D),
+        **_norm(f'{prefix}norm2_proj', D),
+    }
+
+
 def timm_shapes(name, num_classes=1000, img_size=None):
     """``{key: shape}`` of a timm state dict of variant ``name``."""
     v = VARIANTS[name]
-    D, C, legacy = v['embed_dim'], v['inner_dim'], v['legacy']
-    n = ((img_size or v['img_size']) // PATCH) ** 2
-    shapes = {
-        'cls_token': (1, 1, D),
-        'patch_pos': (1, n + 1, D),
-        'pixel_pos': (1, C, 4, 4),
-        'pixel_embed.proj.weight': (C, 3, 7, 7),
-        'pixel_embed.proj.bias': (C,),
-        **_norm('norm1_proj', WORDS * C),
-        **_linear('proj', WORDS * C, D),
-        **_norm('norm2_proj', D),
-    }
+    D, C, n, w, hidden = _dims(v, img_size)
+    words, legacy = w * w, v['legacy']
+    shapes = _timm_stem('', 'proj', D, C, n, w)
     for i in range(v['depth']):
         b = f'blocks.{i}'
         shapes.update(_norm(f'{b}.norm_in', C))
         shapes.update(_attention(f'{b}.attn_in', C))
         shapes.update(_norm(f'{b}.norm_mlp_in', C))
-        shapes.update(_mlp(f'{b}.mlp_in', C, 4 * C))
-        shapes.update(_norm(f'{b}.norm1_proj', C if legacy else WORDS * C))
-        shapes.update(_linear(f'{b}.proj', WORDS * C, D, bias=legacy))
+        shapes.update(_mlp(f'{b}.mlp_in', C, INNER_MLP_RATIO * C))
+        shapes.update(_norm(f'{b}.norm1_proj', C if legacy else words * C))
+        shapes.update(_linear(f'{b}.proj', words * C, D, bias=legacy))
         if not legacy:
             shapes.update(_norm(f'{b}.norm2_proj', D))
         shapes.update(_norm(f'{b}.norm_out', D))
         shapes.update(_attention(f'{b}.attn_out', D))
         shapes.update(_norm(f'{b}.norm_mlp', D))
-        shapes.update(_mlp(f'{b}.mlp', D, 4 * D))
+        shapes.update(_mlp(f'{b}.mlp', D, hidden))
     shapes.update(_norm('norm', D))
     if num_classes > 0:
         shapes.update(_linear('head', D, num_classes))
@@ -69,11 +88,11 @@ def _ms_norm(prefix, dim):
     return {f'{prefix}.gamma': (dim,), f'{prefix}.beta': (dim,)}
 
 
-def _official_block(b, C, D, hidden, ms, zoo):
+def _official_block(b, C, D, words, hidden, ms, zoo):
     """One official-layout block (MindCV: MindSpore norm names; zoo: also q/k apart, fewer biases)."""
     norm = _ms_norm if ms else _norm
     out = {}
-    for side, dim, mlp_hidden in (('inner', C, 4 * C), ('outer', D, hidden)):
+    for side, dim, mlp_hidden in (('inner', C, INNER_MLP_RATIO * C), ('outer', D, hidden)):
         attn = f'{b}.{side}_attn'
         out.update(norm(f'{b}.{side}_norm1', dim))
         if zoo:
@@ -86,8 +105,8 @@ def _official_block(b, C, D, hidden, ms, zoo):
         out.update(_linear(f'{b}.{side}_mlp.fc1', dim, mlp_hidden))
         out.update(_linear(f'{b}.{side}_mlp.fc2', mlp_hidden, dim, bias=not zoo))
         if side == 'inner':
-            out.update(norm(f'{b}.proj_norm1', WORDS * C))
-            out.update(_linear(f'{b}.proj', WORDS * C, D, bias=False))
+            out.update(norm(f'{b}.proj_norm1', words * C))
+            out.update(_linear(f'{b}.proj', words * C, D, bias=False))
             out.update(norm(f'{b}.proj_norm2', D))
     return out
 
@@ -104,35 +123,35 @@ def official_shapes(name, num_classes=1000, img_size=None, family='official'):
         raise ValueError(f'{name} is the legacy graph; the {family} layout holds only the official one')
     ms, zoo = family in ('mindcv', 'zoo'), family == 'zoo'
     norm = _ms_norm if ms else _norm
-    D, C = v['embed_dim'], v['inner_dim']
-    n = ((img_size or v['img_size']) // PATCH) ** 2
+    D, C, n, w, hidden = _dims(v, img_size)
+    words = w * w
     shapes = {
         'cls_token': (1, 1, D),
         'outer_pos': (1, n + 1, D),
-        'inner_pos': (1, WORDS, C),
-        'patch_embed.proj.weight': (C, 3, 7, 7),
+        'inner_pos': (1, words, C),
+        'patch_embed.proj.weight': _pixel_kernel(C),
         **({} if zoo else {'patch_embed.proj.bias': (C,)}),
-        **norm('proj_norm1', WORDS * C),
-        **_linear('proj', WORDS * C, D, bias=not zoo),
+        **norm('proj_norm1', words * C),
+        **_linear('proj', words * C, D, bias=not zoo),
         **norm('proj_norm2_tnt' if zoo else 'proj_norm2', D),
     }
     if not ms:
         shapes['outer_tokens'] = (1, n, D)
     for i in range(v['depth']):
-        shapes.update(_official_block(f'blocks.{i}', C, D, 4 * D, ms, zoo))
+        shapes.update(_official_block(f'blocks.{i}', C, D, words, hidden, ms, zoo))
     shapes.update(norm('norm', D))
     if num_classes > 0:
         shapes.update(_linear('head', D, num_classes, bias=not zoo))
     return shapes
 
 
-def _mm_transformer(prefix, dim):
+def _mm_transformer(prefix, dim, hidden):
     return {**_norm(f'{prefix}.norm_attn', dim),
             f'{prefix}.attn.attn.in_proj_weight': (3 * dim, dim),
             **_linear(f'{prefix}.attn.attn.out_proj', dim, dim),
             **_norm(f'{prefix}.norm_ffn', dim),
-            **_linear(f'{prefix}.ffn.layers.0.0', dim, 4 * dim),
-            **_linear(f'{prefix}.ffn.layers.1', 4 * dim, dim)}
+            **_linear(f'{prefix}.ffn.layers.0.0', dim, hidden),
+            **_linear(f'{prefix}.ffn.layers.1', hidden, dim)}
 
 
 def mmpretrain_shapes(name, num_classes=1000, img_size=None):
@@ -140,24 +159,15 @@ def mmpretrain_shapes(name, num_classes=1000, img_size=None):
     v = VARIANTS[name]
     if not v['legacy']:
         raise ValueError(f'{name} is the official graph; mmpretrain holds only the legacy one')
-    D, C = v['embed_dim'], v['inner_dim']
-    n = ((img_size or v['img_size']) // PATCH) ** 2
-    shapes = {
-        'backbone.cls_token': (1, 1, D),
-        'backbone.patch_pos': (1, n + 1, D),
-        'backbone.pixel_pos': (1, C, 4, 4),
-        'backbone.pixel_embed.proj.weight': (C, 3, 7, 7),
-        'backbone.pixel_embed.proj.bias': (C,),
-        **_norm('backbone.norm1_proj', WORDS * C),
-        **_linear('backbone.projection', WORDS * C, D),
-        **_norm('backbone.norm2_proj', D),
-    }
+    D, C, n, w, hidden = _dims(v, img_size)
+    words = w * w
+    shapes = _timm_stem('backbone.', 'projection', D, C, n, w)
     for i in range(v['depth']):
         b = f'backbone.layers.{i}'
-        shapes.update(_mm_transformer(f'{b}.inner_block', C))
+        shapes.update(_mm_transformer(f'{b}.inner_block', C, INNER_MLP_RATIO * C))
         shapes.update(_norm(f'{b}.norm_proj', C))
-        shapes.update(_linear(f'{b}.projection', WORDS * C, D))
-        shapes.update(_mm_transformer(f'{b}.outer_block', D))
+        shapes.update(_linear(f'{b}.projection', words * C, D))
+        shapes.update(_mm_transformer(f'{b}.outer_block', D, hidden))
     shapes.update(_norm('backbone.norm', D))
     if num_classes > 0:
         shapes.update(_linear('head.fc', D, num_classes))
@@ -184,25 +194,31 @@ def _mindspore_name(key):
 
 
 def describe(shapes):
-    """Architecture facts readable from timm-named shapes: dims, depth, legacy, classes, size."""
+    """Architecture facts readable from timm-named shapes: dims, depth, legacy, classes, and
+    ``grid``, the patches along each side (None unless ``patch_pos`` holds 1 + a square)."""
     blocks = {k.split('.')[1] for k in shapes if k.startswith('blocks.')}
     D = shapes['cls_token'][-1] if 'cls_token' in shapes else None
     C = shapes['pixel_pos'][1] if 'pixel_pos' in shapes else None
     n = shapes['patch_pos'][1] - 1 if 'patch_pos' in shapes else None
-    grid = int(round(n ** 0.5)) if n else None
+    grid = math.isqrt(n) if n and n > 0 else None
     return dict(
         embed_dim=D, inner_dim=C, depth=len(blocks),
         legacy='blocks.0.norm2_proj.weight' not in shapes and 'blocks.0.proj.bias' in shapes,
         num_classes=shapes['head.weight'][0] if 'head.weight' in shapes else 0,
-        img_size=grid * PATCH if grid and grid * grid == n else None)
+        grid=grid if grid and grid * grid == n else None)
+
+
+def input_size(name, grid):
+    """Input size of variant ``name`` with ``grid`` patches along each side."""
+    return grid * VARIANTS[name]['patch_size']
 
 
 def matching_variants(shapes):
-    """Variants whose timm layout (at the checkpoint's classes and input size) has exactly
-    these keys and shapes."""
+    """Variants whose timm layout (at the checkpoint's classes, and the input size its patch
+    grid means at the variant's own patch size) has exactly these keys and shapes."""
     facts = describe(shapes)
-    if facts['img_size'] is None:
+    if facts['grid'] is None:
         return []
     got = {k: tuple(s) for k, s in shapes.items()}
     return [name for name in sorted(VARIANTS)
-            if timm_shapes(name, facts['num_classes'], facts['img_size']) == got]
+            if timm_shapes(name, facts['num_classes'], input_size(name, facts['grid'])) == got]

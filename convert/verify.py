@@ -9,7 +9,8 @@ holding exactly that layout's tensors; their values then pass through ``keymap``
 model of the target framework, built with the numerics the file records (or its family
 implies), which must be the intended ones. The source weights go into the source
 framework's model with the intended numerics; both run
-``parity.forward.make_batch(2, img_size)``; the check passes when
+``tnt_common.fixtures.make_batch(2, img_size)`` (MindSpore in PyNative mode on the caller's
+device; the caller's mode is restored); the check passes when
 ``max|target - source| / max|source| <= FP32_BOUND`` for the logits (and every stage),
 with identical top-1.
 
@@ -28,19 +29,17 @@ from convert.errors import ConversionError
 from convert.keymap import LAYOUTS
 from convert.layouts import stored_shapes
 from convert.writers import MINDSPORE, SAFETENSORS, container
-from tnt_common.compare import FP32_BOUND, compare_outputs, describe_failure
+from tnt_common.compare import FP32_BOUND, compare_logits, compare_outputs, describe_failure
 from tnt_common.fixtures import make_batch
-from tnt_common.compare import max_abs_err, rel_err
+from tnt_common.strict import check_strict
 
 
-def _strict_mismatch(expected, got):
-    """One line naming missing, unexpected and misshapen entries, or None when they agree."""
-    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
-    shapes = [k for k in expected if k in got and tuple(got[k]) != tuple(expected[k])]
-    if not (missing or unexpected or shapes):
-        return None
-    return (f'missing {missing[:4]} ({len(missing)}), unexpected {unexpected[:4]} ({len(unexpected)}), '
-            f'shape mismatch {shapes[:4]} ({len(shapes)})')
+def _check_stored(path, how, expected, got):
+    """``ConversionError`` unless the stored ``{name: shape}`` ``got`` is exactly ``expected``."""
+    try:
+        check_strict(expected, got, f'{path}: {how} failed')
+    except (KeyError, ValueError) as e:
+        raise ConversionError(e.args[0]) from None
 
 
 def _read_mindspore(path):
@@ -94,37 +93,41 @@ def _load_output(path, target, layout, variant, nc, size):
     if target == MINDSPORE:
         import mindspore as ms
         params = _read_mindspore(path)
+        how = f'MindSpore strict load as {layout}'
+        _check_stored(path, how, shapes, {k: p.shape for k, p in params.items()})
         holder = _holder_cell(shapes)
         not_loaded, unused = ms.load_param_into_net(holder, params, strict_load=True)
-        problem = _strict_mismatch(shapes, {k: p.shape for k, p in params.items()})
-        if not_loaded or unused or problem:
-            raise ConversionError(f'{path}: MindSpore strict load as {layout} failed: {problem or (not_loaded, unused)}')
+        if not_loaded or unused:
+            raise ConversionError(f'{path}: {how} failed: not loaded {not_loaded[:4]}, unused {unused[:4]}')
         return {p.name: p.asnumpy() for p in holder.held}
     state = _read_torch(path, layout)
+    how = f'torch strict load as {layout}'
+    _check_stored(path, how, shapes, {k: v.shape for k, v in state.items()})
     holder = _holder_module(shapes)
     try:
         holder.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     except RuntimeError as e:
-        raise ConversionError(f'{path}: torch strict load as {layout} failed: '
-                              f'{_strict_mismatch(shapes, {k: v.shape for k, v in state.items()}) or e}') from None
+        raise ConversionError(f'{path}: {how} failed: {" ".join(str(e).split())}') from None
     return {k: v.detach().numpy() for k, v in holder.state_dict().items()}
 
 
 def _model(framework, variant, nc, size, numerics, arrays):
     if framework == MINDSPORE:
-        import mindspore_tnt
         from convert.transfer import numpy_to_mindspore
-        return numpy_to_mindspore(arrays, mindspore_tnt.create_model(
-            variant, num_classes=nc, img_size=size, **numerics.model_kwargs()))
-    import torch_ref
+        from mindspore_tnt.tnt import create_model
+        return numpy_to_mindspore(arrays, create_model(variant, num_classes=nc, img_size=size,
+                                                       **numerics.model_kwargs()))
     from convert.transfer import numpy_to_torch
-    return numpy_to_torch(arrays, torch_ref.create_model(variant, num_classes=nc, img_size=size,
-                                                         **numerics.model_kwargs()))
+    from torch_ref.tnt import create_model
+    return numpy_to_torch(arrays, create_model(variant, num_classes=nc, img_size=size, **numerics.model_kwargs()))
 
 
 def _outputs(framework, model, x):
-    from parity.forward import mindspore_outputs, torch_outputs
-    return (mindspore_outputs if framework == MINDSPORE else torch_outputs)(model, x)
+    if framework == MINDSPORE:
+        from mindspore_tnt.outputs import mindspore_outputs
+        return mindspore_outputs(model, x)
+    from torch_ref.outputs import torch_outputs
+    return torch_outputs(model, x)
 
 
 def verify(path, arrays, source, target, layout, variant, nc, size, numerics, dtype='fp32', step=None):
@@ -134,11 +137,15 @@ def verify(path, arrays, source, target, layout, variant, nc, size, numerics, dt
     family; both models compute with ``numerics``. ``step()`` is called after each of the
     ``steps(dtype)`` phases. Returns a report dict; ``passed`` is the verdict.
     """
-    from parity.forward import set_mode
-    step = step or (lambda: None)
-    set_mode('pynative')
+    from mindspore_tnt.context import execution
     if LAYOUTS[layout].framework != target:
         raise ConversionError(f'the {layout} layout is not a {target} layout')
+    with execution('pynative'):
+        return _verify(path, arrays, source, target, layout, variant, nc, size, numerics, dtype,
+                       step or (lambda: None))
+
+
+def _verify(path, arrays, source, target, layout, variant, nc, size, numerics, dtype, step):
     expected = {k: rounded(v, dtype) for k, v in arrays.items()}
     stored = _load_output(path, target, layout, variant, nc, size)
     loaded = stored if layout == 'timm' else to_timm(stored, variant).arrays
@@ -154,9 +161,8 @@ def verify(path, arrays, source, target, layout, variant, nc, size, numerics, dt
     test = _outputs(target, target_model, x)
     step()
     report = compare_outputs(test, ref)
-    report.update(bound=FP32_BOUND, batch=x.shape[0], logits_max_abs=max_abs_err(test[0], ref[0]),
-                  exact_mismatch=mismatch, source=source, target=target, dtype=dtype, layout=layout,
-                  numerics_recorded=recorded.describe())
+    report.update(bound=FP32_BOUND, batch=x.shape[0], exact_mismatch=mismatch, source=source, target=target,
+                  dtype=dtype, layout=layout, numerics_recorded=recorded.describe())
     report['passed'] = report['passed'] and not mismatch and recorded == numerics
     if recorded != numerics:
         report['verdict'] = f'the file records numerics {recorded.describe()}, intended {numerics.describe()}'
@@ -166,9 +172,8 @@ def verify(path, arrays, source, target, layout, variant, nc, size, numerics, dt
         report['verdict'] = describe_failure(report)
     if dtype != 'fp32':
         original = _model(source, variant, nc, size, numerics, arrays)
-        full = _outputs(source, original, x)[0]
-        report['rounding'] = dict(logits_rel=rel_err(ref[0], full),
-                                  top1_same=bool(np.all(ref[0].argmax(-1) == full.argmax(-1))))
+        rounding = compare_logits(ref[0], _outputs(source, original, x)[0])
+        report['rounding'] = dict(logits_rel=rounding['rel'], top1_same=rounding['top1_same'])
         step()
     return report
 

@@ -1,13 +1,12 @@
-"""Checkpoint writers: stored-name arrays -> one output file, written atomically.
+"""Checkpoint writers: stored-name arrays -> one output file.
 
 Containers: MindSpore ``.ckpt`` (``mindspore_ckpt``), safetensors (timm's or MindSpore's:
 the same container, ``__metadata__.format`` ``pt`` or ``ms``) and torch pickles
-(``.pth``, ``.pt``, ``.bin``, ``.pth.tar``). The file is written to a temporary name in
-the output's directory and renamed into place only by ``commit``; ``discard`` removes it.
+(``.pth``, ``.pt``, ``.bin``, ``.pth.tar``). ``convert.files`` writes into the temporary
+of ``tnt_common.files.atomic_output``, so an output appears whole or not at all.
 """
 import json
 import os
-import tempfile
 
 import numpy as np
 
@@ -98,43 +97,21 @@ def _write_torch(f, items, wrap, tick):
     tick(total)
 
 
-def write_temp(path, arrays, framework, dtype='fp32', progress=None, strings=None, torch_wrap=None):
-    """Write ``arrays`` (stored names) to a temporary file beside ``path``; returns its name.
+def write(path, arrays, framework, dtype='fp32', progress=None, strings=None, torch_wrap=None):
+    """Write ``arrays`` (stored names) to ``path``, in the container its name gives.
 
     ``strings`` ({name: text}) go beside the tensors: ``.ckpt`` string entries, safetensors
     metadata; a torch file saves ``torch_wrap(state dict)`` (default: the state dict).
     ``progress(nbytes)`` is called after each tensor.
     """
     strings = strings or {}
-    kind, suffix = container(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                               prefix=f'.{os.path.basename(path)}.tmp-', suffix=suffix)
+    kind, _ = container(path)
     tick = progress or (lambda n: None)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            items = _stored(arrays, dtype)
-            if kind == CKPT:
-                _write_ckpt(f, items, strings, tick)
-            elif kind == SAFETENSORS:
-                _write_safetensors(f, items, {'format': 'ms' if framework == MINDSPORE else 'pt', **strings}, tick)
-            else:
-                _write_torch(f, items, torch_wrap or (lambda state: state), tick)
-    except BaseException:
-        discard(tmp)
-        raise
-    return tmp
-
-
-def commit(tmp, path):
-    """Move the finished temporary file into place, with the usual permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def discard(tmp):
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
+    with open(path, 'wb') as f:
+        items = _stored(arrays, dtype)
+        if kind == CKPT:
+            _write_ckpt(f, items, strings, tick)
+        elif kind == SAFETENSORS:
+            _write_safetensors(f, items, {'format': 'ms' if framework == MINDSPORE else 'pt', **strings}, tick)
+        else:
+            _write_torch(f, items, torch_wrap or (lambda state: state), tick)

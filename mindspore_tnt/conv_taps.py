@@ -1,7 +1,7 @@
 """The pixel embedding's convolution as a gather: where each kernel tap reads (``impl='cpu'``)."""
-import math
-
 import numpy as np
+
+from tnt_common.architecture import word_side
 
 
 def conv_tap_index(grid_size, patch_size, stride, kernel_size, per_patch):
@@ -11,7 +11,7 @@ def conv_tap_index(grid_size, patch_size, stride, kernel_size, per_patch):
     column), columns over the taps (ky, kx). A tap in the zero padding points one past the
     last pixel. ``per_patch``: zero padding at every patch border, else at the image border.
     """
-    words, pad = math.ceil(patch_size / stride), kernel_size // 2
+    words, pad = word_side(patch_size, stride), kernel_size // 2
 
     def taps(n_patches):
         """Input coordinate of each (output, tap) along one axis, and whether it is a pixel."""

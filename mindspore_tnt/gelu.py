@@ -16,11 +16,12 @@ import hashlib
 import os
 import platform
 import subprocess
-import tempfile
 import warnings
 
 import mindspore as ms
 from mindspore import nn, ops
+
+from tnt_common.files import atomic_output
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'gelu_cpu.cc')
 COMPILE_FLAGS = ('-std=c++17', '-O3', '-march=native', '-fno-math-errno', '-fopenmp-simd', '-shared', '-fPIC')
@@ -48,15 +49,9 @@ def _build(compiler):
     path = os.path.join(_cache_dir(), f'gelu_cpu-{key.hexdigest()[:16]}.so')
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix='.so', dir=os.path.dirname(path))
-        os.close(fd)
-        try:
+        with atomic_output(path) as tmp:
             subprocess.run([compiler, *COMPILE_FLAGS, '-o', tmp, SOURCE, *LINK_FLAGS], capture_output=True,
                            text=True, check=True)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     ctypes.CDLL(path)  # every symbol resolves (the vector math library has erff and expf)
     return path
 

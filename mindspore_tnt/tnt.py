@@ -7,16 +7,15 @@ pixel embedding's convolution runs as a gather and a matmul (``PixelEmbed.gather
 ``BatchMatMul`` cells serve every backend. Runs in GRAPH and PYNATIVE mode on CPU, GPU and
 Ascend. GELU form and LayerNorm epsilons are constructor arguments (``tnt_common.numerics``).
 """
-import math
-
 import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
 from mindspore_tnt.conv_taps import conv_tap_index
 from mindspore_tnt.gelu import GELU
+from tnt_common.architecture import INNER_MLP_RATIO, NO_DECAY_NAMES, PIXEL_KERNEL, drop_path_rates, word_side
 from tnt_common.numerics import PYTORCH, Numerics
-from tnt_common.variants import check_pretrained, feature_take_indices, model_args, pretrained_cfg, split_tag
+from tnt_common.variants import feature_take_indices, model_args, pretrained_cfg, split_tag
 
 IMPLS = ('cpu', 'standard')
 
@@ -123,7 +122,7 @@ class Block(nn.Cell):
         self.norm_in = nn.LayerNorm((dim,), epsilon=norm_eps)
         self.attn_in = Attention(dim, num_heads_in, attn_drop, proj_drop)
         self.norm_mlp_in = nn.LayerNorm((dim,), epsilon=norm_eps)
-        self.mlp_in = Mlp(dim, dim * 4, proj_drop, gelu, impl)
+        self.mlp_in = Mlp(dim, dim * INNER_MLP_RATIO, proj_drop, gelu, impl)
         if legacy:
             self.norm1_proj = nn.LayerNorm((dim,), epsilon=norm_eps)
             self.proj = nn.Dense(dim * num_pixel, dim_out, has_bias=True)
@@ -159,8 +158,9 @@ class Block(nn.Cell):
 
 
 class PixelEmbed(nn.Cell):
-    """Image -> sentences (B, N, 16*C), each the flattened words of one patch: a 7x7/4 conv
-    per 16x16 patch (legacy: over the whole image) plus ``pixel_pos``.
+    """Image -> sentences (B, N, w*w*C), each the flattened w x w words of one patch: a
+    ``PIXEL_KERNEL`` conv of stride ``stride`` per patch of ``patch_size`` pixels (legacy:
+    over the whole image) plus ``pixel_pos``; w = ``word_side(patch_size, stride)``.
 
     With ``impl='cpu'`` the convolution is one gather of the input pixels under every
     kernel tap (``conv_tap_index``, precomputed) and one matmul with ``proj``'s weight:
@@ -176,12 +176,12 @@ class PixelEmbed(nn.Cell):
         self.grid_size = (img_size // patch_size, img_size // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.in_dim = in_dim
-        self.new_patch_size = math.ceil(patch_size / stride)
-        self.proj = nn.Conv2d(in_chans, in_dim, kernel_size=7, stride=stride, pad_mode='pad',
-                              padding=3, has_bias=True)
+        self.new_patch_size = word_side(patch_size, stride)
+        self.proj = nn.Conv2d(in_chans, in_dim, kernel_size=PIXEL_KERNEL, stride=stride, pad_mode='pad',
+                              padding=PIXEL_KERNEL // 2, has_bias=True)
         self.impl = resolve_impl(impl)
         if self.impl == 'cpu':
-            self.tap_index = ms.Tensor(conv_tap_index(self.grid_size, patch_size, stride, 7, not legacy))
+            self.tap_index = ms.Tensor(conv_tap_index(self.grid_size, patch_size, stride, PIXEL_KERNEL, not legacy))
             self.matmul_taps = ops.MatMul(transpose_b=True)
 
     def construct(self, x, pixel_pos):
@@ -213,7 +213,7 @@ class PixelEmbed(nn.Cell):
                                  pixel_pos)
 
     def to_sentences(self, words, pixel_pos):
-        """Words (B*N*16, C) in any view, plus ``pixel_pos``, as sentences (B, N, 16*C).
+        """Words (B*N*w*w, C) in any view, plus ``pixel_pos``, as sentences (B, N, w*w*C).
 
         The add itself runs in the sentence view: ``TNT.embed`` feeds norm1_proj from it and
         the inner stream from its reshape (see ``Block.construct``).
@@ -258,7 +258,7 @@ class TNT(nn.Cell):
         self.pixel_pos = ms.Parameter(ops.zeros((1, inner_dim, new_patch_size, new_patch_size), ms.float32),
                                       name='pixel_pos')
         self.pos_drop = nn.Dropout(p=pos_drop_rate)
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        dpr = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.CellList([
             Block(inner_dim, embed_dim, num_pixel, num_heads_inner, num_heads_outer, mlp_ratio,
                   proj_drop_rate, attn_drop_rate, dpr[i], legacy, gelu, norm_eps, impl)
@@ -283,7 +283,7 @@ class TNT(nn.Cell):
 
     def no_weight_decay(self):
         """Parameter names excluded from weight decay besides norms and biases."""
-        return {'patch_pos', 'pixel_pos', 'cls_token'}
+        return set(NO_DECAY_NAMES)
 
     def get_classifier(self):
         return self.head
@@ -300,7 +300,7 @@ class TNT(nn.Cell):
             self.head.bias.set_data(ops.zeros_like(self.head.bias))
 
     def embed(self, x):
-        """Image -> (inner tokens (B*N, 16, C), outer tokens (B, N+1, D))."""
+        """Image -> (inner tokens (B*N, w*w, C), outer tokens (B, N+1, D))."""
         B = x.shape[0]
         sentences = self.pixel_embed(x, self.pixel_pos)
         pixel_embed = sentences.reshape(B * self.num_patches, -1, self.pixel_embed.in_dim)
@@ -323,11 +323,12 @@ class TNT(nn.Cell):
         """timm's ``forward_intermediates``: the outer tokens after the blocks ``indices`` selects.
 
         ``indices``: None (every block), an int n (the last n) or block indices (negative from
-        the end). Intermediates are the patch tokens, cls removed, in block order: (B, D, H/16,
-        W/16) for ``output_fmt`` 'NCHW', (B, N, D) for 'NLC'; ``norm`` applies the final norm to
-        them; ``return_prefix_tokens`` pairs each with its cls token (B, 1, D). Returns
-        (final normed outer tokens, intermediates), or the intermediates alone with
-        ``intermediates_only``; ``stop_early`` skips the blocks after the last one selected.
+        the end). Intermediates are the patch tokens, cls removed, in block order: (B, D, H/P,
+        W/P) for patch size P and ``output_fmt`` 'NCHW', (B, N, D) for 'NLC'; ``norm``
+        applies the final norm to them; ``return_prefix_tokens`` pairs each with its cls
+        token (B, 1, D). Returns (final normed outer tokens, intermediates), or the
+        intermediates alone with ``intermediates_only``; ``stop_early`` skips the blocks
+        after the last one selected.
         Called directly it runs op by op; ``ForwardIntermediates`` compiles it in GRAPH mode.
         """
         if output_fmt not in ('NCHW', 'NLC'):
@@ -405,37 +406,12 @@ class ForwardIntermediates(nn.Cell):
         return self.model.forward_intermediates(x, **self.kwargs)
 
 
-def create_model(name, pretrained=False, checkpoint_path=None, **kwargs):
+def create_model(name, **kwargs):
     """Build ``name``: a variant, bare or tagged as timm (``tnt_s_patch16_224.in1k``, see
-    ``tnt_common.variants.PRETRAINED_CFGS``); ``kwargs`` override (num_classes, img_size,
-    drop_path_rate, gelu, impl, ...).
-
-    ``checkpoint_path``: any file or Hugging Face hub folder ``convert`` reads, loaded strictly
-    by ``convert.load_torch_into_mindspore``: the model computes with the file's numerics
-    unless ``gelu``/``norm_eps``/``final_norm_eps`` are given; ``num_classes`` different from
-    the file's gives a fresh head, ``img_size`` resamples ``patch_pos``. Nothing downloads:
-    ``pretrained=True`` needs ``checkpoint_path``.
+    ``tnt_common.variants.PRETRAINED_CFGS``), with that tag's ``pretrained_cfg``; ``kwargs``
+    override (num_classes, img_size, drop_path_rate, gelu, impl, ...).
     """
     arch, tag = split_tag(name)
-    check_pretrained(name, pretrained, checkpoint_path)
-    if checkpoint_path is None:
-        model = TNT(**dict(model_args(arch), **kwargs))
-    else:
-        model = _load_checkpoint(arch, checkpoint_path, kwargs)
+    model = TNT(**dict(model_args(arch), **kwargs))
     model.pretrained_cfg = pretrained_cfg(f'{arch}.{tag}')
     return model
-
-
-def _load_checkpoint(arch, path, kwargs):
-    """The weights of ``path`` in a model of ``arch`` built with ``kwargs``."""
-    from convert import load_torch_into_mindspore
-    from convert.transfer import mindspore_to_numpy, numpy_to_mindspore
-    kwargs = dict(kwargs)
-    loaded = load_torch_into_mindspore(path, arch, kwargs.pop('num_classes', None), kwargs.pop('img_size', None))
-    if not kwargs:
-        return loaded
-    embed = loaded.pixel_embed
-    model = TNT(**dict(model_args(arch), num_classes=loaded.num_classes,
-                       img_size=embed.grid_size[0] * embed.patch_size,
-                       **dict(loaded.numerics.model_kwargs(), **kwargs)))
-    return numpy_to_mindspore(mindspore_to_numpy(loaded), model)

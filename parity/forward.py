@@ -2,29 +2,9 @@
 
 
 def set_mode(mode):
-    """Select MindSpore's execution mode on CPU: 'graph' or 'pynative'."""
-    import mindspore as ms
-    ms.set_device('CPU')
-    ms.set_context(mode={'graph': ms.GRAPH_MODE, 'pynative': ms.PYNATIVE_MODE}[mode])
-
-
-def torch_outputs(model, x):
-    """(logits, ((inner, outer), ...)) of a torch TNT as numpy, in eval mode."""
-    import torch
-    model.eval()
-    with torch.no_grad():
-        features, stages = model.forward_stages(torch.from_numpy(x))
-        logits = model.forward_head(features)
-    return logits.numpy(), tuple((p.numpy(), q.numpy()) for p, q in stages)
-
-
-def mindspore_outputs(net, x):
-    """(logits, ((inner, outer), ...)) of a MindSpore TNT as numpy, in eval mode."""
-    import mindspore as ms
-    from mindspore_tnt import WithStages
-    net.set_train(False)
-    logits, stages = WithStages(net)(ms.Tensor(x))
-    return logits.asnumpy(), tuple((p.asnumpy(), q.asnumpy()) for p, q in stages)
+    """Select MindSpore's execution mode, 'graph' or 'pynative', on CPU: parity runs compare on CPU."""
+    from mindspore_tnt.context import select
+    select(mode, 'CPU')
 
 
 def random_models(name, seed=0, **kwargs):

@@ -58,6 +58,6 @@ def compare_precision(test, ref, level):
 def describe_precision(report):
     b = report['bounds']
     failed = [k for k, ok in report['checks'].items() if not ok]
-    return (f"{report['level']}: worst stage rel err {report['stage_worst']:.2e} (bound {b['stage_rel']:.0e}), "
+    return (f"{report['level']}: worst stage rel err {report['stage_worst']:.2e} (bound {b['stage_rel']:.2e}), "
             f"logits cosine {report['logits_cos']:.6f} (bound {b['logits_cos']}), top-1 agreement "
             f"{report['top1']:.2f} (bound {b['top1']})" + (f"; FAILED: {', '.join(failed)}" if failed else ''))

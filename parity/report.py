@@ -1,11 +1,11 @@
 """The parity report: forward per block, logits, gradients, verdict; as text, JSON, Markdown, PNG."""
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from tnt_common.compare import stage_names
+from tnt_common.files import atomic_output
 
 
 def build_report(model=None, checkpoint=None, mode='graph', dtype='fp32', batch=2, seed=0, numerics=None):
@@ -17,7 +17,8 @@ def build_report(model=None, checkpoint=None, mode='graph', dtype='fp32', batch=
     """
     from tnt_common.numerics import parse
     from tnt_common.fixtures import make_batch
-    from parity.forward import random_models, set_mode, torch_outputs
+    from parity.forward import random_models, set_mode
+    from torch_ref.outputs import torch_outputs
     from parity.gradients import compare_gradients, make_labels, mindspore_gradients, torch_gradients
     from parity.precision import DTYPE_LEVELS, compare_precision, mindspore_outputs
     from mindspore_tnt.amp import apply_amp
@@ -161,14 +162,8 @@ def write_outputs(report, out_dir):
                '.png': lambda p: plot_depth(report, p)}
     paths = []
     for ext, write in writers.items():
-        fd, tmp = tempfile.mkstemp(suffix=ext, dir=out_dir)
-        os.close(fd)
-        try:
+        with atomic_output(stem + ext) as tmp:
             write(tmp)
-            os.replace(tmp, stem + ext)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         paths.append(stem + ext)
     return paths
 

@@ -5,3 +5,13 @@ import pytest
 def _cpu_device():
     import mindspore as ms
     ms.set_device('CPU')
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _queue_commands(request, tmp_path_factory):
+    """Before the first test: queue the commands of every selected test module (its
+    ``start_commands``), so that they run while the tests before their readers do."""
+    from parity_tests.helpers import started
+    for module in dict.fromkeys(getattr(item, 'module', None) for item in request.session.items):
+        if hasattr(module, 'start_commands'):
+            started(module.start_commands, tmp_path_factory)

@@ -2,23 +2,33 @@
 
 Sections: checkpoint files of every TNT family (keyed from the layout descriptions,
 independent of ``convert.keymap``), checkpoint files as the tools write them, reference
-runs computed once per session, and the commands run as a user runs them.
+runs computed once per session, the CPU GELU kernel that ``impl='cpu'`` tests need, and the
+commands run as a user runs them.
 """
+import atexit
 import csv
 import functools
 import os
+import platform
 import re
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+import warnings
 
 import mindspore as ms
 import numpy as np
+import pytest
 import torch
 
 import mindspore_tnt
 import torch_ref
 from convert.transfer import numpy_to_mindspore, torch_to_numpy
-from parity.forward import random_models, torch_outputs
+from parity.forward import random_models
+from torch_ref.outputs import torch_outputs
 from parity.gradients import make_labels, torch_gradients
 from tnt_common.fixtures import make_batch, random_timm_weights
 from tnt_common.variants import VARIANTS
@@ -46,8 +56,9 @@ MM_BLOCK = {'norm_in': 'inner_block.norm_attn', 'attn_in': 'inner_block.attn.att
 
 
 def inner_pos_of(pixel_pos):
-    """``inner_pos[0, h*4 + w, c] = pixel_pos[0, c, h, w]``."""
-    return np.stack([pixel_pos[0, :, h, w] for h in range(4) for w in range(4)])[None]
+    """``inner_pos[0, r*W + c, :] = pixel_pos[0, :, r, c]`` for the (H, W) word grid of ``pixel_pos``."""
+    _, _, rows, cols = pixel_pos.shape
+    return np.stack([pixel_pos[0, :, r, c] for r in range(rows) for c in range(cols)])[None]
 
 
 def _is_norm(key):
@@ -184,18 +195,26 @@ def save_mindspore(arrays, path, prefix=False, fmt='ckpt'):
                        append_dict={'epoch_num': 3, 'step_num': 120} if fmt == 'ckpt' else None)
 
 
-# --- Runs shared by the gradient, graph-vs-pynative and AMP suites, computed once per session ---
+# --- Runs shared by the model suites, computed once per session ---
 
 BATCH = 2
 
 
 @functools.lru_cache(maxsize=None)
+def forward_reference(name):
+    """(torch model, MindSpore net, images, torch forward outputs): ``random_models(name, seed=0)``
+    on ``make_batch(BATCH, ...)``. The models are shared: no test changes their weights."""
+    torch_model, net = random_models(name, seed=0)
+    x = make_batch(BATCH, VARIANTS[name]['img_size'], seed=0)
+    return torch_model, net, x, torch_outputs(torch_model, x)
+
+
+@functools.lru_cache(maxsize=None)
 def reference(name):
     """(timm weights, images, labels, torch forward outputs, torch (loss, grads, input grad))."""
-    torch_model, _ = random_models(name, seed=0)
-    x = make_batch(BATCH, VARIANTS[name]['img_size'], seed=0)
+    torch_model, _, x, outputs = forward_reference(name)
     y = make_labels(BATCH, torch_model.num_classes, seed=0)
-    return torch_to_numpy(torch_model), x, y, torch_outputs(torch_model, x), torch_gradients(torch_model, x, y)
+    return torch_to_numpy(torch_model), x, y, outputs, torch_gradients(torch_model, x, y)
 
 
 def fresh_net(name, impl=None):
@@ -206,7 +225,8 @@ def fresh_net(name, impl=None):
 @functools.lru_cache(maxsize=None)
 def mindspore_run(name, mode):
     """(forward outputs, (loss, grads, input grad)) of the MindSpore model in ``mode``."""
-    from parity.forward import mindspore_outputs, set_mode
+    from parity.forward import set_mode
+    from mindspore_tnt.outputs import mindspore_outputs
     from parity.gradients import mindspore_gradients
     _, x, y, _, _ = reference(name)
     net = fresh_net(name)
@@ -214,9 +234,67 @@ def mindspore_run(name, mode):
     return mindspore_outputs(net, x), mindspore_gradients(net, x, y)
 
 
-# --- The commands as a user runs them: subprocesses from the repo root ---
+def drop_path_step():
+    """A new ``tnt_train`` train step, (net, step, noise): tnt_tiny at 32x32 with 10 classes, drop
+    path 0.3 on host-fed noise for batches of 4, clipping at 5, AdamW at 1e-3, from the model's
+    initialisation after seed 0."""
+    from convert.transfer import mindspore_to_numpy
+    from tnt_train.droppath import DropPathNoise
+    from tnt_train.optim import create_optimizer
+    from tnt_train.train_step import TrainStep
+    ms.set_seed(0)
+    init = mindspore_to_numpy(mindspore_tnt.create_model(TINY, num_classes=10, img_size=32))
+    net = numpy_to_mindspore(init, mindspore_tnt.create_model(TINY, num_classes=10, img_size=32, drop_path_rate=0.3))
+    optimizer, schedule = create_optimizer(net, [1e-3] * 10)
+    noise = DropPathNoise(net, 4)
+    step = TrainStep(net, optimizer, schedule, clip_grad=5., drop_path_noise=noise)
+    step.set_train(True)
+    return net, step, noise
+
+
+@functools.lru_cache(maxsize=None)
+def shared_drop_path_step(mode):
+    """(net, step, noise, reset) of one ``drop_path_step()`` per mode, so that its graph is compiled
+    once: ``reset()`` puts back its initial state (weights, AdamW moments and step count, LR
+    schedule step); every test that runs the step calls it first."""
+    from tnt_train.checkpoint import state_parameters
+    net, step, noise = drop_path_step()
+    params = state_parameters(step)
+    initial = {p.name: p.asnumpy().copy() for p in params}
+
+    def reset():
+        for p in params:
+            ms.ops.assign(p, ms.Tensor(initial[p.name]))
+    return net, step, noise, reset
+
+
+# --- The CPU GELU kernel of ``impl='cpu'`` ---
+
+def require_gelu_kernel():
+    """Skip the calling test, with the reason, where the CPU GELU kernel did not build (``impl='cpu'``
+    would run MindSpore's GELU instead); fail it where ``TNT_REQUIRE_KERNELS=1`` (CI sets it)."""
+    from mindspore_tnt import gelu
+    if gelu.kernel_ops() is not None:
+        return
+    gelu.kernel_ops.cache_clear()  # build again, to hear why it did not
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        if gelu.kernel_ops() is not None:
+            return
+    why = '; '.join(str(w.message) for w in caught) or f'no CPU kernel on {platform.system()}'
+    message = f"impl='cpu' needs the CPU GELU kernel, which did not build: {why}"
+    if os.environ.get('TNT_REQUIRE_KERNELS') == '1':
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+# --- The commands as a user runs them: processes from the repo root, queued to overlap ---
 
 SCRIPT = os.path.join(ROOT, 'train_ascend.py')
+SLOTS = os.cpu_count() or 1       # queued commands that run at once
+DIGITS_EPOCHS = 3
+_LOCK = threading.Lock()
+_QUEUED, _RUNNING, _STARTED = [], [], {}
 
 
 def env():
@@ -224,6 +302,123 @@ def env():
     e = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     e['PATH'] = os.path.dirname(sys.executable) + os.pathsep + e.get('PATH', '')   # msrun's workers
     return e
+
+
+class Command:
+    """A command run from the repo root in a process (group) of its own, as a user runs it.
+
+    It is queued: a background thread starts it once the commands it comes ``after`` have
+    ended and fewer than ``SLOTS`` queued commands run. A training run keeps about one core
+    busy (mostly compiling its graph), so it overlaps with the tests that come before the one
+    that reads it. ``argv`` is a list, or a function that gives it when the command starts
+    (a free port, a folder copied from an earlier run). ``kill_when()`` true while it runs:
+    SIGKILL. ``result()`` starts it at once if still queued and waits for its completed
+    process (stdout, stderr as text); with ``check``, exit status 0 is asserted.
+    """
+
+    def __init__(self, argv, after=(), kill_when=None, timeout=900):
+        self.argv, self.after, self.kill_when, self.timeout = argv, tuple(after), kill_when, timeout
+        self.proc = self.completed = self.error = None
+        with _LOCK:
+            _QUEUED.append(self)
+        _scheduler()
+
+    def _start(self):
+        """Under ``_LOCK``: run it now (an error on the way is raised by ``result()``)."""
+        try:
+            self.argv = [str(a) for a in (self.argv() if callable(self.argv) else self.argv)]
+            self._out, self._err = tempfile.TemporaryFile('w+'), tempfile.TemporaryFile('w+')
+            self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=env(), stdout=self._out, stderr=self._err,
+                                         start_new_session=True)
+        except Exception as e:   # result() raises it in the test that reads the command
+            self.error = e
+            return
+        self.deadline = time.monotonic() + self.timeout
+        _RUNNING.append(self)
+
+    def ended(self):
+        return self.error is not None or (self.proc is not None and self.proc.poll() is not None)
+
+    def kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)   # msrun's workers too
+        except ProcessLookupError:
+            pass
+
+    def result(self, check=True):
+        if self.completed is None:
+            for earlier in self.after:
+                earlier.result(check=False)
+            with _LOCK:
+                if self.proc is None and self.error is None:
+                    _QUEUED.remove(self)
+                    self._start()
+            if self.error is not None:
+                raise self.error
+            try:
+                code = self.proc.wait(max(self.deadline - time.monotonic(), 0))
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise AssertionError(f'{" ".join(self.argv)} timed out after {self.timeout} s') from None
+            self._out.seek(0)
+            self._err.seek(0)
+            self.completed = subprocess.CompletedProcess(self.argv, code, self._out.read(), self._err.read())
+        p = self.completed
+        if check and p.returncode != 0:
+            raise AssertionError(f'{" ".join(p.args)} exited {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}')
+        return p
+
+
+@functools.lru_cache(maxsize=None)
+def _scheduler():
+    """The thread that starts queued commands and kills those whose ``kill_when`` came true."""
+    def loop():
+        while True:
+            with _LOCK:
+                for c in list(_RUNNING):
+                    if c.kill_when is not None and not c.ended() and c.kill_when():   # a path check
+                        c.kill()
+                    if c.ended():
+                        _RUNNING.remove(c)
+                for c in [c for c in _QUEUED if all(a.ended() for a in c.after)][:max(SLOTS - len(_RUNNING), 0)]:
+                    _QUEUED.remove(c)
+                    c._start()
+            time.sleep(0.05)
+    threading.Thread(target=loop, name='commands', daemon=True).start()
+
+
+@atexit.register
+def _stop_commands():
+    with _LOCK:
+        _QUEUED.clear()
+        for c in _RUNNING:
+            c.kill()
+
+
+def started(start, tmp_path_factory):
+    """``start(tmp_path_factory)``, once per session: the commands a test module queues (conftest
+    queues those of every selected module before the first test runs)."""
+    if start not in _STARTED:
+        _STARTED[start] = start(tmp_path_factory)
+    return _STARTED[start]
+
+
+def train_command(*args, **kwargs):
+    """``train_ascend.py args`` on CPU, queued (``Command``)."""
+    return Command([sys.executable, SCRIPT, '--device', 'CPU', *args], **kwargs)
+
+
+def train(*args, timeout=900, check=True):
+    """Run ``train_ascend.py args`` on CPU now; the completed process (stdout, stderr as text)."""
+    return train_command(*args, timeout=timeout).result(check)
+
+
+def digits_run(tmp_path_factory):
+    """(run folder, its ``Command``): the README's main job, shortened: ``train_ascend.py`` on
+    digits (tnt_tiny, 32x32, CPU) for ``DIGITS_EPOCHS`` epochs, exported. test_run and the
+    tools read it; none writes into it."""
+    out = tmp_path_factory.mktemp('digits_run')
+    return out, train_command('--epochs', DIGITS_EPOCHS, '--output', out, '--export')
 
 
 def run_cli(*args, check=True):
@@ -235,16 +430,6 @@ def run_cli(*args, check=True):
     return p
 
 
-def train(*args, timeout=900, check=True):
-    """Run ``train_ascend.py args`` on CPU; the completed process (stdout, stderr as text)."""
-    proc = subprocess.run([sys.executable, SCRIPT, '--device', 'CPU', *map(str, args)], cwd=ROOT, env=env(),
-                          capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f'train_ascend.py {" ".join(map(str, args))} exited {proc.returncode}:\n'
-                             f'{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}')
-    return proc
-
-
 def rows(path):
     with open(path, newline='') as f:
         return list(csv.DictReader(f))
@@ -254,9 +439,3 @@ def weights(path):
     """``{name: array}`` of a MindSpore checkpoint file."""
     import mindspore as ms
     return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items() if hasattr(v, "asnumpy")}
-
-
-def max_rel_diff(a, b):
-    """Largest per-tensor ``max|a - b| / max|b|`` over the tensors of ``b``."""
-    assert sorted(a) == sorted(b)
-    return max(float(np.max(np.abs(a[k] - b[k])) / max(float(np.max(np.abs(b[k]))), 1e-12)) for k in b)

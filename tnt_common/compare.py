@@ -42,15 +42,22 @@ def first_failure(rows, bound):
     return None
 
 
+def compare_logits(test, ref, bound=FP32_BOUND):
+    """``{max_abs, rel, top1_same, passed}`` of logits ``test`` against ``ref``: within ``bound``, same top-1."""
+    rel = rel_err(test, ref)
+    top1_same = bool(np.all(np.argmax(test, -1) == np.argmax(ref, -1)))
+    return dict(max_abs=max_abs_err(test, ref), rel=rel, top1_same=top1_same, passed=rel <= bound and top1_same)
+
+
 def compare_outputs(test, ref, bound=FP32_BOUND):
     """Report of one forward comparison of ``(logits, stages)``: per-stage rows, logits error,
     top-1 agreement, verdict."""
     rows = compare_stages(test[1], ref[1])
-    logits_rel = rel_err(test[0], ref[0])
-    top1_same = bool(np.all(test[0].argmax(-1) == ref[0].argmax(-1)))
+    logits = compare_logits(test[0], ref[0], bound)
     failure = first_failure(rows, bound)
-    return dict(rows=rows, logits_rel=logits_rel, top1_same=top1_same, first_failure=failure,
-                passed=failure is None and logits_rel <= bound and top1_same)
+    return dict(rows=rows, logits_rel=logits['rel'], logits_max_abs=logits['max_abs'],
+                top1_same=logits['top1_same'], first_failure=failure,
+                passed=failure is None and logits['passed'])
 
 
 def describe_failure(report, bound=FP32_BOUND):
@@ -88,14 +95,18 @@ def median_rel_err(test, ref):
     return float(np.median(np.abs(t - r)) / max(float(np.median(np.abs(r))), np.finfo(np.float64).tiny))
 
 
+def _same_names(test, ref):
+    missing, extra = sorted(set(ref) - set(test)), sorted(set(test) - set(ref))
+    if missing or extra:
+        raise KeyError(f'tensor names differ: missing {missing[:5]}, unexpected {extra[:5]}')
+
+
 def compare_tensors(test, ref):
     """Rows ``{name, max_abs, rel, rel_l2, rel_median, cos, ref_max}`` per tensor of the dicts ``ref`` and ``test``.
 
     The names must agree (``KeyError`` otherwise); rows follow ``ref``'s order.
     """
-    missing, extra = sorted(set(ref) - set(test)), sorted(set(test) - set(ref))
-    if missing or extra:
-        raise KeyError(f'tensor names differ: missing {missing[:5]}, unexpected {extra[:5]}')
+    _same_names(test, ref)
     rows = []
     for name, r in ref.items():
         t = test[name]
@@ -105,6 +116,12 @@ def compare_tensors(test, ref):
                          rel_l2=rel_l2_err(t, r), rel_median=median_rel_err(t, r), cos=cosine(t, r),
                          ref_max=float(np.max(np.abs(r)))))
     return rows
+
+
+def max_rel_err(test, ref):
+    """The largest ``rel_err`` over the tensors of the dicts ``ref`` and ``test`` (same names, else ``KeyError``)."""
+    _same_names(test, ref)
+    return max(rel_err(test[k], r) for k, r in ref.items())
 
 
 def worst(rows, key='rel'):

@@ -7,6 +7,8 @@ MindSpore model zoo's 8x Ascend 910 run. Importable without torch or mindspore.
 """
 import math
 
+from tnt_common.architecture import NO_DECAY_NAMES
+
 RECIPE = dict(
     epochs=300,
     global_batch=1024,
@@ -35,9 +37,6 @@ RECIPE = dict(
     loss_scale_factor=2.,
 )
 
-# Parameter names (last component) excluded from weight decay besides biases and 1-D tensors.
-NO_DECAY_NAMES = frozenset({'cls_token', 'patch_pos', 'pixel_pos'})
-
 
 def applies_weight_decay(name, shape):
     """True if parameter ``name`` of ``shape`` is decayed.
@@ -48,13 +47,6 @@ def applies_weight_decay(name, shape):
     """
     leaf = name.rsplit('.', 1)[-1]
     return len(tuple(shape)) > 1 and leaf not in NO_DECAY_NAMES and leaf not in ('bias', 'beta')
-
-
-def scaled_lr(global_batch, base_lr=RECIPE['lr'], base_batch=RECIPE['lr_base_batch']):
-    """Peak learning rate for ``global_batch``: linear scaling of ``base_lr`` per ``base_batch``."""
-    if global_batch <= 0:
-        raise ValueError(f'global batch must be positive, got {global_batch}')
-    return base_lr * global_batch / base_batch
 
 
 def lr_schedule(base_lr, total_steps, warmup_steps, warmup_lr=RECIPE['warmup_lr'],

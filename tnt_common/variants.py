@@ -8,26 +8,21 @@ for ``forward_intermediates`` with ``feature_take_indices``; converters and tool
 IMAGENET_INCEPTION_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_INCEPTION_STD = (0.5, 0.5, 0.5)
 
-# Architecture of each registered variant. ``num_params`` is with the 1000-class head.
-VARIANTS = {
-    'tnt_s_patch16_224': dict(
-        embed_dim=384, inner_dim=24, depth=12, num_heads_outer=6, num_heads_inner=4,
-        legacy=False, img_size=224, num_params=23_768_584),
-    'tnt_b_patch16_224': dict(
-        embed_dim=640, inner_dim=40, depth=12, num_heads_outer=10, num_heads_inner=4,
-        legacy=False, img_size=224, num_params=65_428_680),
-    'tnt_s_legacy_patch16_224': dict(
-        embed_dim=384, inner_dim=24, depth=12, num_heads_outer=6, num_heads_inner=4,
-        legacy=True, img_size=224, num_params=23_755_336),
-    # Small variant for fast tests and CPU demos: 16 * inner_dim == embed_dim, as in S and
-    # B, so its block ``proj``, ``v`` and attention ``proj`` weights are square too.
-    'tnt_tiny_patch16_64': dict(
-        embed_dim=96, inner_dim=6, depth=4, num_heads_outer=3, num_heads_inner=2,
-        legacy=False, img_size=64, num_params=596_176),
-}
-
+# Architecture of each registered variant: dims, depth, heads, the patch geometry
+# (``patch_size`` pixels per patch side, the pixel embedding's ``first_stride``: together the
+# word grid, ``tnt_common.architecture.word_side``), the outer MLP's ``mlp_ratio``, the graph
+# and the default input size. ``num_params`` is with the 1000-class head.
 _ARCH_KEYS = ('embed_dim', 'inner_dim', 'depth', 'num_heads_outer', 'num_heads_inner',
-              'legacy', 'img_size')
+              'patch_size', 'first_stride', 'mlp_ratio', 'legacy', 'img_size')
+VARIANTS = {name: dict(zip(_ARCH_KEYS + ('num_params',), row)) for name, row in {
+    #                          dim  inner depth heads    patch stride mlp  legacy  img  num_params
+    'tnt_s_patch16_224':        (384, 24, 12, 6, 4,      16, 4, 4.,        False, 224, 23_768_584),
+    'tnt_b_patch16_224':        (640, 40, 12, 10, 4,     16, 4, 4.,        False, 224, 65_428_680),
+    'tnt_s_legacy_patch16_224': (384, 24, 12, 6, 4,      16, 4, 4.,        True, 224, 23_755_336),
+    # Small variant for fast tests and CPU demos: words * inner_dim == embed_dim (4x4 words),
+    # as in S and B, so its block ``proj``, ``v`` and attention ``proj`` weights are square too.
+    'tnt_tiny_patch16_64':      (96, 6, 4, 3, 2,         16, 4, 4.,        False, 64, 596_176),
+}.items()}
 
 
 def _cfg(hub_id='', top1=None, img_size=224, **kwargs):

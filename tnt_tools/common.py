@@ -8,7 +8,7 @@ and ``--amp O0|O2|O3`` the hardware and precision, ``-b/--batch-size`` and
 ``-j/--workers`` the data pipeline. Bad input of any kind (arguments, files, data) prints
 one line ``PROG: error: MESSAGE`` on stderr and exits with ``tnt_common.cli.EXIT_BAD_INPUT``.
 """
-from tnt_common.cli import bad_input, parser  # noqa: F401 (parser: the commands build theirs with it)
+from tnt_common.cli import bad_input
 from tnt_common.numerics import PRESETS
 from tnt_common.variants import list_models
 

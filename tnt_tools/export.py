@@ -1,13 +1,13 @@
 """tnt-export: a TNT checkpoint as a MindIR or ONNX inference graph, verified by loading it back."""
 import os
 import sys
-import tempfile
 import time
 import warnings
 
-import numpy as np
-
-from tnt_tools.common import DEVICES, BadInput, add_checkpoint_args, load, parser, run, setup_mindspore
+from tnt_common.cli import parser
+from tnt_common.compare import compare_logits
+from tnt_common.files import atomic_output
+from tnt_tools.common import DEVICES, BadInput, add_checkpoint_args, load, run, setup_mindspore
 
 PROG = 'tnt-export'
 ONNX_OPSET = 17
@@ -53,8 +53,8 @@ def check_args(args):
         raise BadInput(f'{args.output}: unknown format; the suffix must be {" or ".join(FORMATS)}')
     if args.batch_size < 1:
         raise BadInput(f'--batch-size must be >= 1, got {args.batch_size}')
-    if args.img_size is not None and (args.img_size <= 0 or args.img_size % 16):
-        raise BadInput(f'--img-size must be a positive multiple of 16, got {args.img_size}')
+    if args.img_size is not None and args.img_size < 1:
+        raise BadInput(f'--img-size must be positive, got {args.img_size}')
     if os.path.isdir(args.output):
         raise BadInput(f'{args.output}: is a directory')
     if os.path.exists(args.output) and not args.force:
@@ -129,19 +129,13 @@ def source_runner(fmt, model):
 
 def compare(test, ref):
     """One verification row: the written graph's logits ``test`` against the source model's ``ref``."""
-    from tnt_common.compare import FP32_BOUND
-    from tnt_common.compare import max_abs_err, rel_err
     if test.shape != ref.shape:
         raise VerificationFailed(f'the graph returned logits of shape {test.shape}, expected {ref.shape}')
-    rel = rel_err(test, ref)
-    top1 = bool(np.all(test.argmax(-1) == ref.argmax(-1)))
-    return dict(batch=len(ref), max_abs=max_abs_err(test, ref), rel=rel, top1_same=top1,
-                passed=rel <= FP32_BOUND and top1)
+    return dict(batch=len(ref), **compare_logits(test, ref))
 
 
 def export(args, fmt):
     """Write the graph to a temporary file beside OUTPUT, verify it, then rename it; returns the report."""
-    from convert.writers import commit, discard
     from tnt_common.fixtures import make_batch
     framework = 'mindspore' if fmt == 'MindIR' else 'torch'
     if fmt == 'MindIR':
@@ -154,10 +148,7 @@ def export(args, fmt):
     ref = [source_runner(fmt, source)(x) for x in batches]
     shape = (None if args.dynamic_batch else args.batch_size, 3, size, size)
     suffix = next(k for k, v in FORMATS.items() if v == fmt)   # ms.export appends '.mindir' otherwise
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.output)),
-                               prefix=f'.{os.path.basename(args.output)}.tmp-', suffix=suffix)
-    os.close(fd)
-    try:
+    with atomic_output(args.output, suffix=suffix) as tmp:
         t0 = time.perf_counter()
         WRITERS[fmt](export_model(source, can.variant, size, fmt), tmp, shape)
         t1 = time.perf_counter()
@@ -171,9 +162,6 @@ def export(args, fmt):
         print(format_report(report))
         if not report['passed']:
             raise VerificationFailed(describe_failure(checks))
-        commit(tmp, args.output)
-    finally:
-        discard(tmp)
     return report
 
 

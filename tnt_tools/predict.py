@@ -19,7 +19,8 @@ from importlib import resources
 
 import numpy as np
 
-from tnt_tools.common import BadInput, add_checkpoint_args, add_framework_args, load, parser, run, setup_mindspore
+from tnt_common.cli import parser
+from tnt_tools.common import BadInput, add_checkpoint_args, add_framework_args, load, run, setup_mindspore
 from tnt_tools.validate import add_preprocessing_args, check_model_args, describe_preprocessing, preprocessing
 
 PROG = 'tnt-predict'

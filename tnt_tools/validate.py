@@ -20,7 +20,9 @@ import time
 
 import numpy as np
 
-from tnt_tools.common import BadInput, add_checkpoint_args, add_framework_args, load, parser, run, setup_mindspore
+from tnt_common.cli import parser
+from tnt_common.files import atomic_output
+from tnt_tools.common import BadInput, add_checkpoint_args, add_framework_args, load, run, setup_mindspore
 
 PROG = 'tnt-validate'
 RESULT_SUFFIXES = ('.csv', '.json')
@@ -32,8 +34,8 @@ def add_preprocessing_args(ap):
 
 
 def check_model_args(args):
-    if args.img_size is not None and (args.img_size < 16 or args.img_size % 16):
-        raise BadInput(f'--img-size {args.img_size} is not a positive multiple of the patch size 16')
+    if args.img_size is not None and args.img_size < 1:
+        raise BadInput(f'--img-size must be positive, got {args.img_size}')
     if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
         raise BadInput(f'--crop-pct {args.crop_pct:g} is not in (0, 1]')
     if args.framework == 'torch' and args.amp != 'O0':
@@ -84,20 +86,14 @@ def check_results_file(path):
 
 def write_results(path, row):
     """``row`` as a one-row CSV or a JSON object, by the suffix of ``path``; atomically."""
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f'.{os.path.basename(path)}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'w', newline='') as f:
-            if path.lower().endswith('.json'):
-                json.dump(row, f, indent=1)
-                f.write('\n')
-            else:
-                writer = csv.DictWriter(f, list(row))
-                writer.writeheader()
-                writer.writerow(row)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_output(path) as tmp, open(tmp, 'w', newline='') as f:
+        if path.lower().endswith('.json'):
+            json.dump(row, f, indent=1)
+            f.write('\n')
+        else:
+            writer = csv.DictWriter(f, list(row))
+            writer.writeheader()
+            writer.writerow(row)
 
 
 def split_folder(data):

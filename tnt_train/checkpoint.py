@@ -1,4 +1,4 @@
-"""Training checkpoints: written atomically (temp file + rename), CRC-checked, last K kept plus the best.
+"""Training checkpoints: written atomically, CRC-checked, last K kept plus the best.
 
 A checkpoint holds every Parameter of the training state (weights, AdamW moments and
 step, group LRs, the LR schedule's step, EMA weights, loss-scale value and counter),
@@ -13,6 +13,8 @@ import re
 
 import numpy as np
 
+from tnt_common.files import atomic_output
+from tnt_common.strict import check_strict
 from tnt_train.errors import InputError
 from tnt_train.mslog import quiet_mindspore_log
 
@@ -41,20 +43,12 @@ def state_parameters(*cells_or_params):
 
 
 def atomic_save(params, path, append_dict=None):
-    """Write ``params`` (and ``append_dict``) to ``path`` via a temp file in the same folder, then rename."""
+    """Write ``params`` (and ``append_dict``) to ``path`` atomically, creating its folder."""
     import mindspore as ms
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f'.tmp-{os.getpid()}-{os.path.basename(path)}')
-    try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_output(path) as tmp:
         ms.save_checkpoint([{'name': p.name, 'data': p.value()} for p in params], tmp,
                            append_dict=append_dict, crc_check=True)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -87,15 +81,11 @@ def read(path):
 
 def restore(params, saved, path):
     """Load ``saved`` into ``params`` strictly (names and shapes); ``InputError`` on mismatch."""
-    names = {p.name for p in params}
-    missing, unexpected = sorted(names - set(saved)), sorted(set(saved) - names)
-    if missing or unexpected:
-        raise InputError(f'checkpoint {path} does not match this training setup: missing '
-                         f'{missing[:3]} ({len(missing)}), unexpected {unexpected[:3]} ({len(unexpected)})')
-    for p in params:
-        if tuple(saved[p.name].shape) != tuple(p.shape):
-            raise InputError(f'checkpoint {path} does not match this model: {p.name} has shape '
-                             f'{tuple(saved[p.name].shape)}, expected {tuple(p.shape)}')
+    try:
+        check_strict({p.name: p.shape for p in params}, {k: v.shape for k, v in saved.items()},
+                     f'checkpoint {path} does not match this training setup')
+    except (KeyError, ValueError) as e:
+        raise InputError(e.args[0]) from None
     for p in params:
         p.set_data(saved[p.name].value().astype(p.dtype))
 
@@ -129,7 +119,7 @@ class CheckpointManager:
         self.enabled = enabled
         if enabled:
             os.makedirs(self.folder, exist_ok=True)
-            for stale in glob.glob(os.path.join(self.folder, '.tmp-*')):
+            for stale in glob.glob(os.path.join(self.folder, '.*.tmp-*')):
                 os.remove(stale)
 
     def save(self, params, meta):

@@ -8,13 +8,12 @@ C++ random transforms draw per worker) the data order and every random augmentat
 reproducible: a resumed run rebuilds the epoch and skips what it has seen.
 """
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
+from tnt_common.files import atomic_output
 from tnt_train.errors import InputError
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -72,23 +71,19 @@ def export_digits(root=None, size=32, val_fraction=0.2, seed=0):
     index = np.arange(len(digits.target))
     train_idx, val_idx = train_test_split(index, test_size=val_fraction, stratify=digits.target,
                                           random_state=seed)
-    parent = os.path.dirname(os.path.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.digits-', dir=parent)
+    os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
     try:
-        for split, idx in (('train', train_idx), ('val', val_idx)):
-            for i in idx:
-                folder = os.path.join(tmp, split, str(digits.target[i]))
-                os.makedirs(folder, exist_ok=True)
-                pixels = (digits.images[i] * (255. / 16.)).round().astype(np.uint8)
-                img = Image.fromarray(pixels).resize((size, size), Image.BICUBIC).convert('RGB')
-                img.save(os.path.join(folder, f'{i:04d}.png'))
-        os.rename(tmp, root)
+        with atomic_output(root, directory=True) as tmp:
+            for split, idx in (('train', train_idx), ('val', val_idx)):
+                for i in idx:
+                    folder = os.path.join(tmp, split, str(digits.target[i]))
+                    os.makedirs(folder, exist_ok=True)
+                    pixels = (digits.images[i] * (255. / 16.)).round().astype(np.uint8)
+                    img = Image.fromarray(pixels).resize((size, size), Image.BICUBIC).convert('RGB')
+                    img.save(os.path.join(folder, f'{i:04d}.png'))
     except OSError:
         if not os.path.isdir(os.path.join(root, 'val')):  # not a concurrent writer's success
             raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

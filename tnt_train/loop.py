@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from tnt_common.files import atomic_output
 from tnt_common.recipe import lr_schedule
 from tnt_common.variants import pretrained_cfg
 from tnt_train import checkpoint as ckpt
@@ -237,10 +238,9 @@ class Trainer:
                                                                img_size=self.args.img_size))
         net.set_train(False)
         s = self.args.img_size
-        tmp = os.path.join(self.args.output, f'.tmp-{os.getpid()}-tnt')
-        ms.export(net, ms.Tensor(np.zeros((1, 3, s, s), np.float32)), file_name=tmp, file_format='MINDIR')
         path = os.path.join(self.args.output, 'tnt.mindir')
-        os.replace(tmp + '.mindir', path)
+        with atomic_output(path) as tmp:   # ends in .mindir: ms.export appends nothing
+            ms.export(net, ms.Tensor(np.zeros((1, 3, s, s), np.float32)), file_name=tmp, file_format='MINDIR')
         return path
 
 

@@ -3,6 +3,8 @@ import csv
 import json
 import os
 
+from tnt_common.files import atomic_output
+
 STEP_FIELDS = ('global_step', 'epoch', 'loss', 'lr', 'grad_norm', 'loss_scale', 'overflow', 'step_ms')
 EPOCH_FIELDS = ('epoch', 'global_step', 'train_loss', 'lr', 'val_loss', 'top1', 'top5', 'ema_top1', 'ema_top5',
                 'img_per_s', 'step_ms', 'overflow_steps', 'loss_scale', 'epoch_s')
@@ -16,12 +18,10 @@ def _read_rows(path):
 
 
 def _write_rows(path, fields, rows):
-    tmp = path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
+    with atomic_output(path) as tmp, open(tmp, 'w', newline='') as f:
         w = csv.DictWriter(f, fields)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 class RunLog:
@@ -64,10 +64,8 @@ class RunLog:
             return
         self.epochs.append(row)
         _write_rows(self.paths['epochs'], EPOCH_FIELDS, self.epochs)
-        tmp = self.paths['json'] + '.tmp'
-        with open(tmp, 'w') as f:
+        with atomic_output(self.paths['json']) as tmp, open(tmp, 'w') as f:
             json.dump({'run': self.info, 'epochs': self.epochs}, f, indent=1, default=str)
-        os.replace(tmp, self.paths['json'])
         self.plot()
 
     def plot(self):
@@ -95,10 +93,9 @@ class RunLog:
         for ax in (ax_loss, ax_acc, ax_lr):
             ax.grid(alpha=0.3)
         fig.tight_layout()
-        tmp = self.paths['plot'] + '.tmp.png'
-        fig.savefig(tmp, dpi=90)
+        with atomic_output(self.paths['plot']) as tmp:
+            fig.savefig(tmp, dpi=90)
         plt.close(fig)
-        os.replace(tmp, self.paths['plot'])
 
     def close(self):
         if self._step_file is not None:

@@ -4,14 +4,13 @@ Reads line by line like ``mindspore_tnt/tnt.py``: same classes, attributes and o
 Official layout (timm ``tnt_s_patch16_224``) and timm's legacy TNT-S (``legacy=True``);
 GELU form and LayerNorm epsilons are constructor arguments (``tnt_common.numerics``).
 """
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tnt_common.architecture import INNER_MLP_RATIO, NO_DECAY_NAMES, PIXEL_KERNEL, drop_path_rates, word_side
 from tnt_common.numerics import PYTORCH, Numerics
-from tnt_common.variants import check_pretrained, feature_take_indices, model_args, pretrained_cfg, split_tag
+from tnt_common.variants import feature_take_indices, model_args, pretrained_cfg, split_tag
 
 
 def trunc_normal_(tensor, std=0.02):
@@ -97,7 +96,7 @@ class Block(nn.Module):
         self.norm_in = nn.LayerNorm(dim, eps=norm_eps)
         self.attn_in = Attention(dim, num_heads_in, attn_drop, proj_drop)
         self.norm_mlp_in = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp_in = Mlp(dim, dim * 4, proj_drop, gelu)
+        self.mlp_in = Mlp(dim, dim * INNER_MLP_RATIO, proj_drop, gelu)
         if legacy:
             self.norm1_proj = nn.LayerNorm(dim, eps=norm_eps)
             self.proj = nn.Linear(dim * num_pixel, dim_out, bias=True)
@@ -132,8 +131,9 @@ class Block(nn.Module):
 
 
 class PixelEmbed(nn.Module):
-    """Image -> sentences (B, N, 16*C), each the flattened words of one patch: a 7x7/4 conv
-    per 16x16 patch (legacy: over the whole image) plus ``pixel_pos``."""
+    """Image -> sentences (B, N, w*w*C), each the flattened w x w words of one patch: a
+    ``PIXEL_KERNEL`` conv of stride ``stride`` per patch of ``patch_size`` pixels (legacy:
+    over the whole image) plus ``pixel_pos``; w = ``word_side(patch_size, stride)``."""
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, in_dim=48, stride=4, legacy=False):
         super().__init__()
@@ -142,8 +142,8 @@ class PixelEmbed(nn.Module):
         self.grid_size = (img_size // patch_size, img_size // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.in_dim = in_dim
-        self.new_patch_size = math.ceil(patch_size / stride)
-        self.proj = nn.Conv2d(in_chans, in_dim, kernel_size=7, padding=3, stride=stride)
+        self.new_patch_size = word_side(patch_size, stride)
+        self.proj = nn.Conv2d(in_chans, in_dim, kernel_size=PIXEL_KERNEL, padding=PIXEL_KERNEL // 2, stride=stride)
 
     def forward(self, x, pixel_pos):
         B, C, H, W = x.shape
@@ -161,7 +161,7 @@ class PixelEmbed(nn.Module):
         return self.to_sentences(x.reshape(B * self.num_patches, self.in_dim, -1).transpose(1, 2), pixel_pos)
 
     def to_sentences(self, words, pixel_pos):
-        """Words (B*N, 16, C) plus ``pixel_pos``, as sentences (B, N, 16*C)."""
+        """Words (B*N, w*w, C) plus ``pixel_pos``, as sentences (B, N, w*w*C)."""
         pos = pixel_pos.reshape(1, self.in_dim, -1).transpose(1, 2).reshape(1, 1, -1)
         return words.reshape(-1, self.num_patches, pos.shape[-1]) + pos
 
@@ -197,7 +197,7 @@ class TNT(nn.Module):
         self.patch_pos = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
         self.pixel_pos = nn.Parameter(torch.zeros(1, inner_dim, new_patch_size, new_patch_size))
         self.pos_drop = nn.Dropout(pos_drop_rate)
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        dpr = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList([
             Block(inner_dim, embed_dim, num_pixel, num_heads_inner, num_heads_outer, mlp_ratio,
                   proj_drop_rate, attn_drop_rate, dpr[i], legacy, gelu, norm_eps)
@@ -222,7 +222,7 @@ class TNT(nn.Module):
 
     def no_weight_decay(self):
         """Parameter names excluded from weight decay besides norms and biases."""
-        return {'patch_pos', 'pixel_pos', 'cls_token'}
+        return set(NO_DECAY_NAMES)
 
     def get_classifier(self):
         return self.head
@@ -239,7 +239,7 @@ class TNT(nn.Module):
             nn.init.zeros_(self.head.bias)
 
     def embed(self, x):
-        """Image -> (inner tokens (B*N, 16, C), outer tokens (B, N+1, D))."""
+        """Image -> (inner tokens (B*N, w*w, C), outer tokens (B, N+1, D))."""
         B = x.shape[0]
         sentences = self.pixel_embed(x, self.pixel_pos)
         pixel_embed = sentences.reshape(B * self.num_patches, -1, self.pixel_embed.in_dim)
@@ -262,11 +262,12 @@ class TNT(nn.Module):
         """timm's ``forward_intermediates``: the outer tokens after the blocks ``indices`` selects.
 
         ``indices``: None (every block), an int n (the last n) or block indices (negative from
-        the end). Intermediates are the patch tokens, cls removed, in block order: (B, D, H/16,
-        W/16) for ``output_fmt`` 'NCHW', (B, N, D) for 'NLC'; ``norm`` applies the final norm to
-        them; ``return_prefix_tokens`` pairs each with its cls token (B, 1, D). Returns
-        (final normed outer tokens, intermediates), or the intermediates alone with
-        ``intermediates_only``; ``stop_early`` skips the blocks after the last one selected.
+        the end). Intermediates are the patch tokens, cls removed, in block order: (B, D, H/P,
+        W/P) for patch size P and ``output_fmt`` 'NCHW', (B, N, D) for 'NLC'; ``norm``
+        applies the final norm to them; ``return_prefix_tokens`` pairs each with its cls
+        token (B, 1, D). Returns (final normed outer tokens, intermediates), or the
+        intermediates alone with ``intermediates_only``; ``stop_early`` skips the blocks
+        after the last one selected.
         """
         if output_fmt not in ('NCHW', 'NLC'):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
@@ -318,37 +319,12 @@ class TNT(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def create_model(name, pretrained=False, checkpoint_path=None, **kwargs):
+def create_model(name, **kwargs):
     """Build ``name``: a variant, bare or tagged as timm (``tnt_s_patch16_224.in1k``, see
-    ``tnt_common.variants.PRETRAINED_CFGS``); ``kwargs`` override (num_classes, img_size,
-    drop_path_rate, gelu, ...).
-
-    ``checkpoint_path``: any file or Hugging Face hub folder ``convert`` reads, loaded strictly
-    by ``convert.load_mindspore_into_torch``: the model computes with the file's numerics
-    unless ``gelu``/``norm_eps``/``final_norm_eps`` are given; ``num_classes`` different from
-    the file's gives a fresh head, ``img_size`` resamples ``patch_pos``. Nothing downloads:
-    ``pretrained=True`` needs ``checkpoint_path``.
+    ``tnt_common.variants.PRETRAINED_CFGS``), with that tag's ``pretrained_cfg``; ``kwargs``
+    override (num_classes, img_size, drop_path_rate, gelu, ...).
     """
     arch, tag = split_tag(name)
-    check_pretrained(name, pretrained, checkpoint_path)
-    if checkpoint_path is None:
-        model = TNT(**dict(model_args(arch), **kwargs))
-    else:
-        model = _load_checkpoint(arch, checkpoint_path, kwargs)
+    model = TNT(**dict(model_args(arch), **kwargs))
     model.pretrained_cfg = pretrained_cfg(f'{arch}.{tag}')
     return model
-
-
-def _load_checkpoint(arch, path, kwargs):
-    """The weights of ``path`` in a model of ``arch`` built with ``kwargs``."""
-    from convert import load_mindspore_into_torch
-    from convert.transfer import numpy_to_torch, torch_to_numpy
-    kwargs = dict(kwargs)
-    loaded = load_mindspore_into_torch(path, arch, kwargs.pop('num_classes', None), kwargs.pop('img_size', None))
-    if not kwargs:
-        return loaded
-    embed = loaded.pixel_embed
-    model = TNT(**dict(model_args(arch), num_classes=loaded.num_classes,
-                       img_size=embed.grid_size[0] * embed.patch_size,
-                       **dict(loaded.numerics.model_kwargs(), **kwargs)))
-    return numpy_to_torch(torch_to_numpy(loaded), model)

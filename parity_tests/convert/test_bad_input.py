@@ -145,7 +145,7 @@ CASES = {
     'no state dict': (lambda t, s: [(torch.save({'epoch': 3, 'optimizer': {'lr': 0.1}}, t / 'opt.pth'),
                                      t / 'opt.pth')[1]], "no state dict found: top-level keys ['epoch', 'optimizer']"),
     'bad classes': (lambda t, s: [save(s, t / 'a.pth'), '--num-classes', '-3'], '--num-classes must be >= 0'),
-    'bad size': (lambda t, s: [save(s, t / 'a.pth'), '--img-size', '100'], 'must be a positive multiple of 16'),
+    'bad size': (lambda t, s: [save(s, t / 'a.pth'), '--img-size', '100'], 'is not a positive multiple of the patch size 16'),
 }
 
 OUTPUT_CASES = {

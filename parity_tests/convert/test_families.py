@@ -26,7 +26,9 @@ from convert.transfer import mindspore_to_numpy, numpy_to_torch, torch_to_numpy
 from convert.layouts import timm_shapes
 from tnt_common.compare import FP32_BOUND, compare_outputs
 from tnt_common.fixtures import make_batch
-from parity.forward import mindspore_outputs, set_mode, torch_outputs
+from parity.forward import set_mode
+from mindspore_tnt.outputs import mindspore_outputs
+from torch_ref.outputs import torch_outputs
 from tnt_common.fixtures import random_timm_weights
 from parity_tests.helpers import run_cli, tensors
 from parity_tests import helpers
@@ -291,8 +293,8 @@ def test_verification_reads_the_numerics_back(sources, tmp_path, monkeypatch):
     from convert import files, writers
     weights, _, _ = sources(TINY, 'mindcv')
     src = save_ckpt(helpers.to_mindcv(weights), tmp_path / 'mindcv.ckpt')
-    real = writers.write_temp
-    monkeypatch.setattr(writers, 'write_temp', lambda *a, **k: real(*a, **dict(k, strings={})))
+    real = writers.write
+    monkeypatch.setattr(writers, 'write', lambda *a, **k: real(*a, **dict(k, strings={})))
     with pytest.raises(convert.ConversionError, match='verification failed: the file records numerics pytorch'):
         files.convert_file(src, tmp_path / 'out.safetensors', to='torch')
     assert sorted(os.listdir(tmp_path)) == ['mindcv.ckpt']

@@ -3,21 +3,28 @@
 O2 must run every Dense matmul and the attention matmuls in fp16 while LayerNorm, softmax,
 GELU and the residual adds stay fp32 (read from the compiled graph, ``parity.dtypes``);
 its outputs and gradients must stay within the fp16-derived bounds of ``parity.precision``.
-O3 (pure fp16) is measured the same way, so the report shows what O2 saves.
+O3 (pure fp16) is measured the same way, so the report shows what O2 saves. Every bound
+of every level catches a planted LayerNorm-eps fault made just large enough to exceed it.
 """
+import functools
+
 import mindspore as ms
 import numpy as np
 import pytest
 
 import mindspore_tnt
+import torch_ref
+from convert.transfer import numpy_to_mindspore, numpy_to_torch
 from mindspore_tnt.amp import apply_amp
 from mindspore_tnt.tnt import IMPLS
 from parity.dtypes import precision_roles, role_dtypes, trace_dtypes
 from parity.forward import set_mode
-from parity.gradients import compare_gradients, describe_gradients, mindspore_gradients
+from parity.gradients import compare_gradients, describe_gradients, mindspore_gradients, torch_gradients
 from parity.precision import BOUNDS, compare_precision, describe_precision, mindspore_outputs
-from parity_tests.helpers import fresh_net, reference
+from parity_tests.helpers import fresh_net, reference, require_gelu_kernel, small_outer_stream
+from tnt_common.compare import rel_err
 from tnt_common.variants import VARIANTS
+from torch_ref.outputs import torch_outputs
 
 NAME = 'tnt_tiny_patch16_64'
 
@@ -30,9 +37,16 @@ def expected_counts(name):
                 residual_add=depth * 5)
 
 
+def net_of(name, impl=None):
+    """``fresh_net``; ``impl='cpu'`` must really run the CPU GELU kernel."""
+    if impl == 'cpu':
+        require_gelu_kernel()
+    return fresh_net(name, impl)
+
+
 def traced(level, plant=None, impl=None):
     _, x, _, _, _ = reference(NAME)
-    net = fresh_net(NAME, impl)
+    net = net_of(NAME, impl)
     net.set_train(False)
     if plant:
         plant(net)
@@ -45,7 +59,9 @@ def test_o2_dtypes_in_the_compiled_graph(impl):
     dtypes, counts = traced('O2', impl=impl)
     for role, n in expected_counts(NAME).items():
         assert counts[role] == n, (role, counts)
-    assert counts['gelu'] > 0
+    gelus = 2 * VARIANTS[NAME]['depth']
+    # 'cpu': one kernel call per GELU; 'standard': MindSpore's GELU, several ops each
+    assert counts['gelu'] == gelus if impl == 'cpu' else counts['gelu'] > gelus, counts
     assert dtypes == dict(embed_proj=['Float16'], dense_matmul=['Float16'], attention_matmul=['Float16'], layernorm=['Float32'],
                           softmax=['Float32'], gelu=['Float32'], residual_add=['Float32'])
 
@@ -77,7 +93,7 @@ def test_catches_a_pixel_embedding_left_in_fp32(impl):
 def test_amp_against_torch_fp32(name, impl, level):
     set_mode('pynative')
     _, x, _, ref, _ = reference(name)
-    report = compare_precision(mindspore_outputs(fresh_net(name, impl), x, level), ref, level)
+    report = compare_precision(mindspore_outputs(net_of(name, impl), x, level), ref, level)
     print(describe_precision(report))
     assert report['passed'], describe_precision(report)
     # AMP really acted: the error is far above fp32 noise
@@ -102,4 +118,70 @@ def test_o2_pynative_matches_graph():
     for mode in ('pynative', 'graph'):
         set_mode(mode)
         out[mode] = mindspore_outputs(fresh_net(NAME), x, 'O2')
-    assert np.max(np.abs(out['graph'][0] - out['pynative'][0])) <= 1e-6 * np.max(np.abs(out['graph'][0]))
+    assert rel_err(out['pynative'][0], out['graph'][0]) <= 1e-6
+
+
+# --- Every bound of every level catches a fault just beyond it ---
+# The fault: MindSpore's LayerNorm eps 1e-7 where torch's is 1e-5, in every norm but the final
+# one (``norm_eps``) or in the final one (``final_norm_eps``). It moves a norm's output by
+# about eps / (2 variance of its input): at the reference weights 6.9e-4 relative, under
+# fp16's rounding, so each case shrinks the sources of the norm's input -- the words'
+# (pixel embedding and ``pixel_pos``, read by block 0's inner norms) or the outer stream's
+# (read by the final norm) -- until the fault lands just beyond the bound. Measured values:
+# docs/parity.md, "Planted faults under AMP".
+WORD_SOURCES = ('pixel_embed.proj.weight', 'pixel_embed.proj.bias', 'pixel_pos')
+FAULTS = {'norm_eps': dict(norm_eps=1e-7), 'final_norm_eps': dict(final_norm_eps=1e-7)}
+
+
+@functools.lru_cache(maxsize=None)
+def scaled_reference(words, outer):
+    """(weights, torch fp32 outputs, torch gradients): ``reference(NAME)``'s weights with the
+    words' sources times ``words`` and the outer stream's (``small_outer_stream``) times ``outer``."""
+    weights, x, y, _, _ = reference(NAME)
+    weights = {k: (v * np.float32(words)).astype(np.float32) if k in WORD_SOURCES else v for k, v in weights.items()}
+    weights = small_outer_stream(weights, outer)
+    model = numpy_to_torch(weights, torch_ref.create_model(NAME))
+    return weights, torch_outputs(model, x), torch_gradients(model, x, y)
+
+
+def scaled_net(words, outer, fault=None):
+    """The MindSpore TNT on ``scaled_reference(words, outer)``'s weights, with the planted ``fault``."""
+    return numpy_to_mindspore(scaled_reference(words, outer)[0],
+                              mindspore_tnt.create_model(NAME, **FAULTS.get(fault, {})))
+
+
+@pytest.mark.parametrize('level,check,fault,words,outer', [
+    ('O0', 'stage_rel', 'norm_eps', 1., 1.),
+    ('O2', 'stage_rel', 'norm_eps', 0.2, 1.),
+    ('O3', 'stage_rel', 'norm_eps', 0.1, 1.),
+    ('O0', 'logits_cos', 'final_norm_eps', 1., 0.03),
+    ('O2', 'logits_cos', 'final_norm_eps', 1., 0.003),
+    ('O3', 'logits_cos', 'final_norm_eps', 1., 0.0025),
+    ('O0', 'top1', 'final_norm_eps', 1., 0.002),
+    ('O2', 'top1', 'final_norm_eps', 1., 0.002),
+    ('O3', 'top1', 'final_norm_eps', 1., 0.002),
+])
+def test_output_bound_catches_a_layernorm_eps_fault(level, check, fault, words, outer):
+    set_mode('pynative')
+    x = reference(NAME)[1]
+    _, ref, _ = scaled_reference(words, outer)
+    honest = compare_precision(mindspore_outputs(scaled_net(words, outer), x, level), ref, level)
+    assert honest['passed'], describe_precision(honest)
+    report = compare_precision(mindspore_outputs(scaled_net(words, outer, fault), x, level), ref, level)
+    print(describe_precision(report))
+    assert not report['checks'][check], describe_precision(report)
+
+
+@pytest.mark.parametrize('level,words', [('O0', 1.), ('O2', 0.08), ('O3', 0.05)])
+def test_gradient_bound_catches_a_layernorm_eps_fault(level, words):
+    set_mode('pynative')
+    _, x, y, _, _ = reference(NAME)
+    _, _, ref = scaled_reference(words, 1.)
+    bound = BOUNDS[level]['grad_rel']
+    wrap = lambda cell: apply_amp(cell, level)
+    honest = compare_gradients(mindspore_gradients(scaled_net(words, 1.), x, y, wrap=wrap), ref, bound=bound)
+    assert honest['passed'], describe_gradients(honest)
+    report = compare_gradients(mindspore_gradients(scaled_net(words, 1., 'norm_eps'), x, y, wrap=wrap), ref,
+                               bound=bound)
+    print(level, describe_gradients(report))
+    assert not report['passed'], describe_gradients(report)

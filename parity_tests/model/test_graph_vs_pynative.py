@@ -16,7 +16,7 @@ import pytest
 from tnt_common.fixtures import make_batch
 from parity.forward import set_mode
 from parity.modes import compare_modes, describe_modes, fan_in_orders
-from parity_tests.helpers import mindspore_run
+from parity_tests.helpers import mindspore_run, shared_drop_path_step
 
 
 @pytest.mark.parametrize('name', ['tnt_tiny_patch16_64', 'tnt_s_patch16_224'])
@@ -62,22 +62,13 @@ def test_catches_one_rounding_in_one_gradient():
 @functools.lru_cache(maxsize=None)
 def train_steps(mode, noise_offset=0, steps=3):
     """Loss and gradient norm of ``steps`` steps of ``tnt_train``'s compiled train step (drop
-    path 0.3 with host-fed masks, clipping, AdamW) from one init, and the final weights."""
+    path 0.3 with host-fed masks, clipping, AdamW; ``helpers.shared_drop_path_step``) from its
+    initial state, and the final weights."""
     import mindspore as ms
-    import mindspore_tnt
-    from convert.transfer import mindspore_to_numpy, numpy_to_mindspore
-    from tnt_train.droppath import DropPathNoise
-    from tnt_train.optim import create_optimizer
-    from tnt_train.train_step import TrainStep
+    from convert.transfer import mindspore_to_numpy
     set_mode(mode)
-    ms.set_seed(0)
-    init = mindspore_to_numpy(mindspore_tnt.create_model('tnt_tiny_patch16_64', num_classes=10, img_size=32))
-    net = numpy_to_mindspore(init, mindspore_tnt.create_model('tnt_tiny_patch16_64', num_classes=10, img_size=32,
-                                                              drop_path_rate=0.3))
-    optimizer, schedule = create_optimizer(net, [1e-3] * steps)
-    noise = DropPathNoise(net, 4)
-    step = TrainStep(net, optimizer, schedule, clip_grad=5., drop_path_noise=noise)
-    step.set_train(True)
+    net, step, noise, reset = shared_drop_path_step(mode)
+    reset()
     targets = ms.Tensor(np.eye(10, dtype=np.float32)[[1, 2, 3, 4]] * 0.9 + 0.01)
     curve = []
     for k in range(steps):

@@ -14,7 +14,9 @@ from convert.layouts import timm_shapes
 from convert.transfer import mindspore_to_numpy, numpy_to_mindspore, numpy_to_torch, torch_to_numpy
 from tnt_common.compare import FP32_BOUND
 from tnt_common.fixtures import make_batch
-from parity.forward import mindspore_outputs, random_models, set_mode, torch_outputs
+from parity.forward import random_models, set_mode
+from mindspore_tnt.outputs import mindspore_outputs
+from torch_ref.outputs import torch_outputs
 from tnt_common.fixtures import random_timm_weights
 from parity_tests.helpers import to_mindcv
 from tnt_common.compare import rel_err

@@ -12,7 +12,9 @@ import mindspore_tnt
 from convert.transfer import numpy_to_mindspore, torch_to_numpy
 from tnt_common.compare import compare_outputs, describe_failure
 from tnt_common.fixtures import make_batch
-from parity.forward import mindspore_outputs, random_models, set_mode, torch_outputs
+from parity.forward import random_models, set_mode
+from mindspore_tnt.outputs import mindspore_outputs
+from torch_ref.outputs import torch_outputs
 
 NAME = 'tnt_tiny_patch16_64'
 BLOCK = 2

@@ -1,34 +1,28 @@
 """``tnt-validate`` and ``tnt-predict``: training's accuracy reproduced, MindSpore equal to torch, bad input.
 
-A short digits run (tnt_tiny at 32x32) gives a trained 10-class checkpoint; random weights
-of ``tnt_tiny_patch16_64`` saved as a timm safetensors file give a 1000-class one for
-predictions on scikit-learn's sample photos.
+The shared digits run (``helpers.digits_run``: tnt_tiny at 32x32) gives a trained 10-class
+checkpoint; random weights of ``tnt_tiny_patch16_64`` saved as a timm safetensors file give a
+1000-class one for predictions on scikit-learn's sample photos. The console scripts run as
+commands, queued at the start of the session; the other cases call ``main`` in this process.
 """
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from parity_tests.helpers import ROOT, env, rows, train
+from parity_tests.helpers import Command, digits_run, rows, started
 from tnt_tools import predict, validate
 from tnt_common.cli import EXIT_BAD_INPUT
 
 BIN = os.path.dirname(sys.executable)
 
 
-def tool(name, *args):
-    """Run console script ``name``; the completed process (text)."""
-    return subprocess.run([os.path.join(BIN, name), *map(str, args)], cwd=ROOT, env=env(), capture_output=True,
-                          text=True, timeout=600)
-
-
-def ok(proc):
-    assert proc.returncode == 0, f'exit {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
-    return proc
+def tool(name, *args, after=()):
+    """Console script ``name`` as a queued ``Command``."""
+    return Command([os.path.join(BIN, name), *args], after=after, timeout=600)
 
 
 def call(main, args, capfd):
@@ -41,32 +35,13 @@ def call(main, args, capfd):
     return code, out, err
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    """(run folder, digits data root): ``train_ascend.py`` on digits for 2 epochs."""
-    from tnt_train.data import export_digits
-    out = tmp_path_factory.mktemp('digits_run')
-    train('--epochs', 2, '--output', out)
-    return out, export_digits()
-
-
-@pytest.fixture(scope='module')
-def mindspore_result(trained, tmp_path_factory):
-    out, data = trained
-    results = tmp_path_factory.mktemp('validate') / 'results.json'
-    proc = ok(tool('tnt-validate', out / 'model.ckpt', data, '--img-size', 32, '--results-file', results))
-    return json.loads(results.read_text()), proc.stdout
-
-
-@pytest.fixture(scope='module')
-def files(tmp_path_factory):
+def write_files(d):
     """Two 1000-class tnt_tiny timm files (weight seeds 0 and 1) and the sample photos as JPEG and PNG."""
     import torch_ref
     from PIL import Image
     from safetensors.numpy import save_file
     from sklearn.datasets import load_sample_images
     from tnt_common.fixtures import random_timm_weights
-    d = tmp_path_factory.mktemp('predict')
     shapes = {k: tuple(v.shape) for k, v in torch_ref.create_model('tnt_tiny_patch16_64').state_dict().items()}
     for seed in (0, 1):
         save_file(random_timm_weights(shapes, seed), str(d / f'tiny{seed}.safetensors'), metadata={'format': 'pt'})
@@ -74,6 +49,57 @@ def files(tmp_path_factory):
     Image.fromarray(china).save(d / 'china.jpg', quality=90)
     Image.fromarray(flower).save(d / 'flower.png')
     return d
+
+
+def write_inputs(d):
+    """Bad and good inputs: a text file posing as a checkpoint and as an image, folders, labels."""
+    (d / 'notes.ckpt').write_text('not weights\n')
+    (d / 'notes.jpg').write_text('not pixels\n')
+    (d / 'two.txt').write_text('cat\ndog\n')
+    os.makedirs(d / 'empty')
+    os.makedirs(d / 'no_images' / 'a')
+    return d
+
+
+def start_commands(tmp_path_factory):
+    """The console scripts: tnt-validate of the shared digits run (once it has ended), tnt-predict of
+    the sample photos, and one bad input to each."""
+    from tnt_train.data import export_digits
+    out, training = started(digits_run, tmp_path_factory)
+    data = export_digits()
+    files = write_files(tmp_path_factory.mktemp('predict'))
+    inputs = write_inputs(tmp_path_factory.mktemp('bad_inputs'))
+    results = tmp_path_factory.mktemp('validate') / 'results.json'
+    return dict(
+        out=out, training=training, data=data, files=files, inputs=inputs, results=results,
+        validate=tool('tnt-validate', out / 'model.ckpt', data, '--img-size', 32, '--results-file', results,
+                      after=[training]),
+        predict=tool('tnt-predict', files / 'tiny0.safetensors', files / 'china.jpg', files / 'flower.png', '--json'),
+        bad_image=tool('tnt-predict', files / 'tiny0.safetensors', files / 'china.jpg', inputs / 'notes.jpg'),
+        bad_checkpoint=tool('tnt-validate', inputs / 'notes.ckpt', data, '--results-file', inputs / 'r.json'))
+
+
+@pytest.fixture(scope='module')
+def commands(tmp_path_factory):
+    return started(start_commands, tmp_path_factory)
+
+
+@pytest.fixture(scope='module')
+def trained(commands):
+    """(run folder, digits data root) of the shared digits run."""
+    commands['training'].result()
+    return commands['out'], commands['data']
+
+
+@pytest.fixture(scope='module')
+def mindspore_result(trained, commands):
+    proc = commands['validate'].result()
+    return json.loads(commands['results'].read_text()), proc.stdout
+
+
+@pytest.fixture(scope='module')
+def files(commands):
+    return commands['files']
 
 
 def test_validate_reproduces_the_top1_training_logged(trained, mindspore_result):
@@ -123,7 +149,7 @@ def top5(run):
     return {r['image']: [p['index'] for p in r['topk']] for r in run['images']}
 
 
-def test_predict_top5_equal_in_both_frameworks(files, capfd):
+def test_predict_top5_equal_in_both_frameworks(commands, files, capfd):
     """MindSpore as a command, torch_ref in this process (one image per batch), on the same file."""
     images = [files / 'china.jpg', files / 'flower.png']
 
@@ -132,7 +158,7 @@ def test_predict_top5_equal_in_both_frameworks(files, capfd):
         assert code == 0, err
         return out
 
-    ms_run = json.loads(ok(tool('tnt-predict', files / 'tiny0.safetensors', *images, '--json')).stdout)
+    ms_run = json.loads(commands['predict'].result().stdout)
     torch_json = json.loads(torch_run(files / 'tiny0.safetensors', *images, '--json'))
     assert top5(ms_run) == top5(torch_json), (ms_run, torch_json)
     for a, b in zip(ms_run['images'], torch_json['images']):
@@ -151,14 +177,8 @@ def test_predict_top5_equal_in_both_frameworks(files, capfd):
 
 
 @pytest.fixture
-def inputs(tmp_path, files):
-    """Bad and good inputs: a text file posing as a checkpoint and as an image, folders, labels."""
-    (tmp_path / 'notes.ckpt').write_text('not weights\n')
-    (tmp_path / 'notes.jpg').write_text('not pixels\n')
-    (tmp_path / 'two.txt').write_text('cat\ndog\n')
-    os.makedirs(tmp_path / 'empty')
-    os.makedirs(tmp_path / 'no_images' / 'a')
-    return tmp_path
+def inputs(tmp_path):
+    return write_inputs(tmp_path)
 
 
 # (command, arguments, what the message says); {t}: the test's folder, {f}: the predict files,
@@ -217,16 +237,16 @@ def test_bad_input_is_one_line_and_exit_2(case, inputs, files, capfd):
     assert err.count('\n') == 1 and err.startswith(f'{prog}: error: ') and message in err, err
     assert out == ''
     assert not os.path.exists(inputs / 'results.json') and not os.path.exists(inputs / 'r.txt')
-    assert not [f for f in os.listdir(inputs) if f.endswith('.tmp')]
+    assert not [f for f in os.listdir(inputs) if '.tmp-' in f]
 
 
-def test_console_scripts_report_bad_input_on_one_line(inputs, files):
+def test_console_scripts_report_bad_input_on_one_line(commands):
     """As commands, with MindSpore set up (the in-process cases above avoid it): still one stderr line."""
-    proc = tool('tnt-predict', files / 'tiny0.safetensors', files / 'china.jpg', inputs / 'notes.jpg')
+    inputs = commands['inputs']
+    proc = commands['bad_image'].result(check=False)
     assert proc.returncode == EXIT_BAD_INPUT and proc.stdout == ''
     assert proc.stderr == (f"tnt-predict: error: {inputs / 'notes.jpg'} is not an image MindSpore decodes "
                            f"(JPEG, PNG, BMP, TIFF)\n")
-    from tnt_train.data import export_digits
-    proc = tool('tnt-validate', inputs / 'notes.ckpt', export_digits(), '--results-file', inputs / 'r.json')
+    proc = commands['bad_checkpoint'].result(check=False)
     assert proc.returncode == EXIT_BAD_INPUT and proc.stdout == '' and proc.stderr.count('\n') == 1
     assert 'not a checkpoint' in proc.stderr and not os.path.exists(inputs / 'r.json')

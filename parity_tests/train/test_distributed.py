@@ -4,16 +4,17 @@ Both ranks must end with identical weights, and those must match a single proces
 trains on batches of twice the size (each rank reads every other sample of the shuffled
 order, so a global batch of the two ranks is the single process's batch). Training runs
 on the eval transform (``--no-augment``) with drop path off, so no random draw differs.
+The three runs are queued at the start of the session.
 """
 import os
 import re
 import socket
-import subprocess
 import sys
 
 import pytest
 
-from parity_tests.helpers import ROOT, SCRIPT, env, max_rel_diff, rows, train, weights
+from parity_tests.helpers import SCRIPT, Command, rows, started, train_command, weights
+from tnt_common.compare import max_rel_err
 
 MSRUN = os.path.join(os.path.dirname(sys.executable), 'msrun')
 ARGS = ['--epochs', 1, '--no-augment', '--drop-path', 0]
@@ -26,24 +27,30 @@ def free_port():
         return s.getsockname()[1]
 
 
+def start_commands(tmp_path_factory):
+    """msrun over 2 ranks on batches of 16, one process on batches of 32 (the same global batch) and,
+    the planted fault, one process on batches of 16."""
+    base = tmp_path_factory.mktemp('dp')
+    msrun = [MSRUN, '--worker_num=2', '--local_worker_num=2', f'--log_dir={base / "logs"}', '--join=True', SCRIPT,
+             '--device', 'CPU', '--output', base / 'dp', '--batch-size', '16', *ARGS]
+    return base, dict(dp=Command(lambda: [*msrun[:3], f'--master_port={free_port()}', *msrun[3:]]),
+                      single=train_command('--output', base / 'single', '--batch-size', 32, *ARGS),
+                      half=train_command('--output', base / 'half', '--batch-size', 16, *ARGS))
+
+
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-    base = tmp_path_factory.mktemp('dp')
-    logs = base / 'logs'
-    proc = subprocess.run(
-        [MSRUN, '--worker_num=2', '--local_worker_num=2',
-         f'--master_port={free_port()}', f'--log_dir={logs}', '--join=True', SCRIPT, '--device', 'CPU',
-         '--output', str(base / 'dp'), '--batch-size', '16', *map(str, ARGS)],
-        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=900)
-    worker_logs = [(logs / f'worker_{r}.log').read_text() for r in range(2)]
-    assert proc.returncode == 0, '\n'.join(w[-3000:] for w in worker_logs)
-    train('--output', base / 'single', '--batch-size', 32, *ARGS)
-    return base, worker_logs
+    base, commands = started(start_commands, tmp_path_factory)
+    code = commands['dp'].result(check=False).returncode
+    worker_logs = [(base / 'logs' / f'worker_{r}.log').read_text() for r in range(2)]
+    assert code == 0, '\n'.join(w[-3000:] for w in worker_logs)
+    commands['single'].result()
+    return base, worker_logs, commands
 
 
 def test_ranks_end_with_identical_weights(runs):
     from tnt_train.checkpoint import fingerprint
-    base, worker_logs = runs
+    base, worker_logs, _ = runs
     prints = [re.findall(r'rank (\d): weights sha256 ([0-9a-f]{64})', log) for log in worker_logs]
     assert [p[0][0] for p in prints] == ['0', '1']
     assert prints[0][0][1] == prints[1][0][1]
@@ -51,9 +58,9 @@ def test_ranks_end_with_identical_weights(runs):
 
 
 def test_data_parallel_matches_one_process_over_the_global_batch(runs):
-    base, _ = runs
+    base, _, _ = runs
     dp, single = base / 'dp', base / 'single'
-    assert max_rel_diff(weights(dp / 'model.ckpt'), weights(single / 'model.ckpt')) < BOUND
+    assert max_rel_err(weights(dp / 'model.ckpt'), weights(single / 'model.ckpt')) < BOUND
     dp_steps, single_steps = rows(dp / 'steps.csv'), rows(single / 'steps.csv')
     assert len(dp_steps) == len(single_steps) == 44      # rank 0 alone writes the records
     for a, b in zip(dp_steps, single_steps):             # the logged loss is the mean over both ranks
@@ -61,8 +68,8 @@ def test_data_parallel_matches_one_process_over_the_global_batch(runs):
     assert abs(float(rows(dp / 'metrics.csv')[0]['top1']) - float(rows(single / 'metrics.csv')[0]['top1'])) <= 0.3
 
 
-def test_comparison_catches_a_rank_that_sees_half_the_batch(runs, tmp_path):
+def test_comparison_catches_a_rank_that_sees_half_the_batch(runs):
     """Planted fault: one process on batches of 16, i.e. one rank's share without the other's gradients."""
-    base, _ = runs
-    train('--output', tmp_path, '--batch-size', 16, *ARGS)
-    assert max_rel_diff(weights(tmp_path / 'model.ckpt'), weights(base / 'single' / 'model.ckpt')) > 100 * BOUND
+    base, _, commands = runs
+    commands['half'].result()
+    assert max_rel_err(weights(base / 'half' / 'model.ckpt'), weights(base / 'single' / 'model.ckpt')) > 100 * BOUND

@@ -1,12 +1,20 @@
-"""Fine-tuning from a PyTorch file: ``--initial-checkpoint`` loads a torch_ref .pth through ``convert``."""
+"""Fine-tuning from a PyTorch file: ``--initial-checkpoint`` loads a torch_ref .pth through ``convert``.
+
+Every run is queued at the start of the session; the tests compare what they print and write
+with torch_ref in this process.
+"""
+import shutil
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 import torch_ref
 from convert.transfer import numpy_to_torch
+from tnt_common.compare import rel_err
 from tnt_common.fixtures import random_timm_weights
-from parity_tests.helpers import rows, train, weights
+from parity_tests.helpers import SCRIPT, Command, rows, started, train_command, weights
 from tnt_train.data import check_dataset, eval_dataset, export_digits
 
 NAME = 'tnt_tiny_patch16_64'
@@ -39,85 +47,121 @@ def reported(proc):
     return float(line.split(' loss ')[1].split()[0]), float(line.split(' top-1 ')[1].split()[0])
 
 
-@pytest.fixture(scope='module')
-def ten_class(tmp_path_factory):
-    path = tmp_path_factory.mktemp('pth') / 'tnt_tiny_10.pth'
-    return path, torch_file(path, 10)
-
-
-def test_eval_of_a_torch_file_matches_torch(ten_class, tmp_path):
-    path, model = ten_class
-    loss, top1 = reported(train('--eval-only', '--initial-checkpoint', path, '--model', NAME, '--output', tmp_path))
-    want_loss, want_top1 = torch_eval(model, 64)
-    assert abs(loss - want_loss) <= 1e-4 * max(1., want_loss) and top1 == round(want_top1, 2), \
-        (loss, top1, want_loss, want_top1)
-
-
-def test_comparison_catches_ignored_pretrained_weights(ten_class, tmp_path):
-    """Planted fault: the same evaluation on the model's own initialisation instead of the file."""
-    _, model = ten_class
-    loss, _ = reported(train('--eval-only', '--model', NAME, '--output', tmp_path))
-    assert abs(loss - torch_eval(model, 64)[0]) > 0.1
-
-
-def test_finetune_replaces_the_head(tmp_path):
-    path = tmp_path / 'tnt_tiny_1000.pth'
-    model = torch_file(path, 1000, seed=1)
-    out = tmp_path / 'run'
-    train('--initial-checkpoint', path, '--num-classes', 10, '--model', NAME, '--img-size', 32, '--epochs', 1,
-          '--output', out)
-    assert len(rows(out / 'metrics.csv')) == 1
-    tuned = weights(out / 'model.ckpt')
-    assert tuned['head.weight'].shape == (10, 96) and tuned['patch_pos'].shape == (1, 5, 96)
-    # one epoch of AdamW moves every weight only a little from the loaded torch values
-    start = model.state_dict()['blocks.0.attn_out.qk.weight'].numpy()
-    assert np.abs(tuned['blocks.0.attn_out.qk.weight'] - start).max() < 0.05 * np.abs(start).max()
-
-
-def test_head_class_count_mismatch_is_refused(tmp_path):
-    path = tmp_path / 'tnt_tiny_1000.pth'
-    torch_file(path, 1000)
-    proc = train('--initial-checkpoint', path, '--model', NAME, '--output', tmp_path / 'run', check=False)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        f'train_ascend.py: error: --initial-checkpoint {path} has a 1000-class head but the data has 10 classes; '
-        f'pass --num-classes 10 to replace the head']
-    assert not (tmp_path / 'run' / 'checkpoints').exists()
-
-
-def test_eval_of_a_mindcv_file_keeps_its_numerics(tmp_path):
-    """A MindCV checkpoint evaluates with MindCV's numerics (tanh GELU, final eps 1e-7), as
-    torch_ref does with them; forcing PyTorch's numerics, planted, moves the loss (the
-    outer stream scaled down so that the final norm's eps decides the output)."""
+def mindcv_file(path):
+    """A MindCV checkpoint of random weights (seed 2), and torch_ref holding them with MindCV's numerics
+    (tanh GELU, final eps 1e-7), the outer stream scaled down so that the final norm's eps decides
+    the output."""
     import mindspore as ms
     from parity_tests.helpers import small_outer_stream, to_mindcv
     from tnt_common.numerics import PRESETS
     model = torch_ref.create_model(NAME, num_classes=10, **PRESETS['mindcv'].model_kwargs())
     state = small_outer_stream(random_timm_weights({k: v.shape for k, v in model.state_dict().items()}, 2))
     numpy_to_torch(state, model)
-    path = tmp_path / 'mindcv_tiny_10.ckpt'
     ms.save_checkpoint([{'name': k, 'data': ms.Tensor(v)} for k, v in to_mindcv(state).items()], str(path))
-    want_loss, want_top1 = torch_eval(model, 64)
-    loss, top1 = reported(train('--eval-only', '--initial-checkpoint', path, '--model', NAME,
-                                '--output', tmp_path / 'a'))
+    return model
+
+
+def resumed(folder, copy, *args):
+    """``train_ascend.py args --resume`` of a copy of run ``folder``, made when it starts."""
+    def argv():
+        shutil.copytree(folder, copy)
+        return [sys.executable, SCRIPT, '--device', 'CPU', *args, '--output', copy, '--resume', copy]
+    return argv
+
+
+def start_commands(tmp_path_factory):
+    """The files (torch_ref models beside them) and every run of this module."""
+    d = tmp_path_factory.mktemp('finetune')
+    ten, thousand, mindcv = d / 'tnt_tiny_10.pth', d / 'tnt_tiny_1000.pth', d / 'mindcv_tiny_10.ckpt'
+    models = dict(ten=torch_file(ten, 10), thousand=torch_file(thousand, 1000, seed=1), mindcv=mindcv_file(mindcv))
+    numerics = train_command('--model', NAME, '--img-size', 32, '--epochs', 1, '--numerics', 'zoo',
+                             '--output', d / 'numerics')
+    runs = dict(
+        numerics=numerics,
+        numerics_resumed=Command(resumed(d / 'numerics', d / 'numerics_resumed', '--model', NAME, '--img-size', 32,
+                                         '--epochs', 2), after=[numerics]),   # no --numerics
+        finetune=train_command('--initial-checkpoint', thousand, '--num-classes', 10, '--model', NAME,
+                               '--img-size', 32, '--epochs', 1, '--output', d / 'finetune'),
+        eval_ten=train_command('--eval-only', '--initial-checkpoint', ten, '--model', NAME, '--output', d / 'eval'),
+        eval_init=train_command('--eval-only', '--model', NAME, '--output', d / 'init'),
+        mismatch=train_command('--initial-checkpoint', thousand, '--model', NAME, '--output', d / 'mismatch'),
+        eval_mindcv=train_command('--eval-only', '--initial-checkpoint', mindcv, '--model', NAME,
+                                  '--output', d / 'mindcv'),
+        eval_mindcv_as_pytorch=train_command('--eval-only', '--initial-checkpoint', mindcv, '--model', NAME,
+                                             '--numerics', 'pytorch', '--output', d / 'mindcv_as_pytorch'))
+    return d, models, runs
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    """(folder, {name: torch model}, {name: Command})."""
+    return started(start_commands, tmp_path_factory)
+
+
+def test_eval_of_a_torch_file_matches_torch(files):
+    _, models, runs = files
+    loss, top1 = reported(runs['eval_ten'].result())
+    want_loss, want_top1 = torch_eval(models['ten'], 64)
     assert abs(loss - want_loss) <= 1e-4 * max(1., want_loss) and top1 == round(want_top1, 2), \
         (loss, top1, want_loss, want_top1)
-    wrong, _ = reported(train('--eval-only', '--initial-checkpoint', path, '--model', NAME, '--numerics', 'pytorch',
-                              '--output', tmp_path / 'b'))
+
+
+def test_comparison_catches_ignored_pretrained_weights(files):
+    """Planted fault: the same evaluation on the model's own initialisation instead of the file."""
+    _, models, runs = files
+    loss, _ = reported(runs['eval_init'].result())
+    assert abs(loss - torch_eval(models['ten'], 64)[0]) > 0.1
+
+
+def test_finetune_replaces_the_head(files):
+    d, models, runs = files
+    runs['finetune'].result()
+    out = d / 'finetune'
+    assert len(rows(out / 'metrics.csv')) == 1
+    tuned = weights(out / 'model.ckpt')
+    assert tuned['head.weight'].shape == (10, 96) and tuned['patch_pos'].shape == (1, 5, 96)
+    # one epoch of AdamW moves every weight only a little from the loaded torch values
+    start = models['thousand'].state_dict()['blocks.0.attn_out.qk.weight'].numpy()
+    assert rel_err(tuned['blocks.0.attn_out.qk.weight'], start) < 0.05
+
+
+def test_head_class_count_mismatch_is_refused(files):
+    d, _, runs = files
+    proc = runs['mismatch'].result(check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f'train_ascend.py: error: --initial-checkpoint {d / "tnt_tiny_1000.pth"} has a 1000-class head but the data '
+        f'has 10 classes; pass --num-classes 10 to replace the head']
+    assert not (d / 'mismatch' / 'checkpoints').exists()
+
+
+def test_eval_of_a_mindcv_file_keeps_its_numerics(files):
+    """A MindCV checkpoint evaluates with MindCV's numerics (tanh GELU, final eps 1e-7), as
+    torch_ref does with them; forcing PyTorch's numerics, planted, moves the loss (the
+    outer stream scaled down so that the final norm's eps decides the output)."""
+    _, models, runs = files
+    want_loss, want_top1 = torch_eval(models['mindcv'], 64)
+    loss, top1 = reported(runs['eval_mindcv'].result())
+    assert abs(loss - want_loss) <= 1e-4 * max(1., want_loss) and top1 == round(want_top1, 2), \
+        (loss, top1, want_loss, want_top1)
+    wrong, _ = reported(runs['eval_mindcv_as_pytorch'].result())
     assert abs(wrong - want_loss) > 1e-4 * max(1., want_loss), (wrong, want_loss)
 
 
-def test_run_records_its_numerics(tmp_path):
+def test_run_records_its_numerics(files):
     """Every checkpoint a run writes carries its numerics; --resume rebuilds them."""
     import json
     import mindspore as ms
-    out = tmp_path / 'run'
-    train('--model', NAME, '--img-size', 32, '--epochs', 1, '--numerics', 'zoo', '--output', out)
+    d, _, runs = files
+    runs['numerics'].result()
+    out = d / 'numerics'
     zoo = {'gelu': 'tanh', 'norm_eps': 1e-7, 'final_norm_eps': 1e-7}
     assert json.loads(ms.load_checkpoint(str(out / 'model.ckpt'))['tnt_numerics']) == zoo
     latest = sorted((out / 'checkpoints').glob('*.ckpt'))[-1]
     assert json.loads(ms.load_checkpoint(str(latest))['tnt_numerics']) == zoo
     from convert.api import read_hub
     assert read_hub(out / 'model.ckpt')[0].numerics.model_kwargs() == zoo
-    train('--model', NAME, '--img-size', 32, '--epochs', 2, '--output', out, '--resume', out)  # no --numerics
-    assert json.loads(ms.load_checkpoint(str(out / 'model.ckpt'))['tnt_numerics']) == zoo
+    runs['numerics_resumed'].result()
+    resumed_out = d / 'numerics_resumed'
+    assert len(rows(resumed_out / 'metrics.csv')) == 2
+    assert json.loads(ms.load_checkpoint(str(resumed_out / 'model.ckpt'))['tnt_numerics']) == zoo

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import train_ascend
-from parity_tests.helpers import ROOT, rows, train
+from parity_tests.helpers import ROOT, rows, started, train_command
 
 DATA = '/data/imagenet'      # parsing does not look at the folder
 CONFIGS = os.path.join(ROOT, 'configs')
@@ -149,24 +149,34 @@ def test_finetune_config():
     assert train_ascend.peak_lr(args, 1)[0] == pytest.approx(1e-4 * 64 / 512)
 
 
-def test_config_and_command_line_train_alike(tmp_path):
+def start_commands(tmp_path_factory):
     """A short digits run from a YAML file in timm's names (its epochs overridden on the command
-    line) and one from our own flags take the same steps."""
-    cfg = write(tmp_path / 'run.yaml', {
+    line) and one from our own flags, queued at the start of the session."""
+    d = tmp_path_factory.mktemp('flags')
+    cfg = write(d / 'run.yaml', {
         'epochs': 3, 'batch_size': 48, 'lr': 3.0e-3, 'warmup_epochs': 0, 'aa': 'rand-m5-mstd0.5',
         'scale': [0.6, 1.0], 'mixup': 0.2, 'cutmix': 0.5, 'mixup_switch_prob': 0.3, 'model_ema': True,
         'model_ema_decay': 0.99, 'checkpoint_hist': 1, 'workers': 1})
-    from_yaml = train('-c', cfg, '--epochs', 1, '--output', tmp_path / 'yaml')
-    train('--epochs', 1, '--batch-size', 48, '--lr', 3e-3, '--warmup-epochs', 0, '--rand-augment', 'rand-m5-mstd0.5',
-          '--scale-min', 0.6, '--mixup', 0.2, '--cutmix', 0.5, '--mixup-switch-prob', 0.3, '--ema', '--ema-decay', 0.99,
-          '--keep-checkpoints', 1, '--workers', 1, '--output', tmp_path / 'flags')
-    steps = {run: [without(r, 'step_ms') for r in rows(tmp_path / run / 'steps.csv')] for run in ('yaml', 'flags')}
+    return d, dict(
+        yaml=train_command('-c', cfg, '--epochs', 1, '--output', d / 'yaml'),
+        flags=train_command('--epochs', 1, '--batch-size', 48, '--lr', 3e-3, '--warmup-epochs', 0,
+                            '--rand-augment', 'rand-m5-mstd0.5', '--scale-min', 0.6, '--mixup', 0.2, '--cutmix', 0.5,
+                            '--mixup-switch-prob', 0.3, '--ema', '--ema-decay', 0.99, '--keep-checkpoints', 1,
+                            '--workers', 1, '--output', d / 'flags'))
+
+
+def test_config_and_command_line_train_alike(tmp_path_factory):
+    """The two runs of ``start_commands`` take the same steps."""
+    d, runs = started(start_commands, tmp_path_factory)
+    from_yaml = runs['yaml'].result()
+    runs['flags'].result()
+    steps = {run: [without(r, 'step_ms') for r in rows(d / run / 'steps.csv')] for run in ('yaml', 'flags')}
     assert steps['yaml'] == steps['flags']
     assert len(steps['yaml']) == 1437 // 48                       # one epoch: the command line won
     assert float(steps['yaml'][0]['lr']) == pytest.approx(3e-3)   # --lr is the peak LR, not scaled by the batch
-    epochs = [rows(tmp_path / run / 'metrics.csv') for run in ('yaml', 'flags')]
+    epochs = [rows(d / run / 'metrics.csv') for run in ('yaml', 'flags')]
     assert [(r['top1'], r['ema_top1']) for r in epochs[0]] == [(r['top1'], r['ema_top1']) for r in epochs[1]]
-    assert sorted(os.listdir(tmp_path / 'yaml' / 'checkpoints')) == ['best.ckpt', 'epoch0001_step00000029.ckpt']
-    log = (tmp_path / 'yaml' / 'train.log').read_text()
+    assert sorted(os.listdir(d / 'yaml' / 'checkpoints')) == ['best.ckpt', 'epoch0001_step00000029.ckpt']
+    log = (d / 'yaml' / 'train.log').read_text()
     for line in ('preset digits: no --data given', 'preset digits sets --model tnt_tiny_patch16_64 --img-size 32'):
         assert line in from_yaml.stdout and line in log

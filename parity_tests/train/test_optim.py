@@ -7,7 +7,8 @@ import pytest
 import torch
 from mindspore import nn
 
-from tnt_common.recipe import RECIPE, applies_weight_decay, lr_schedule, scaled_lr
+from tnt_common.compare import max_abs_err, max_rel_err
+from tnt_common.recipe import applies_weight_decay, lr_schedule
 from tnt_train.optim import create_optimizer
 
 SHAPES = {'proj.weight': (5, 4), 'proj.bias': (5,), 'norm.gamma': (5,), 'norm.beta': (5,),
@@ -28,10 +29,7 @@ def test_weight_decay_groups_timm_and_mindspore_names():
     assert not any(applies_weight_decay(k, s) for k, s in not_decayed.items())
 
 
-def test_scaled_lr_and_schedule():
-    assert scaled_lr(1024) == pytest.approx(1e-3)
-    assert scaled_lr(256) == pytest.approx(2.5e-4)
-    assert scaled_lr(8 * 128) == pytest.approx(RECIPE['lr'])
+def test_lr_schedule():
     lrs = lr_schedule(1e-3, total_steps=110, warmup_steps=10, warmup_lr=1e-6, min_lr=1e-5)
     assert len(lrs) == 110
     assert lrs[0] == pytest.approx(1e-6)
@@ -93,24 +91,20 @@ def problem():
     return arrays, grads
 
 
-def max_rel(a, b):
-    return max(float(np.max(np.abs(a[k] - b[k])) / np.max(np.abs(b[k]))) for k in b)
-
-
 @pytest.mark.parametrize('mode', [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
 def test_adamw_with_schedule_matches_torch(problem, mode):
     arrays, grads = problem
     got = run_mindspore(arrays, grads, mode)
     want = run_torch(arrays, grads)
-    assert max_rel(got, want) < 1e-5
+    assert max_rel_err(got, want) < 1e-5
     # the step really moved every parameter by much more than the bound
-    assert min(float(np.max(np.abs(want[k] - arrays[k]))) for k in arrays) > 1e-2
+    assert min(max_abs_err(want[k], arrays[k]) for k in arrays) > 1e-2
 
 
 def test_comparison_catches_a_frozen_lr(problem):
     arrays, grads = problem
     got = run_mindspore(arrays, grads, ms.GRAPH_MODE, step_schedule=False)
-    assert max_rel(got, run_torch(arrays, grads)) > 1e-3
+    assert max_rel_err(got, run_torch(arrays, grads)) > 1e-3
 
 
 def test_comparison_catches_decay_on_every_parameter(problem, monkeypatch):
@@ -118,4 +112,4 @@ def test_comparison_catches_decay_on_every_parameter(problem, monkeypatch):
     monkeypatch.setattr(tnt_train.optim, 'applies_weight_decay', lambda name, shape: True)
     arrays, grads = problem
     got = run_mindspore(arrays, grads, ms.GRAPH_MODE)
-    assert max_rel(got, run_torch(arrays, grads)) > 1e-4
+    assert max_rel_err(got, run_torch(arrays, grads)) > 1e-4

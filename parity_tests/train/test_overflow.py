@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 import mindspore_tnt
+from parity.forward import set_mode
+from parity_tests.helpers import rows, started, train_command, weights
 from tnt_train.checkpoint import state_parameters
 from tnt_train.ema import EMA
 from tnt_train.optim import create_optimizer
@@ -24,6 +26,12 @@ def changed(before, after, ignore=()):
 
 def non_finite(snap):
     return sorted(k for k, v in snap.items() if v.dtype.kind == 'f' and not np.isfinite(v).all())
+
+
+def start_commands(tmp_path_factory):
+    """The end-to-end AMP O2 run, queued at the start of the session."""
+    out = tmp_path_factory.mktemp('amp_o2')
+    return out, train_command('--amp', 'O2', '--epochs', 1, '--output', out)
 
 
 @pytest.fixture(scope='module')
@@ -76,8 +84,10 @@ def test_overflow_skips_the_update_and_backs_off(setup):
 
 
 def test_check_catches_an_unguarded_update(setup):
-    """Planted fault: the same gradients applied without the finiteness guard poison the weights."""
+    """Planted fault: the same gradients applied without the finiteness guard poison the weights
+    (in PyNative mode: the fault is in what is applied, not in how it is compiled)."""
     step, optimizer, state, (images, poisoned, targets) = setup
+    set_mode('pynative')
     grad_fn = ms.value_and_grad(step.net_with_loss, None, optimizer.parameters)
     _, grads = grad_fn(poisoned, targets)
     before = snapshot(state)
@@ -87,11 +97,11 @@ def test_check_catches_an_unguarded_update(setup):
     assert len(changed(before, after)) > 100
 
 
-def test_amp_o2_run_reports_skipped_steps(tmp_path):
+def test_amp_o2_run_reports_skipped_steps(tmp_path_factory):
     """End to end: fp16 gradients at the recipe's initial scale 2^24 overflow; the run backs off and says so."""
-    from parity_tests.helpers import rows, train, weights
-    proc = train('--amp', 'O2', '--epochs', 1, '--output', tmp_path)
-    steps = rows(tmp_path / 'steps.csv')
+    out, run = started(start_commands, tmp_path_factory)
+    proc = run.result()
+    steps = rows(out / 'steps.csv')
     skipped = [int(r['global_step']) for r in steps if r['overflow'] == '1']
     assert skipped and skipped[0] == 1 and len(skipped) < len(steps)
     scales = [float(r['loss_scale']) for r in steps]
@@ -101,4 +111,4 @@ def test_amp_o2_run_reports_skipped_steps(tmp_path):
     for s in skipped:
         assert f'step {s}: non-finite gradients at loss scale' in proc.stdout
     assert f'{len(skipped)} skipped steps' in proc.stdout
-    assert all(np.isfinite(v).all() for v in weights(tmp_path / 'model.ckpt').values())
+    assert all(np.isfinite(v).all() for v in weights(out / 'model.ckpt').values())

@@ -1,19 +1,26 @@
-"""The README's main job, shortened: ``python train_ascend.py`` (digits, tnt_tiny, CPU) end to end."""
+"""The README's main job, shortened: ``python train_ascend.py`` (digits, tnt_tiny, CPU) end to end.
+
+The run is ``helpers.digits_run``, which the tools' tests read too.
+"""
 import os
 
 import numpy as np
 import pytest
 
-from parity_tests.helpers import rows, train, weights
+from parity_tests.helpers import DIGITS_EPOCHS as EPOCHS, digits_run, rows, started, train_command, weights
 
-EPOCHS = 3
+
+def start_commands(tmp_path_factory):
+    """The shared digits run, and ``--eval-only --resume`` of it once it has ended."""
+    out, training = started(digits_run, tmp_path_factory)
+    return out, training, train_command('--eval-only', '--resume', out, '--output', tmp_path_factory.mktemp('eval'),
+                                        after=[training])
 
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp('default')
-    proc = train('--epochs', EPOCHS, '--output', out, '--export')
-    return out, proc
+    out, training, _ = started(start_commands, tmp_path_factory)
+    return out, training.result()
 
 
 def test_trains_and_learns(run):
@@ -44,10 +51,10 @@ def test_writes_records_checkpoints_and_exports(run):
     assert (out / 'tnt.mindir').stat().st_size > 100_000
 
 
-def test_eval_only_reproduces_the_logged_accuracy(run):
+def test_eval_only_reproduces_the_logged_accuracy(run, tmp_path_factory):
     out, _ = run
     logged = rows(out / 'metrics.csv')[-1]
-    proc = train('--eval-only', '--resume', out, '--output', out / 'eval')
+    proc = started(start_commands, tmp_path_factory)[2].result()
     line = [l for l in proc.stdout.splitlines() if 'top-1' in l][-1]
     assert f"top-1 {float(logged['top1']):.2f} top-5 {float(logged['top5']):.2f}" in line, (line, logged)
 

@@ -1,0 +1,27 @@
+"""Facts of the TNT architecture that hold for every variant, as in timm's TNT.
+
+Framework-free; both models, the converters' layouts and the training recipe read them
+here. What differs between variants (``patch_size``, ``first_stride``, ``mlp_ratio``,
+dims) is in ``tnt_common.variants.VARIANTS``; the word grid follows from the geometry.
+"""
+import math
+
+# Side of the pixel embedding's square convolution kernel, zero-padded by half of it.
+PIXEL_KERNEL = 7
+
+# Hidden width of the inner MLP per inner dim: fixed, not ``mlp_ratio`` (the outer MLP's).
+INNER_MLP_RATIO = 4
+
+# Parameters kept out of weight decay besides biases and 1-D tensors (``no_weight_decay``).
+NO_DECAY_NAMES = frozenset({'cls_token', 'patch_pos', 'pixel_pos'})
+
+
+def word_side(patch_size, first_stride):
+    """Words along each side of a patch: ceil(patch_size / first_stride), the outputs per
+    patch of the pixel embedding's stride-``first_stride`` convolution."""
+    return math.ceil(patch_size / first_stride)
+
+
+def drop_path_rates(rate, depth):
+    """Drop-path probability of each of ``depth`` blocks: linear from 0 to ``rate``."""
+    return [rate * i / max(depth - 1, 1) for i in range(depth)]

@@ -1,0 +1,44 @@
+"""Atomic outputs: a file or folder appears whole under its name, or not at all."""
+import contextlib
+import os
+import shutil
+import tempfile
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_output(path, suffix=None, directory=False):
+    """Yield a temporary path beside ``path`` to write; it becomes ``path`` when the block succeeds.
+
+    The temporary is ``.NAME.tmp-XXXX`` plus ``suffix`` (default: NAME's extension, so writers
+    that go by the suffix see the right one), in ``path``'s folder, so the final
+    ``os.replace`` is atomic; a file is synced to disk first and given the usual permissions
+    (``0o666`` less the umask, ``0o777`` for a folder). If the block raises, the temporary is
+    removed and ``path`` is left as it was. ``directory``: the temporary is an empty folder,
+    which replaces ``path`` only if ``path`` does not exist or is an empty folder.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    prefix = f'.{name}.tmp-'
+    suffix = os.path.splitext(name)[1] if suffix is None else suffix
+    if directory:
+        tmp = tempfile.mkdtemp(prefix=prefix, dir=folder)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+        os.close(fd)
+    try:
+        yield tmp
+        if not directory:
+            with open(tmp, 'rb') as f:
+                os.fsync(f.fileno())
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        if directory:
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.lexists(tmp):
+            os.unlink(tmp)
