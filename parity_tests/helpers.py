@@ -3,11 +3,13 @@
 Sections: checkpoint files of every TNT family (keyed from the layout descriptions,
 independent of ``convert.keymap``), checkpoint files as the tools write them, reference
 runs computed once per session, the CPU GELU kernel that ``impl='cpu'`` tests need, and the
-commands run as a user runs them.
+commands run as a user runs them (queued at the start of the session, see ``Command``).
 """
 import atexit
+import contextlib
 import csv
 import functools
+import io
 import os
 import platform
 import re
@@ -291,10 +293,10 @@ def require_gelu_kernel():
 # --- The commands as a user runs them: processes from the repo root, queued to overlap ---
 
 SCRIPT = os.path.join(ROOT, 'train_ascend.py')
-SLOTS = os.cpu_count() or 1       # queued commands that run at once
+SLOTS = max((os.cpu_count() or 2) - 1, 1)    # queued commands that run at once, one more while a test waits
 DIGITS_EPOCHS = 3
 _LOCK = threading.Lock()
-_QUEUED, _RUNNING, _STARTED = [], [], {}
+_QUEUED, _RUNNING, _WAITING, _STARTED = [], [], [], {}
 
 
 def env():
@@ -308,12 +310,13 @@ class Command:
     """A command run from the repo root in a process (group) of its own, as a user runs it.
 
     It is queued: a background thread starts it once the commands it comes ``after`` have
-    ended and fewer than ``SLOTS`` queued commands run. A training run keeps about one core
-    busy (mostly compiling its graph), so it overlaps with the tests that come before the one
-    that reads it. ``argv`` is a list, or a function that gives it when the command starts
-    (a free port, a folder copied from an earlier run). ``kill_when()`` true while it runs:
-    SIGKILL. ``result()`` starts it at once if still queued and waits for its completed
-    process (stdout, stderr as text); with ``check``, exit status 0 is asserted.
+    ended and fewer than ``SLOTS`` commands run (one more while a test waits for one). A
+    training run keeps about one core busy (mostly compiling its graph), so it overlaps with
+    the tests that come before the one that reads it. ``argv`` is a list, or a function that
+    gives it when the command starts (a free port, a folder copied from an earlier run).
+    ``kill_when()`` true while it runs: SIGKILL. ``result()`` starts it at once if still
+    queued and waits for its completed process (stdout, stderr as text); with ``check``,
+    exit status 0 is asserted.
     """
 
     def __init__(self, argv, after=(), kill_when=None, timeout=900):
@@ -355,11 +358,14 @@ class Command:
                     self._start()
             if self.error is not None:
                 raise self.error
+            _WAITING.append(self)
             try:
                 code = self.proc.wait(max(self.deadline - time.monotonic(), 0))
             except subprocess.TimeoutExpired:
                 self.kill()
                 raise AssertionError(f'{" ".join(self.argv)} timed out after {self.timeout} s') from None
+            finally:
+                _WAITING.remove(self)
             self._out.seek(0)
             self._err.seek(0)
             self.completed = subprocess.CompletedProcess(self.argv, code, self._out.read(), self._err.read())
@@ -380,7 +386,8 @@ def _scheduler():
                         c.kill()
                     if c.ended():
                         _RUNNING.remove(c)
-                for c in [c for c in _QUEUED if all(a.ended() for a in c.after)][:max(SLOTS - len(_RUNNING), 0)]:
+                free = SLOTS + len(_WAITING) - len(_RUNNING)
+                for c in [c for c in _QUEUED if all(a.ended() for a in c.after)][:max(free, 0)]:
                     _QUEUED.remove(c)
                     c._start()
             time.sleep(0.05)
@@ -422,9 +429,27 @@ def digits_run(tmp_path_factory):
 
 
 def run_cli(*args, check=True):
-    """The completed process; with ``check``, exit status 0 is asserted."""
+    """``tnt-convert --no-progress args`` as a command: the completed process; with ``check``,
+    exit status 0 is asserted."""
     p = subprocess.run([sys.executable, '-m', 'convert.cli', '--no-progress', *map(str, args)],
                        capture_output=True, text=True, env=env(), cwd=ROOT)
+    if check:
+        assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def convert_cli(*args, check=True):
+    """``tnt-convert --no-progress args`` through ``convert.cli.main`` in this process (its verification
+    runs in PyNative mode, as in a fresh process): ``run_cli``'s completed process without starting
+    Python and both frameworks again."""
+    from convert.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(['--no-progress', *map(str, args)])
+        except SystemExit as e:
+            code = e.code
+    p = subprocess.CompletedProcess(['tnt-convert', *map(str, args)], code, out.getvalue(), err.getvalue())
     if check:
         assert p.returncode == 0, p.stderr[-3000:]
     return p

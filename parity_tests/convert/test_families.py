@@ -5,9 +5,11 @@ Files are built from random weights (``parity.weights``) keyed by ``parity_tests
 from the layout descriptions, saved the way each tool saves them. The source model is
 ``torch_ref`` holding those weights under the family's numerics (GELU form, LayerNorm
 eps); conversions must pass the fp32 bound against it, load strictly, and go back to the
-family's own layout bit for bit where that is lossless. Planted faults (q and k swapped in
-mmpretrain's ``in_proj_weight`` split, a real bias replaced by zeros, tanh GELU run as
-erf, the final norm's eps) must fail the same comparison.
+family's own layout bit for bit where that is lossless; ``tnt-convert`` runs as
+``convert.cli.main`` in this process (``helpers.convert_cli``), as a command where it refuses.
+Planted faults (q and k swapped in mmpretrain's ``in_proj_weight`` split, a real bias replaced
+by zeros, tanh GELU run as erf, the final norm's eps) must fail the same comparison. The
+mmpretrain files hold TNT-S (legacy): mmpretrain has no other TNT.
 """
 import json
 import os
@@ -30,7 +32,7 @@ from parity.forward import set_mode
 from mindspore_tnt.outputs import mindspore_outputs
 from torch_ref.outputs import torch_outputs
 from tnt_common.fixtures import random_timm_weights
-from parity_tests.helpers import run_cli, tensors
+from parity_tests.helpers import convert_cli, run_cli, tensors
 from parity_tests import helpers
 from tnt_common.numerics import PRESETS
 
@@ -143,7 +145,7 @@ def test_family_converts_with_its_function(family, sources, tmp_path):
     assert_same(mindspore_to_numpy(net), weights)
 
     out = tmp_path / 'out.ckpt'
-    p = run_cli(src, out, '--to', 'mindspore')
+    p = convert_cli(src, out, '--to', 'mindspore')
     assert 'PASS' in p.stdout and f'variant   {name}' in p.stdout, p.stdout
     assert f'numerics  {numerics} (' in p.stdout
     params = ms.load_checkpoint(str(out))
@@ -152,12 +154,12 @@ def test_family_converts_with_its_function(family, sources, tmp_path):
     assert_parity(torch_outputs(convert.load_mindspore_into_torch(out), x), ref)
 
     torch_out = tmp_path / 'out.safetensors'
-    run_cli(src, torch_out, '--to', 'torch', '--no-verify')
+    convert_cli(src, torch_out, '--to', 'torch', '--no-verify')
     assert_parity(torch_outputs(convert.load_mindspore_into_torch(torch_out), x), ref)
 
     if family in BACK:  # back into the family's own layout, bit for bit
         back = tmp_path / ('back' + ('.ckpt' if src.suffix == '.ckpt' else '.pth'))
-        p = run_cli(out, back, '--layout', BACK[family])
+        p = convert_cli(out, back, '--layout', BACK[family])
         assert 'PASS' in p.stdout and f'loaded strictly as {BACK[family]}' in p.stdout
         original = {k: v for k, v in stored_state(src, BACK[family]).items() if k not in ('epoch_num', 'step_num')}
         assert_same(stored_state(back, BACK[family]), original)
@@ -168,7 +170,7 @@ def test_family_converts_with_its_function(family, sources, tmp_path):
 
 def test_report_names_the_family(sources, tmp_path):
     weights, _, _ = sources(TINY, 'zoo', helpers.zoo_weights)
-    p = run_cli(save_ckpt(helpers.to_zoo(weights), tmp_path / 'zoo.ckpt', slots=True), tmp_path / 'z.pth',
+    p = convert_cli(save_ckpt(helpers.to_zoo(weights), tmp_path / 'zoo.ckpt', slots=True), tmp_path / 'z.pth',
                 '--no-verify')
     assert 'layout    MindSpore model zoo (research/cv/TNT)' in p.stdout
     assert 'numerics  zoo (GELU tanh, LayerNorm eps 1e-07, final norm eps 1e-07); ' \
@@ -181,7 +183,7 @@ def test_timm_layout_keeps_other_numerics(sources, tmp_path):
     weights, x, ref = sources(TINY, 'mindcv')
     src = save_ckpt(helpers.to_mindcv(weights), tmp_path / 'mindcv.ckpt')
     out = tmp_path / 'mindcv_as_timm.pth'
-    run_cli(src, out)
+    convert_cli(src, out)
     obj = torch.load(out, weights_only=True)
     assert json.loads(obj[keymap.NUMERICS_KEY]) == PRESETS['mindcv'].model_kwargs()
     assert_parity(torch_outputs(convert.load_mindspore_into_torch(out), x), ref)
@@ -197,7 +199,7 @@ def test_numerics_override_for_weights_from_pytorch(sources, tmp_path):
     default = convert.load_torch_into_mindspore(src)
     assert not compare_outputs(mindspore_outputs(default, x), ref)['passed']
     assert_parity(mindspore_outputs(convert.load_torch_into_mindspore(src, numerics='pytorch'), x), ref)
-    p = run_cli(src, tmp_path / 'b.safetensors', '--numerics', 'pytorch')
+    p = convert_cli(src, tmp_path / 'b.safetensors', '--numerics', 'pytorch')
     assert 'numerics  pytorch (GELU erf, LayerNorm eps 1e-05, final norm eps 1e-05); given' in p.stdout
     assert_parity(torch_outputs(convert.load_mindspore_into_torch(tmp_path / 'b.safetensors'), x), ref)
 
@@ -283,7 +285,7 @@ def test_mmengine_ema_weights(sources, tmp_path):
                src)
     assert_same(torch_to_numpy(convert.load_mindspore_into_torch(src)), weights)
     assert_same(torch_to_numpy(convert.load_mindspore_into_torch(src, ema=True)), weights)
-    p = run_cli(src, tmp_path / 'out.ckpt', '--no-verify')
+    p = convert_cli(src, tmp_path / 'out.ckpt', '--no-verify')
     assert 'note      mmengine file: state_dict holds the EMA weights' in p.stdout
 
 
@@ -304,6 +306,6 @@ def test_hub_folder_weights_are_never_overwritten(sources, tmp_path):
     weights, _, _ = sources(TINY, 'pytorch')
     folder = save_hub_folder(weights, tmp_path / 'hub')
     before = (folder / 'model.safetensors').read_bytes()
-    p = run_cli(folder, folder / 'model.safetensors', '--to', 'torch', '--force', check=False)
+    p = run_cli(folder, folder / 'model.safetensors', '--to', 'torch', '--force', check=False)   # the command
     assert p.returncode == 2 and 'is the input file; the input is never overwritten' in p.stderr
     assert (folder / 'model.safetensors').read_bytes() == before

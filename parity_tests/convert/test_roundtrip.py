@@ -3,9 +3,11 @@
 Files are built from ``torch_ref`` (and ``mindspore_tnt``) holding random weights
 (``parity.weights.random_timm_weights``), saved the way each source saves them. The
 official layout is written out by ``parity_tests.families`` from the layout description,
-independently of ``convert.keymap``. Each file is converted to MindSpore through ``tnt-convert`` (a
-subprocess) and through the API, loaded strictly, and must pass the fp32 parity bound
-against the torch model; converting back must reproduce every tensor bit for bit.
+independently of ``convert.keymap``. Each file is converted to MindSpore through ``tnt-convert``
+and through the API, loaded strictly, and must pass the fp32 parity bound against the torch
+model; converting back must reproduce every tensor bit for bit. ``tnt-convert`` runs as
+``convert.cli.main`` in this process (``helpers.convert_cli``); the real-size TNT-S
+conversion runs it as a command, as a user does.
 """
 import argparse
 import json
@@ -27,7 +29,7 @@ from tnt_common.fixtures import make_batch
 from parity.forward import set_mode
 from mindspore_tnt.outputs import mindspore_outputs
 from torch_ref.outputs import torch_outputs
-from parity_tests.helpers import TINY, random_state, run_cli, save_mindspore, tensors, to_official
+from parity_tests.helpers import TINY, convert_cli, random_state, run_cli, save_mindspore, tensors, to_official
 from tnt_common.numerics import PYTORCH
 
 
@@ -110,18 +112,18 @@ def test_cli_and_api_convert_every_layout(source, reference, tmp_path):
     assert_same_tensors(mindspore_to_numpy(api_net), state)
 
     out = tmp_path / 'out.ckpt'
-    p = run_cli(src, out, '--to', 'mindspore')
+    p = convert_cli(src, out, '--to', 'mindspore')
     assert 'PASS' in p.stdout and f'variant   {TINY}' in p.stdout
     assert_parity(load_ckpt_strict(out), reference)
 
     # The way back, into the source's own layout and container: bit-exact.
     back = tmp_path / ('back' + ''.join(src.suffixes))
     if stored_layout == 'mindspore':
-        run_cli(out, back, '--to', 'mindspore', '--no-verify')
+        convert_cli(out, back, '--to', 'mindspore', '--no-verify')
         assert_same_tensors(mindspore_to_numpy(load_ckpt_strict(back)), state)
         torch_back = convert.load_mindspore_into_torch(back)
     else:
-        run_cli(out, back, '--to', 'torch', '--layout', stored_layout, '--no-verify')
+        convert_cli(out, back, '--to', 'torch', '--layout', stored_layout, '--no-verify')
         want = to_official(state) if stored_layout == 'official' else state
         got = load_file(back) if source.endswith('.safetensors') else torch.load(back, weights_only=True)
         assert_same_tensors({k: v.numpy() for k, v in got.items()}, want)
@@ -133,7 +135,7 @@ def test_cli_and_api_convert_every_layout(source, reference, tmp_path):
 
 def test_mindspore_reads_report_what_was_unwrapped(reference, tmp_path):
     save_mindspore(reference[0], tmp_path / 'm.ckpt', prefix=True)
-    p = run_cli(tmp_path / 'm.ckpt', tmp_path / 'm.pth', '--no-verify')
+    p = convert_cli(tmp_path / 'm.ckpt', tmp_path / 'm.pth', '--no-verify')
     assert "prefix 'model.' removed" in p.stdout
     assert '2 training-state entries dropped' in p.stdout
     assert 'layout    mindspore_tnt (MindSpore names)' in p.stdout
@@ -150,12 +152,12 @@ def test_mindspore_training_checkpoint(reference, tmp_path):
                {'name': 'loss_scale.value', 'data': ms.Tensor(2. ** 16, ms.float32)}]
     src = tmp_path / 'step000700.ckpt'
     ms.save_checkpoint(params, str(src), append_dict={'meta': '{"epoch": 3}'}, crc_check=True)
-    p = run_cli(src, tmp_path / 'weights.pth', '--no-verify')
+    p = convert_cli(src, tmp_path / 'weights.pth', '--no-verify')
     assert 'EMA weights also present' in p.stdout
     assert (f'{3 * len(state) + 3} training-state entries dropped: ema.*, exp_avg.*, exp_avg_sq.*, '
             'loss_scale.value, lr_schedule.step, meta') in p.stdout
     assert_same_tensors({k: v.numpy() for k, v in torch.load(tmp_path / 'weights.pth').items()}, state)
-    run_cli(src, tmp_path / 'ema.pth', '--ema', '--no-verify')
+    convert_cli(src, tmp_path / 'ema.pth', '--ema', '--no-verify')
     assert_same_tensors({k: v.numpy() for k, v in torch.load(tmp_path / 'ema.pth').items()}, ema)
     assert_same_tensors(mindspore_to_numpy(convert.load_torch_into_mindspore(src, ema=True)), ema)
 
@@ -166,10 +168,10 @@ def test_ema_is_chosen_on_request(reference, tmp_path):
     torch.save({'state_dict': tensors(state, 'module.'), 'state_dict_ema': tensors(ema)}, src)
     assert_same_tensors(mindspore_to_numpy(convert.load_torch_into_mindspore(src)), state)
     assert_same_tensors(mindspore_to_numpy(convert.load_torch_into_mindspore(src, ema=True)), ema)
-    p = run_cli(src, tmp_path / 'ema.ckpt', '--ema', '--no-verify')
+    p = convert_cli(src, tmp_path / 'ema.ckpt', '--ema', '--no-verify')
     assert "wrapper key 'state_dict_ema'" in p.stdout
     assert_same_tensors(mindspore_to_numpy(load_ckpt_strict(tmp_path / 'ema.ckpt')), ema)
-    p = run_cli(src, tmp_path / 'plain.ckpt', '--no-verify')
+    p = convert_cli(src, tmp_path / 'plain.ckpt', '--no-verify')
     assert 'EMA weights also present' in p.stdout
 
 
@@ -190,7 +192,7 @@ def test_num_classes_and_img_size(reference, tmp_path):
     assert not any(k.startswith('head') for k in mindspore_to_numpy(headless))
 
     out = tmp_path / 'c10.ckpt'
-    p = run_cli(src, out, '--num-classes', '10', '--img-size', '96')
+    p = convert_cli(src, out, '--num-classes', '10', '--img-size', '96')
     assert 'PASS' in p.stdout and 'head 1000 -> 10 classes' in p.stdout
     net = load_ckpt_strict(out, num_classes=10, img_size=96)
     np.testing.assert_array_equal(mindspore_to_numpy(net)['patch_pos'], got['patch_pos'])
@@ -204,7 +206,7 @@ def test_half_precision_outputs(dtype, reference, tmp_path):
     torch_dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}[dtype]
     want = {k: torch.from_numpy(v).to(torch_dtype) for k, v in state.items()}  # torch's rounding
     out = tmp_path / 'half.ckpt'
-    p = run_cli(src, out, '--dtype', dtype)
+    p = convert_cli(src, out, '--dtype', dtype)
     assert 'PASS' in p.stdout and f'rounded to {dtype}' in p.stdout
     params = ms.load_checkpoint(str(out))
     assert isinstance(params.pop(keymap.NUMERICS_KEY), str)
@@ -213,7 +215,7 @@ def test_half_precision_outputs(dtype, reference, tmp_path):
     for k, v in mindspore_to_numpy(load_ckpt_strict(out)).items():  # as loaded, fp32
         np.testing.assert_array_equal(v, want[k].float().numpy(), err_msg=k)
     tout = tmp_path / 'half.safetensors'
-    run_cli(out, tout, '--dtype', dtype, '--no-verify')
+    convert_cli(out, tout, '--dtype', dtype, '--no-verify')
     for k, v in load_file(tout).items():
         assert v.dtype == torch_dtype and torch.equal(v, want[k]), k
 
@@ -225,11 +227,11 @@ def test_tnt_s_legacy_conversion(tmp_path):
     src = tmp_path / 'tnt_s_legacy.pth'
     torch.save(tensors(state), src)
     out = tmp_path / 'tnt_s_legacy.ckpt'
-    p = run_cli(src, out)
+    p = run_cli(src, out)      # the command itself
     assert 'layout    timm, legacy graph' in p.stdout and f'variant   {name}' in p.stdout
     assert 'PASS' in p.stdout and '23,755,336 parameters' in p.stdout
     assert_same_tensors(mindspore_to_numpy(load_ckpt_strict(out, name)), state)
-    run_cli(out, tmp_path / 'back.safetensors', '--no-verify')
+    convert_cli(out, tmp_path / 'back.safetensors', '--no-verify')
     assert_same_tensors({k: v.numpy() for k, v in load_file(tmp_path / 'back.safetensors').items()}, state)
 
 
@@ -251,7 +253,7 @@ def test_verification_catches_a_transposed_weight(reference, tmp_path):
     state = reference[0]
     out = tmp_path / 'good.ckpt'
     torch.save(tensors(state), tmp_path / 'a.pth')
-    run_cli(tmp_path / 'a.pth', out, '--no-verify')
+    convert_cli(tmp_path / 'a.pth', out, '--no-verify')
     good = verify(str(out), state, 'torch', 'mindspore', 'mindspore', TINY, 1000, 64, PYTORCH)
     assert good['passed'], good.get('verdict', describe_failure(good))
     bad_state = dict(state, **{'blocks.1.proj.weight': np.ascontiguousarray(state['blocks.1.proj.weight'].T)})

@@ -1,41 +1,33 @@
 """Forward parity, fp32: embedding, inner and outer tokens after every block, and logits.
 
 Random weights at a trained network's activation scale (``parity.weights``) go into
-torch_ref, are transferred to mindspore_tnt, and both run the same batch of 2 images.
+torch_ref, are transferred to mindspore_tnt, and both run the same batch of 2 images
+(``helpers.forward_reference``, shared with the other model suites).
 Bound for every compared tensor: ``max|ms - pt| / max|pt| <= 1e-5``; top-1 identical.
+Every variant runs in PyNative mode and all but TNT-B in GRAPH mode too: B's graph is S's
+graph (same 224 geometry, code and kernels) at other widths, which B's PyNative run checks.
 """
-import functools
-
 import numpy as np
 import pytest
 
 from convert.transfer import mindspore_to_torch, torch_to_numpy
 from tnt_common.compare import compare_outputs, describe_failure
-from tnt_common.fixtures import make_batch
-from parity.forward import random_models, set_mode
+from parity.forward import set_mode
 from mindspore_tnt.outputs import mindspore_outputs
-from torch_ref.outputs import torch_outputs
+from parity_tests.helpers import BATCH, forward_reference
 from tnt_common.compare import format_rows
 from tnt_common.variants import VARIANTS, list_models
 
 import torch_ref
 
-BATCH = 2
+RUNS = [(name, mode) for name in list_models() for mode in ('pynative', 'graph')
+        if not (name == 'tnt_b_patch16_224' and mode == 'graph')]
 
 
-@functools.lru_cache(maxsize=None)
-def reference(name):
-    """(torch model, MindSpore net, batch, torch outputs): computed once per variant."""
-    torch_model, net = random_models(name, seed=0)
-    x = make_batch(BATCH, VARIANTS[name]['img_size'], seed=0)
-    return torch_model, net, x, torch_outputs(torch_model, x)
-
-
-@pytest.mark.parametrize('mode', ['pynative', 'graph'])
-@pytest.mark.parametrize('name', list_models())
+@pytest.mark.parametrize('name, mode', RUNS)
 def test_forward_parity_every_block(name, mode):
     set_mode(mode)
-    _, net, x, ref = reference(name)
+    _, net, x, ref = forward_reference(name)
     out = mindspore_outputs(net, x)
     depth = VARIANTS[name]['depth']
     assert len(out[1]) == len(ref[1]) == depth + 1
@@ -48,7 +40,7 @@ def test_forward_parity_every_block(name, mode):
 
 @pytest.mark.parametrize('name', list_models())
 def test_round_trip_bit_exact(name):
-    torch_model, net, _, _ = reference(name)
+    torch_model, net, _, _ = forward_reference(name)
     before = torch_to_numpy(torch_model)
     back = mindspore_to_torch(net, torch_ref.create_model(name))
     after = torch_to_numpy(back)

@@ -2,7 +2,9 @@
 
 Every parameter gradient and the input gradient: ``max|ms - pt| / max|pt| <= 1e-4``;
 dropout and drop path off. The planted faults show the check catches a gradient path
-that the forward comparison cannot see.
+that the forward comparison cannot see. TNT-S and the legacy TNT-S run at the real 224
+geometry, tnt_tiny carries the faults; TNT-B is left out: its backward is TNT-S's code at
+that geometry, only wider (640/40, 10 heads), which B's forward parity checks.
 """
 import pytest
 from mindspore import nn, ops
@@ -13,7 +15,7 @@ from mindspore_tnt.outputs import mindspore_outputs
 from parity.gradients import compare_gradients, describe_gradients, mindspore_gradients
 from parity_tests.helpers import fresh_net, mindspore_run, reference
 
-VARIANTS = ['tnt_tiny_patch16_64', 'tnt_s_patch16_224', 'tnt_b_patch16_224', 'tnt_s_legacy_patch16_224']
+VARIANTS = ['tnt_tiny_patch16_64', 'tnt_s_patch16_224', 'tnt_s_legacy_patch16_224']
 NAME = 'tnt_tiny_patch16_64'
 
 

@@ -7,6 +7,8 @@ The one source of difference between the modes is the order in which they add th
 terms of a tensor with three or more consumers (``test_three_gradient_consumers_add_in_different_orders``);
 the model and the loss are written so that no tensor has more than two, and everything else
 (kernels, fusions, reductions) is the same in both modes, so the test asserts bit for bit.
+The model runs as tnt_tiny and as TNT-S, whose real 224 shapes are the kernels' real work;
+the train step, whose code does not depend on the size, as tnt_tiny.
 """
 import functools
 

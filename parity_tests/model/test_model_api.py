@@ -14,11 +14,10 @@ from convert.layouts import timm_shapes
 from convert.transfer import mindspore_to_numpy, numpy_to_mindspore, numpy_to_torch, torch_to_numpy
 from tnt_common.compare import FP32_BOUND
 from tnt_common.fixtures import make_batch
-from parity.forward import random_models, set_mode
+from parity.forward import set_mode
 from mindspore_tnt.outputs import mindspore_outputs
-from torch_ref.outputs import torch_outputs
 from tnt_common.fixtures import random_timm_weights
-from parity_tests.helpers import to_mindcv
+from parity_tests.helpers import forward_reference, to_mindcv
 from tnt_common.compare import rel_err
 from tnt_common.numerics import PRESETS, PYTORCH, Numerics
 from tnt_common.variants import PRETRAINED_CFGS, pretrained_cfg
@@ -140,21 +139,18 @@ CASES = [
 
 @pytest.fixture(scope='module')
 def models():
-    """(torch model, MindSpore net, batch, ``forward_stages`` of {'torch', 'pynative', 'graph'}).
+    """(torch model, MindSpore net, batch, ``forward_stages`` of {'torch', 'pynative', 'graph'}):
+    ``helpers.forward_reference``'s models and batch.
 
     The stages, ((inner, outer) as numpy, ...), are computed on first use, in eval mode.
     """
-    torch_model, net = random_models(NAME, seed=0)
-    x = make_batch(2, 64, seed=0)
-    stages = {}
+    torch_model, net, x, (_, torch_stages) = forward_reference(NAME)
+    stages = {'torch': torch_stages}
 
     def stages_of(run):
         if run not in stages:
-            if run == 'torch':
-                stages[run] = torch_outputs(torch_model, x)[1]
-            else:
-                set_mode(run)
-                stages[run] = mindspore_outputs(net, x)[1]
+            set_mode(run)
+            stages[run] = mindspore_outputs(net, x)[1]
         return stages[run]
     torch_model.eval()
     net.set_train(False)

@@ -11,10 +11,9 @@ from mindspore import nn
 import mindspore_tnt
 from convert.transfer import numpy_to_mindspore, torch_to_numpy
 from tnt_common.compare import compare_outputs, describe_failure
-from tnt_common.fixtures import make_batch
-from parity.forward import random_models, set_mode
+from parity.forward import set_mode
 from mindspore_tnt.outputs import mindspore_outputs
-from torch_ref.outputs import torch_outputs
+from parity_tests.helpers import forward_reference
 
 NAME = 'tnt_tiny_patch16_64'
 BLOCK = 2
@@ -23,9 +22,9 @@ NORMS = ('norm_in', 'norm_mlp_in', 'norm1_proj', 'norm2_proj', 'norm_out', 'norm
 
 @pytest.fixture(scope='module')
 def reference():
-    torch_model, _ = random_models(NAME, seed=0)
-    x = make_batch(2, 64, seed=0)
-    return torch_to_numpy(torch_model), x, torch_outputs(torch_model, x)
+    """(timm weights, batch of 2, torch outputs) of ``helpers.forward_reference``."""
+    torch_model, _, x, outputs = forward_reference(NAME)
+    return torch_to_numpy(torch_model), x, outputs
 
 
 def with_eps(norm, eps):
