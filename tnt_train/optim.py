@@ -1,8 +1,10 @@
 """AdamW with torch semantics, the recipe's weight-decay groups and a per-step LR schedule.
 
-``mindspore.experimental.optim.AdamW`` keeps one LR ``Parameter`` per group;
-``LRSchedule`` writes the scheduled value into them from inside the compiled graph,
-so the LR steps with every call of a GRAPH-mode train step.
+``FusedAdamW`` is ``mindspore.experimental.optim.AdamW`` (same state, same parameter
+names, same torch semantics) with each parameter's update done by one
+``ops.AdamWeightDecay`` kernel instead of a dozen elementwise ops. It keeps one LR
+``Parameter`` per group; ``LRSchedule`` writes the scheduled value into them from inside
+the compiled graph, so the LR steps with every call of a GRAPH-mode train step.
 """
 import numpy as np
 
@@ -11,6 +13,53 @@ from mindspore import nn, ops
 from mindspore.experimental.optim import AdamW
 
 from tnt_common.recipe import RECIPE, applies_weight_decay
+
+
+_fused_update = ops.MultitypeFuncGraph('fused_adamw_update')
+
+
+@_fused_update.register('Function', 'Tensor', 'Tensor', 'Tensor', 'Tensor', 'Tensor', 'Tensor', 'Tensor', 'Tensor',
+                        'Tensor')
+def _tensor_fused_update(kernel, lr, beta1, beta2, eps, decay, param, exp_avg, exp_avg_sq, grad):
+    kernel(param, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, decay, grad.astype(param.dtype))
+    return True
+
+
+class FusedAdamW(AdamW):
+    """torch's AdamW (bias-corrected, decoupled decay, no amsgrad) with one fused kernel per parameter.
+
+    ``ops.AdamWeightDecay`` computes ``p -= lr' * (m / (sqrt(v) + eps') + decay' * p)`` after
+    updating ``m`` and ``v``, without bias correction. With ``c1 = 1 - beta1**t`` and
+    ``c2 = sqrt(1 - beta2**t)``, ``lr' = lr * c2 / c1``, ``eps' = eps * c2`` and
+    ``decay' = weight_decay * c1 / c2`` give torch's
+    ``p * (1 - lr * wd) - lr / c1 * m / (sqrt(v) / c2 + eps)`` (up to fp32 rounding).
+    On CPU this replaces about 360 ms of elementwise kernels per TNT-S step and most of
+    the training graph's compile time and compile memory (docs/performance.md).
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        self.kernel = ops.AdamWeightDecay()
+
+    @ms.jit
+    def update_group(self, lr, weight_decay, beta1, beta2, eps, grads, start_id, end_id):
+        step = self.state_step.astype(ms.float32)
+        c1 = 1 - ops.pow(beta1, step)
+        c2 = ops.sqrt(1 - ops.pow(beta2, step))
+        self.hyper_map(ops.partial(_fused_update, self.kernel, lr * c2 / c1, ms.Tensor(beta1, ms.float32),
+                                   ms.Tensor(beta2, ms.float32), eps * c2, weight_decay * c1 / c2),
+                       self.parameters[start_id:end_id], self.exp_avg[start_id:end_id],
+                       self.exp_avg_sq[start_id:end_id], grads)
+        return True
+
+    def construct(self, gradients):
+        self.assignadd(self.state_step, self.increase_tensor)
+        for group_id, group in enumerate(self.param_groups):
+            beta1, beta2 = group['betas']
+            start_id, end_id = self.group_start_id[group_id], self.group_start_id[group_id + 1]
+            self.update_group(self.lrs[group_id], group['weight_decay'], beta1, beta2, group['eps'],
+                              gradients[start_id:end_id], start_id, end_id)
+        return True
 
 
 def param_groups(net, weight_decay):
@@ -47,11 +96,11 @@ class LRSchedule(nn.Cell):
 
 def create_optimizer(net, lr_schedule, weight_decay=RECIPE['weight_decay'], eps=RECIPE['eps'],
                      betas=RECIPE['betas']):
-    """(AdamW over ``net`` with the recipe's decay groups, its ``LRSchedule`` over ``lr_schedule``).
+    """(``FusedAdamW`` over ``net`` with the recipe's decay groups, its ``LRSchedule`` over ``lr_schedule``).
 
     Call the schedule once per step before the optimizer, inside the same compiled step
     (``tnt_train.train_step`` does).
     """
-    optimizer = AdamW(param_groups(net, weight_decay), lr=float(lr_schedule[0]), betas=tuple(betas),
+    optimizer = FusedAdamW(param_groups(net, weight_decay), lr=float(lr_schedule[0]), betas=tuple(betas),
                       eps=eps, weight_decay=weight_decay)
     return optimizer, LRSchedule(optimizer, lr_schedule)

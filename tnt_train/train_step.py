@@ -85,7 +85,8 @@ class TrainStep(nn.Cell):
         if self.reducer is not None:
             grads = self.reducer(grads)
             loss = self.all_reduce(loss) / self.world
-        grads = self.hyper_map(ops.partial(_scale, 1. / scale), grads)
+        if self.loss_scaler is not None:  # without one the scale is 1: no pass over the gradients
+            grads = self.hyper_map(ops.partial(_scale, 1. / scale), grads)
         grad_norm = ops.sqrt(ops.addn(self.hyper_map(_square_sum, grads)))
         finite = ops.isfinite(grad_norm)
         if self.clip_grad > 0:
