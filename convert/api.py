@@ -2,7 +2,7 @@
 from convert import readers
 from convert.canonical import adapt, check_finite, to_timm
 from convert.errors import ConversionError
-from tnt_common.variants import VARIANTS, check_pretrained, pretrained_cfg, split_tag
+from tnt_common.variants import VARIANTS, check_pretrained, family, pretrained_cfg, split_tag
 
 
 def read_hub(path, model_name=None, ema=False, numerics=None):
@@ -81,7 +81,8 @@ def create_model(framework, name, pretrained=False, checkpoint_path=None, **kwar
     ``mindspore_tnt.create_model`` and ``torch_ref.create_model`` are.
 
     ``name``: a variant, bare or tagged as timm (``tnt_s_patch16_224.in1k``, see
-    ``tnt_common.variants.PRETRAINED_CFGS``); ``kwargs`` override (num_classes, img_size,
+    ``tnt_common.variants.PRETRAINED_CFGS``), or a PyramidTNT variant (``ptnt_*``, built
+    fresh only: no converter reads its checkpoints yet); ``kwargs`` override (num_classes, img_size,
     drop_path_rate, gelu, impl, ...). ``checkpoint_path``: any file or Hugging Face hub folder
     the readers support, loaded strictly (``load_torch_into_mindspore`` /
     ``load_mindspore_into_torch``): the model computes with the file's numerics unless
@@ -90,6 +91,15 @@ def create_model(framework, name, pretrained=False, checkpoint_path=None, **kwar
     ``pretrained=True`` needs ``checkpoint_path``.
     """
     check_pretrained(name, pretrained, checkpoint_path)
+    if family(split_tag(name)[0]) == 'ptnt':
+        if checkpoint_path is not None:
+            raise ConversionError(f'{name}: PyramidTNT checkpoints are not converted yet; '
+                                  'build the model and load its weights directly')
+        if framework == 'mindspore':
+            from mindspore_tnt import ptnt
+        else:
+            from torch_ref import ptnt
+        return ptnt.create_model(name, **kwargs)
     if framework == 'mindspore':
         from mindspore_tnt import tnt
         load = load_torch_into_mindspore

@@ -26,6 +26,8 @@ _PLACEHOLDERS = {
     'attn': r'attn_in|attn_out',
     'mlp': r'mlp_in|mlp',
     'rest': r'.+',
+    # a BatchNorm of PyramidTNT's stem: the second of each (conv, BatchNorm, ReLU) triple
+    'bn': r'patch_embed\.(?:common_conv|inner_convs|outer_convs)\.[147]',
 }
 
 
@@ -39,12 +41,21 @@ def template_regex(template):
 
 
 class KeyMap:
-    """Ordered renaming rules between two layouts; the first matching rule wins."""
+    """Ordered renaming rules between two layouts; the first matching rule wins.
 
-    def __init__(self, rules):
+    ``left_only``: templates of left names without a counterpart on the right (``drops``).
+    """
+
+    def __init__(self, rules, left_only=()):
         self.rules = tuple(rules)
+        self.left_only = tuple(left_only)
         self._left = [(template_regex(a), b) for a, b in self.rules]
         self._right = [(template_regex(b), a) for a, b in self.rules]
+        self._left_only = [template_regex(t) for t in self.left_only]
+
+    def drops(self, key):
+        """Whether the left name ``key`` has no counterpart on the right."""
+        return any(regex.fullmatch(key) for regex in self._left_only)
 
     @staticmethod
     def _apply(compiled, key):
@@ -69,6 +80,18 @@ MINDSPORE_NAMES = KeyMap([
 
 # timm (PyTorch) names <-> mindspore_tnt parameter names.
 TIMM_TO_MINDSPORE = KeyMap([(b, a) for a, b in MINDSPORE_NAMES.rules])
+
+# PyramidTNT: official torch names <-> mindspore_tnt.ptnt parameter names. The stem's
+# BatchNorms keep their statistics as MindSpore parameters; torch's ``num_batches_tracked``
+# has no counterpart (momentum is fixed).
+PYRAMID_TO_MINDSPORE = KeyMap([
+    ('{bn}.weight', '{bn}.gamma'),
+    ('{bn}.bias', '{bn}.beta'),
+    ('{bn}.running_mean', '{bn}.moving_mean'),
+    ('{bn}.running_var', '{bn}.moving_variance'),
+    ('{ln}.weight', '{ln}.gamma'),
+    ('{ln}.bias', '{ln}.beta'),
+], left_only=['{bn}.num_batches_tracked'])
 
 
 # Official Huawei PyTorch names <-> timm names (docs/convert.md, "Families").

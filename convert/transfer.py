@@ -1,7 +1,8 @@
 """In-memory weight transfer between ``torch_ref`` and ``mindspore_tnt`` models.
 
 Everything passes through ``{timm_name: numpy array}``; names are translated by
-``keymap.TIMM_TO_MINDSPORE`` in both directions.
+``keymap.TIMM_TO_MINDSPORE`` in both directions. PyramidTNT models pass ``keymap=
+keymap.PYRAMID_TO_MINDSPORE`` (their torch names are the official ones).
 """
 import numpy as np
 
@@ -15,16 +16,17 @@ def torch_to_numpy(model_or_state):
     return {k: v.detach().cpu().numpy().copy() for k, v in state.items()}
 
 
-def mindspore_to_numpy(net):
+def mindspore_to_numpy(net, keymap=TIMM_TO_MINDSPORE):
     """``{timm_name: array}`` of a MindSpore TNT."""
-    return {TIMM_TO_MINDSPORE.backward(p.name): p.asnumpy().copy() for p in net.get_parameters()}
+    return {keymap.backward(p.name): p.asnumpy().copy() for p in net.get_parameters()}
 
 
-def numpy_to_mindspore(arrays, net):
-    """Load ``{timm_name: array}`` into a MindSpore TNT strictly (keys and shapes)."""
+def numpy_to_mindspore(arrays, net, keymap=TIMM_TO_MINDSPORE):
+    """Load ``{timm_name: array}`` into a MindSpore TNT strictly (keys and shapes); tensors
+    ``keymap`` drops (torch only) are left out."""
     import mindspore as ms
     params = {p.name: p for p in net.get_parameters()}
-    renamed = {TIMM_TO_MINDSPORE.forward(k): v for k, v in arrays.items()}
+    renamed = {keymap.forward(k): v for k, v in arrays.items() if not keymap.drops(k)}
     check_strict({k: p.shape for k, p in params.items()}, {k: v.shape for k, v in renamed.items()},
                  'MindSpore model')
     for k, p in params.items():
