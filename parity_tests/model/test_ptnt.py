@@ -348,3 +348,32 @@ def test_catches_torch_momentum_in_mindspore(mode):
     net = fresh_net()
     plant(net)
     assert compare(net)[1]['passed']            # ... nor can an eval-mode comparison
+
+
+# --- drop path in train mode (PYNATIVE: the shared noise is a Python hook) ---
+
+def test_train_mode_parity_with_shared_drop_path_masks():
+    from parity.droppath import mindspore_noise, set_noise, torch_noise
+    set_mode('pynative')
+    torch_model, net = random_pyramid_models(TINY, seed=0, drop_path_rate=0.3)
+    x = reference()[2]
+    pt_noise, ms_noise = torch_noise(7), mindspore_noise(7)
+    assert set_noise(torch_model, pt_noise) == set_noise(net, ms_noise) == sum(PYRAMID_VARIANTS[TINY]['depths'])
+    torch_model.train()
+    with torch.no_grad():
+        features, stages = torch_model.forward_stages(torch.from_numpy(x))
+        ref = (torch_model.forward_head(features).numpy(), tuple((p.numpy(), q.numpy()) for p, q in stages))
+    net.set_train(True)
+    logits, stages = WithStages(net)(ms.Tensor(x))
+    out = (logits.asnumpy(), tuple((p.asnumpy(), q.asnumpy()) for p, q in stages))
+    report = compare_outputs(out, ref, names=NAMES)
+    assert report['passed'], f'{describe_failure(report)}\n{format_rows(report["rows"])}'
+    shapes = pt_noise.source.shapes
+    assert shapes == ms_noise.source.shapes
+    # block 0 draws per sentence in the inner branch (B*N samples), per image in the outer one;
+    # the first block's rate is 0, so the first draws come from stage 0 block 1 (outer only)
+    assert shapes[:2] == [(BATCH, 1, 1)] * 2
+    assert (BATCH * 16, 1, 1) in shapes        # stage 1 block 0's inner branch: 2 images x 16 sentences
+    # two draws per block with a rate above 0 (10: all but the first), two more where it has the
+    # inner transformer (stage 1 blocks 0 and 1, stage 2 and 3 block 0)
+    assert len(shapes) == 2 * 10 + 2 * 4
