@@ -81,6 +81,11 @@ MINDSPORE_NAMES = KeyMap([
 # timm (PyTorch) names <-> mindspore_tnt parameter names.
 TIMM_TO_MINDSPORE = KeyMap([(b, a) for a, b in MINDSPORE_NAMES.rules])
 
+# PyramidTNT's torch-only tensors: template -> (the tensor each instance sits beside, the
+# value written). BatchNorm's update counter is read only with momentum=None, so at the
+# fixed momentum 0.1 no forward pass uses it; converted torch files get 0, a fresh model's.
+PYRAMID_TORCH_ONLY = {'{bn}.num_batches_tracked': ('{bn}.running_mean', 0)}
+
 # PyramidTNT: official torch names <-> mindspore_tnt.ptnt parameter names. The stem's
 # BatchNorms keep their statistics as MindSpore parameters; torch's ``num_batches_tracked``
 # has no counterpart (momentum is fixed).
@@ -91,7 +96,13 @@ PYRAMID_TO_MINDSPORE = KeyMap([
     ('{bn}.running_var', '{bn}.moving_variance'),
     ('{ln}.weight', '{ln}.gamma'),
     ('{ln}.bias', '{ln}.beta'),
-], left_only=['{bn}.num_batches_tracked'])
+], left_only=tuple(PYRAMID_TORCH_ONLY))
+
+# PyramidTNT's stored layouts (a subset of ``LAYOUTS``' names: official torch names, which
+# ``torch_ref.ptnt`` keeps, and mindspore_tnt.ptnt's) and what reports call them; names that
+# only a PyramidTNT has.
+PYRAMID_LAYOUTS = {'official': 'official PyramidTNT PyTorch', 'mindspore': 'mindspore_tnt.ptnt (MindSpore names)'}
+PYRAMID_MARKER = r'stages\.\d+\.relative_pos|(?:word|sentence)_merges\.\d+\..+'
 
 
 # Official Huawei PyTorch names <-> timm names (docs/convert.md, "Families").
@@ -241,11 +252,11 @@ MMENGINE_EMA_KEY = 'ema_state_dict'  # mmengine's: the raw weights, swapped out 
 WRAPPER_PREFIXES = ('module.', 'model.', '_orig_mod.')
 
 # First name components of a TNT's weights in any layout (timm, official, MindCV, model
-# zoo). A MindSpore training checkpoint stores everything flat: its keys are grouped by
-# what precedes the first such component ('' or ``model.``: the weights, ``ema.``: the
+# zoo, PyramidTNT). A MindSpore training checkpoint stores everything flat: its keys are
+# grouped by what precedes the first such component ('' or ``model.``: the weights, ``ema.``: the
 # EMA weights, ``adam_m.`` etc.: optimizer slots); keys without one are counters and the like.
 TNT_ROOTS = ('cls_token', 'patch_pos', 'pixel_pos', 'pixel_embed', 'norm1_proj', 'proj',
              'norm2_proj', 'blocks', 'norm', 'head',
              'outer_pos', 'inner_pos', 'outer_tokens', 'patch_embed', 'proj_norm1', 'proj_norm2',
-             'proj_norm2_tnt')
+             'proj_norm2_tnt', 'stages', 'word_merges', 'sentence_merges')
 EMA_PREFIX = 'ema.'

@@ -2,11 +2,14 @@
 
 Everything passes through ``{timm_name: numpy array}``; names are translated by
 ``keymap.TIMM_TO_MINDSPORE`` in both directions. PyramidTNT models pass ``keymap=
-keymap.PYRAMID_TO_MINDSPORE`` (their torch names are the official ones).
+keymap.PYRAMID_TO_MINDSPORE`` (their torch names are the official ones); ``model_io`` gives
+either family's constructor and transfers.
 """
+from functools import partial
+
 import numpy as np
 
-from convert.keymap import TIMM_TO_MINDSPORE
+from convert.keymap import PYRAMID_TO_MINDSPORE, TIMM_TO_MINDSPORE
 from tnt_common.strict import check_strict
 
 
@@ -47,3 +50,31 @@ def numpy_to_torch(arrays, model):
 def mindspore_to_torch(net, torch_model):
     """Copy a MindSpore TNT's weights into a torch TNT of the same variant."""
     return numpy_to_torch(mindspore_to_numpy(net), torch_model)
+
+
+def _pyramid_from_torch(model):
+    return {k: v for k, v in torch_to_numpy(model).items() if not PYRAMID_TO_MINDSPORE.drops(k)}
+
+
+def _pyramid_to_torch(arrays, model):
+    from convert.pyramid import from_canonical
+    return numpy_to_torch(from_canonical(arrays, 'official'), model)
+
+
+def model_io(framework, family='tnt'):
+    """(create_model, model -> arrays, load(arrays, model) strictly) of ``framework``
+    ('mindspore' or 'torch') for ``family`` ('tnt': timm names; 'ptnt': official names
+    without BatchNorm counters, ``convert.pyramid``)."""
+    pyramid = family == 'ptnt'
+    if framework == 'mindspore':
+        if pyramid:
+            from mindspore_tnt.ptnt import create_model
+            return (create_model, partial(mindspore_to_numpy, keymap=PYRAMID_TO_MINDSPORE),
+                    partial(numpy_to_mindspore, keymap=PYRAMID_TO_MINDSPORE))
+        from mindspore_tnt.tnt import create_model
+        return create_model, mindspore_to_numpy, numpy_to_mindspore
+    if pyramid:
+        from torch_ref.ptnt import create_model
+        return create_model, _pyramid_from_torch, _pyramid_to_torch
+    from torch_ref.tnt import create_model
+    return create_model, torch_to_numpy, numpy_to_torch
