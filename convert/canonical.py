@@ -49,9 +49,9 @@ def _examples(keys, n=4):
 def detect(keys):
     """The family (``keymap.LAYOUTS`` name) of stored names ``keys``."""
     mindspore = any(k.endswith(('.gamma', '.beta')) for k in keys)
-    for family, pattern in keymap.FAMILY_MARKERS:
+    for name, pattern in keymap.FAMILY_MARKERS:
         if any(re.fullmatch(pattern, k) for k in keys):
-            return 'mindcv' if family == 'official' and mindspore else family
+            return 'mindcv' if name == 'official' and mindspore else name
     return 'mindspore' if mindspore else 'timm'
 
 
