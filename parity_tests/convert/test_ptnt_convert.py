@@ -124,17 +124,18 @@ def test_cli_torch_to_mindspore_and_back(source, tmp_path):
             assert np.array_equal(back[k].numpy(), v), k
 
 
-@pytest.mark.parametrize('wrap', ['plain', 'model', 'module'])
-def test_wrappers_and_safetensors(source, tmp_path, wrap):
+@pytest.mark.parametrize('wrap, dtype', [('plain', 'fp32'), ('model', 'bf16'), ('module', 'fp16')])
+def test_wrappers_safetensors_and_dtypes(source, tmp_path, wrap, dtype):
     state = source[0]
     wraps = {'plain': None, 'model': lambda s: {'model': s, 'optimizer': {}},
              'module': lambda s: {'module.' + k: v for k, v in s.items()}}
     src = save(state, tmp_path / 'in.pth', wraps[wrap])
-    report = convert.convert_file(src, tmp_path / 'out.safetensors', to='mindspore')
+    report = convert.convert_file(src, tmp_path / 'out.safetensors', to='mindspore', dtype=dtype)
     assert report['variant'] == TINY and report['verification']['passed']
     assert report['tensors'] == len(state) - 5  # five BatchNorms, no counters in MindSpore
     net = create_mindspore(TINY)
     params = ms.load_checkpoint(str(tmp_path / 'out.safetensors'), format='safetensors')
+    params = {k: ms.Parameter(v.astype(ms.float32), name=k) for k, v in params.items()}
     assert ms.load_param_into_net(net, params, strict_load=True) == ([], [])
 
 
