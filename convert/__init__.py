@@ -1,4 +1,4 @@
-"""Checkpoint conversion between PyTorch (timm and official layouts) and MindSpore TNT.
+"""Checkpoint conversion between PyTorch (timm and official layouts) and MindSpore TNT and PyramidTNT.
 
 Importing ``convert`` loads neither torch nor MindSpore; the API below is imported on
 first use: ``load_torch_into_mindspore``, ``load_mindspore_into_torch``,

@@ -14,7 +14,7 @@ from convert.errors import ConversionError
 from convert.layouts import describe, input_size, matching_variants, timm_shapes
 from tnt_common import numerics as nx
 from tnt_common.strict import check_strict
-from tnt_common.variants import VARIANTS, list_models
+from tnt_common.variants import VARIANTS, family, list_models
 
 TNT_ANCHORS = ('cls_token', 'patch_pos', 'pixel_pos')
 
@@ -36,6 +36,8 @@ class Canonical:
 
     @property
     def description(self):
+        if family(self.variant) == 'ptnt':
+            return keymap.PYRAMID_LAYOUTS[self.layout]
         return keymap.LAYOUTS[self.layout].title + (', legacy graph' if VARIANTS[self.variant]['legacy'] else '')
 
 
@@ -47,9 +49,9 @@ def _examples(keys, n=4):
 def detect(keys):
     """The family (``keymap.LAYOUTS`` name) of stored names ``keys``."""
     mindspore = any(k.endswith(('.gamma', '.beta')) for k in keys)
-    for family, pattern in keymap.FAMILY_MARKERS:
+    for name, pattern in keymap.FAMILY_MARKERS:
         if any(re.fullmatch(pattern, k) for k in keys):
-            return 'mindcv' if family == 'official' and mindspore else family
+            return 'mindcv' if name == 'official' and mindspore else name
     return 'mindspore' if mindspore else 'timm'
 
 
@@ -192,10 +194,15 @@ def to_timm(arrays, model_name=None, numerics=None, stored_numerics=None):
 def check_writable(layout_name, variant, numerics):
     """Refuse, before anything is written, a ``layout`` file that could not hold this model."""
     layout = keymap.LAYOUTS[layout_name]
-    graph = keymap.LEGACY_GRAPH if VARIANTS[variant]['legacy'] else keymap.OFFICIAL_GRAPH
-    if graph not in layout.graphs:
-        raise ConversionError(f'{variant} is the {graph} graph; the {layout.title} layout holds only the '
-                              f'{layout.graphs[0]} one, so its own code would compute another model')
+    if family(variant) == 'ptnt':
+        if layout_name not in keymap.PYRAMID_LAYOUTS:
+            raise ConversionError(f'{variant} is a PyramidTNT; the {layout.title} layout holds TNT only: choose '
+                                  f'--layout {" or ".join(keymap.PYRAMID_LAYOUTS)}')
+    else:
+        graph = keymap.LEGACY_GRAPH if VARIANTS[variant]['legacy'] else keymap.OFFICIAL_GRAPH
+        if graph not in layout.graphs:
+            raise ConversionError(f'{variant} is the {graph} graph; the {layout.title} layout holds only the '
+                                  f'{layout.graphs[0]} one, so its own code would compute another model')
     if layout.numerics and nx.PRESETS[layout.numerics] != numerics:
         raise ConversionError(
             f'the {layout.title} code computes {nx.PRESETS[layout.numerics].describe()}, these weights '

@@ -2,7 +2,8 @@
 
 Reads every TNT family: timm (current and legacy), official Huawei PyTorch, mmpretrain
 (published and mmengine training files), MindCV, the MindSpore model zoo and
-mindspore_tnt (.pth/.pt/.pth.tar/.bin, .safetensors, .ckpt, Hugging Face hub folders).
+mindspore_tnt (.pth/.pt/.pth.tar/.bin, .safetensors, .ckpt, Hugging Face hub folders), and
+PyramidTNT: the official PyTorch state dict (BatchNorm statistics included) and mindspore_tnt's.
 Writes MindSpore .ckpt/.safetensors (mindspore_tnt, mindcv or zoo layout) or torch
 .pth/.safetensors (timm or official layout; mmpretrain: .pth), carrying the model's
 numerics, and verifies the written file. Bad input: a one-line error, exit 2, no output
@@ -13,6 +14,7 @@ examples:
   tnt-convert tnt_s_patch16_224_ep138_acc_0.74.ckpt tnt_s.safetensors --to torch   # MindCV -> torch
   tnt-convert tnt_s.ckpt tnt_s_official.pth.tar --layout official   # back to the official layout
   tnt-convert tnt_b_converted_0.795.ckpt tnt_b.ckpt --numerics pytorch
+  tnt-convert ptnt_s_82.0.pth.tar ptnt_s.ckpt                      # PyramidTNT -> MindSpore
 """
 import sys
 
@@ -35,7 +37,7 @@ def _parser():
                     help='GELU form and LayerNorm eps the weights are for, overriding what the file records '
                          'or its family implies (e.g. pytorch for MindCV\'s tnt_b_converted file); also '
                          'gelu=erf|tanh,norm_eps=X,final_norm_eps=Y')
-    ap.add_argument('--model', choices=list_models(), help='variant (default: detected from shapes)')
+    ap.add_argument('--model', choices=list_models(None), help='variant (default: detected from shapes)')
     ap.add_argument('--num-classes', type=int, help='classifier size; a different one gets a fresh head, 0 removes it')
     ap.add_argument('--img-size', type=int, help='input size; patch_pos is resampled bicubically')
     ap.add_argument('--dtype', choices=('fp32', 'fp16', 'bf16'), default='fp32', help='stored dtype')

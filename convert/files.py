@@ -4,27 +4,30 @@ import os
 import time
 
 from convert import writers
-from convert.api import read_hub
-from convert.canonical import adapt, check_writable, from_timm, new_head
+from convert.api import adapt_any, read_hub
+from convert.canonical import check_writable, from_timm, new_head
 from convert.dtypes import DTYPES, stored_nbytes
 from convert.errors import ConversionError
-from convert.keymap import DEFAULT_LAYOUT, LAYOUTS, NUMERICS_KEY
+from convert.keymap import DEFAULT_LAYOUT, LAYOUTS, NUMERICS_KEY, PYRAMID_LAYOUTS
+from convert.pyramid import from_canonical
 from convert.writers import MINDSPORE, PYTORCH
 from tnt_common.files import atomic_output
 from tnt_common.numerics import PYTORCH as PYTORCH_NUMERICS
+from tnt_common.variants import family
 
 
 def _same_file(a, b):
     return os.path.exists(b) and os.path.samefile(a, b)
 
 
-def _target(layout, to, source, dst):
-    """(layout, framework) of the output, from ``--layout``, ``--to`` and the source."""
+def _target(layout, to, source, dst, defaults=DEFAULT_LAYOUT):
+    """(layout, framework) of the output, from ``--layout``, ``--to`` and the source;
+    ``defaults``: the layout each framework writes unless told otherwise."""
     if to is not None and to not in (MINDSPORE, PYTORCH):
         raise ConversionError(f'unknown target framework {to!r}; choose mindspore or torch')
     if layout is None:
         target = to or (PYTORCH if source == MINDSPORE else MINDSPORE)
-        return DEFAULT_LAYOUT[target], target
+        return defaults[target], target
     if layout not in LAYOUTS:
         raise ConversionError(f'unknown layout {layout!r}; choose from {", ".join(LAYOUTS)}')
     framework = LAYOUTS[layout].framework
@@ -66,16 +69,18 @@ def convert_file(src, dst, to=None, layout=None, model_name=None, num_classes=No
     if _same_file(ckpt.path, dst):  # a hub folder's own weights file
         raise ConversionError(f'{dst}: is the input file; the input is never overwritten')
     source = can.framework
-    layout, target = _target(layout, to, source, dst)
+    pyramid = family(can.variant) == 'ptnt'
+    defaults = {LAYOUTS[k].framework: k for k in PYRAMID_LAYOUTS} if pyramid else DEFAULT_LAYOUT
+    layout, target = _target(layout, to, source, dst, defaults)
     writers.check_target(dst, target, force)
     check_writable(layout, can.variant, can.numerics)
     if layout == 'mmpretrain' and writers.container(dst)[0] != writers.TORCH:
         raise ConversionError(f'{dst}: the mmpretrain layout is an mmengine .pth file')
-    arrays, nc, size, notes = adapt(can, num_classes, img_size, head=lambda d, n: new_head(d, n, seed))
+    arrays, nc, size, notes = adapt_any(can, num_classes, img_size, head=lambda d, n: new_head(d, n, seed))
     if layout == 'timm' and can.numerics != PYTORCH_NUMERICS:
         notes.append(f'numerics {can.numerics.name} recorded in the file: timm\'s own TNT would run pytorch '
                      'numerics; load it with convert or torch_ref')
-    stored = from_timm(arrays, layout)
+    stored = from_canonical(arrays, layout) if pyramid else from_timm(arrays, layout)
     total = sum(stored_nbytes(a, dtype) for a in stored.values())
     t_read = time.perf_counter() - t0
     from tqdm import tqdm

@@ -26,6 +26,8 @@ _PLACEHOLDERS = {
     'attn': r'attn_in|attn_out',
     'mlp': r'mlp_in|mlp',
     'rest': r'.+',
+    # a BatchNorm of PyramidTNT's stem: the second of each (conv, BatchNorm, ReLU) triple
+    'bn': r'patch_embed\.(?:common_conv|inner_convs|outer_convs)\.[147]',
 }
 
 
@@ -39,12 +41,21 @@ def template_regex(template):
 
 
 class KeyMap:
-    """Ordered renaming rules between two layouts; the first matching rule wins."""
+    """Ordered renaming rules between two layouts; the first matching rule wins.
 
-    def __init__(self, rules):
+    ``left_only``: templates of left names without a counterpart on the right (``drops``).
+    """
+
+    def __init__(self, rules, left_only=()):
         self.rules = tuple(rules)
+        self.left_only = tuple(left_only)
         self._left = [(template_regex(a), b) for a, b in self.rules]
         self._right = [(template_regex(b), a) for a, b in self.rules]
+        self._left_only = [template_regex(t) for t in self.left_only]
+
+    def drops(self, key):
+        """Whether the left name ``key`` has no counterpart on the right."""
+        return any(regex.fullmatch(key) for regex in self._left_only)
 
     @staticmethod
     def _apply(compiled, key):
@@ -69,6 +80,29 @@ MINDSPORE_NAMES = KeyMap([
 
 # timm (PyTorch) names <-> mindspore_tnt parameter names.
 TIMM_TO_MINDSPORE = KeyMap([(b, a) for a, b in MINDSPORE_NAMES.rules])
+
+# PyramidTNT's torch-only tensors: template -> (the tensor each instance sits beside, the
+# value written). BatchNorm's update counter is read only with momentum=None, so at the
+# fixed momentum 0.1 no forward pass uses it; converted torch files get 0, a fresh model's.
+PYRAMID_TORCH_ONLY = {'{bn}.num_batches_tracked': ('{bn}.running_mean', 0)}
+
+# PyramidTNT: official torch names <-> mindspore_tnt.ptnt parameter names. The stem's
+# BatchNorms keep their statistics as MindSpore parameters; torch's ``num_batches_tracked``
+# has no counterpart (momentum is fixed).
+PYRAMID_TO_MINDSPORE = KeyMap([
+    ('{bn}.weight', '{bn}.gamma'),
+    ('{bn}.bias', '{bn}.beta'),
+    ('{bn}.running_mean', '{bn}.moving_mean'),
+    ('{bn}.running_var', '{bn}.moving_variance'),
+    ('{ln}.weight', '{ln}.gamma'),
+    ('{ln}.bias', '{ln}.beta'),
+], left_only=tuple(PYRAMID_TORCH_ONLY))
+
+# PyramidTNT's stored layouts (a subset of ``LAYOUTS``' names: official torch names, which
+# ``torch_ref.ptnt`` keeps, and mindspore_tnt.ptnt's) and what reports call them; names that
+# only a PyramidTNT has.
+PYRAMID_LAYOUTS = {'official': 'official PyramidTNT PyTorch', 'mindspore': 'mindspore_tnt.ptnt (MindSpore names)'}
+PYRAMID_MARKER = r'stages\.\d+\.relative_pos|(?:word|sentence)_merges\.\d+\..+'
 
 
 # Official Huawei PyTorch names <-> timm names (docs/convert.md, "Families").
@@ -218,11 +252,11 @@ MMENGINE_EMA_KEY = 'ema_state_dict'  # mmengine's: the raw weights, swapped out 
 WRAPPER_PREFIXES = ('module.', 'model.', '_orig_mod.')
 
 # First name components of a TNT's weights in any layout (timm, official, MindCV, model
-# zoo). A MindSpore training checkpoint stores everything flat: its keys are grouped by
-# what precedes the first such component ('' or ``model.``: the weights, ``ema.``: the
+# zoo, PyramidTNT). A MindSpore training checkpoint stores everything flat: its keys are
+# grouped by what precedes the first such component ('' or ``model.``: the weights, ``ema.``: the
 # EMA weights, ``adam_m.`` etc.: optimizer slots); keys without one are counters and the like.
 TNT_ROOTS = ('cls_token', 'patch_pos', 'pixel_pos', 'pixel_embed', 'norm1_proj', 'proj',
              'norm2_proj', 'blocks', 'norm', 'head',
              'outer_pos', 'inner_pos', 'outer_tokens', 'patch_embed', 'proj_norm1', 'proj_norm2',
-             'proj_norm2_tnt')
+             'proj_norm2_tnt', 'stages', 'word_merges', 'sentence_merges')
 EMA_PREFIX = 'ema.'

@@ -7,8 +7,9 @@ of ``tnt_common.architecture``.
 """
 import math
 
+from tnt_common import pyramid
 from tnt_common.architecture import INNER_MLP_RATIO, PIXEL_KERNEL, word_side
-from tnt_common.variants import VARIANTS
+from tnt_common.variants import PYRAMID_VARIANTS, VARIANTS, family
 
 
 def _linear(prefix, n_in, n_out, bias=True):
@@ -174,8 +175,78 @@ def mmpretrain_shapes(name, num_classes=1000, img_size=None):
     return shapes
 
 
+def _bn(prefix, dim, mindspore):
+    names = ('gamma', 'beta', 'moving_mean', 'moving_variance') if mindspore else \
+        ('weight', 'bias', 'running_mean', 'running_var')
+    out = {f'{prefix}.{n}': (dim,) for n in names}
+    if not mindspore:
+        out[f'{prefix}.num_batches_tracked'] = ()
+    return out
+
+
+def _conv3(prefix, n_in, n_out):
+    k = pyramid.CONV_KERNEL
+    return {f'{prefix}.weight': (n_out, n_in, k, k), f'{prefix}.bias': (n_out,)}
+
+
+def _pyramid_attention(prefix, dim, sr_ratio, norm):
+    out = {**_linear(f'{prefix}.q', dim, dim, bias=False), **_linear(f'{prefix}.kv', dim, 2 * dim, bias=False),
+           **_linear(f'{prefix}.proj', dim, dim)}
+    if sr_ratio > 1:
+        out.update({**_linear(f'{prefix}.linear', dim, dim), **norm(f'{prefix}.norm', dim)})
+    return out
+
+
+def pyramid_shapes(name, num_classes=1000, img_size=None, mindspore=False):
+    """``{key: shape}`` of an official PyramidTNT state dict of ``name`` (BatchNorm running
+    statistics and ``num_batches_tracked`` included), or with ``mindspore`` the parameters of
+    ``mindspore_tnt.ptnt`` (``gamma``/``beta``, ``moving_mean``/``moving_variance``, no counters)."""
+    v = PYRAMID_VARIANTS[name]
+    norm = _ms_norm if mindspore else _norm
+    D, C = pyramid.stage_dims(v['outer_dim']), pyramid.stage_dims(v['inner_dim'])
+    heads = pyramid.stage_dims(v['outer_heads'])
+    sides = pyramid.grid_sides(img_size or v['img_size'])
+    words = pyramid.NUM_WORDS
+    stem = [('common_conv', 3, 2 * C[0]), ('inner_convs', 2 * C[0], C[0]), ('outer_convs', 2 * C[0], 4 * C[0]),
+            ('outer_convs', 4 * C[0], 8 * C[0]), ('outer_convs', 8 * C[0], D[0])]
+    shapes = {'outer_pos': (1, sides[0] ** 2, D[0]), 'inner_pos': (1, words, C[0])}
+    index = {}
+    for branch, n_in, n_out in stem:  # (conv, BatchNorm, ReLU) triples
+        i = index.get(branch, 0)
+        index[branch] = i + 3
+        shapes.update({**_conv3(f'patch_embed.{branch}.{i}', n_in, n_out),
+                       **_bn(f'patch_embed.{branch}.{i + 1}', n_out, mindspore)})
+    for s in range(1, len(D)):
+        for merge, dims in (('word_merges', C), ('sentence_merges', D)):
+            shapes.update({**norm(f'{merge}.{s - 1}.norm', dims[s - 1]),
+                           **_conv3(f'{merge}.{s - 1}.conv.0', dims[s - 1], dims[s])})
+    for s, depth in enumerate(v['depths']):
+        n, sr = sides[s] ** 2, pyramid.SR_RATIOS[s]
+        shapes[f'stages.{s}.relative_pos'] = (1, heads[s], n, n // sr ** 2)
+        for j in range(depth):
+            b = f'stages.{s}.blocks.{j}'
+            if pyramid.has_inner(j, depth):
+                shapes.update({**norm(f'{b}.inner_norm1', words * C[s]),
+                               **_pyramid_attention(f'{b}.inner_attn', C[s], 1, norm),
+                               **norm(f'{b}.inner_norm2', words * C[s]),
+                               **_mlp(f'{b}.inner_mlp', C[s], pyramid.MLP_RATIO * C[s]),
+                               **norm(f'{b}.proj_norm1', words * C[s]),
+                               **_linear(f'{b}.proj', words * C[s], D[s], bias=False),
+                               **norm(f'{b}.proj_norm2', D[s])})
+            shapes.update({**norm(f'{b}.outer_norm1', D[s]),
+                           **_pyramid_attention(f'{b}.outer_attn', D[s], sr, norm),
+                           **norm(f'{b}.outer_norm2', D[s]),
+                           **_mlp(f'{b}.outer_mlp', D[s], pyramid.MLP_RATIO * D[s])})
+    shapes.update(norm('norm', D[-1]))
+    if num_classes > 0:
+        shapes.update(_linear('head', D[-1], num_classes))
+    return shapes
+
+
 def stored_shapes(layout, name, num_classes=1000, img_size=None):
     """``{key: shape}`` a ``layout`` file of variant ``name`` holds, MindSpore names where it has them."""
+    if family(name) == 'ptnt':
+        return pyramid_shapes(name, num_classes, img_size, mindspore=layout == 'mindspore')
     if layout in ('official', 'mindcv', 'zoo'):
         return official_shapes(name, num_classes, img_size, layout)
     if layout == 'mmpretrain':

@@ -1,11 +1,15 @@
 """In-memory weight transfer between ``torch_ref`` and ``mindspore_tnt`` models.
 
 Everything passes through ``{timm_name: numpy array}``; names are translated by
-``keymap.TIMM_TO_MINDSPORE`` in both directions.
+``keymap.TIMM_TO_MINDSPORE`` in both directions. PyramidTNT models pass ``keymap=
+keymap.PYRAMID_TO_MINDSPORE`` (their torch names are the official ones); ``model_io`` gives
+either family's constructor and transfers.
 """
+from functools import partial
+
 import numpy as np
 
-from convert.keymap import TIMM_TO_MINDSPORE
+from convert.keymap import PYRAMID_TO_MINDSPORE, TIMM_TO_MINDSPORE
 from tnt_common.strict import check_strict
 
 
@@ -15,16 +19,17 @@ def torch_to_numpy(model_or_state):
     return {k: v.detach().cpu().numpy().copy() for k, v in state.items()}
 
 
-def mindspore_to_numpy(net):
+def mindspore_to_numpy(net, keymap=TIMM_TO_MINDSPORE):
     """``{timm_name: array}`` of a MindSpore TNT."""
-    return {TIMM_TO_MINDSPORE.backward(p.name): p.asnumpy().copy() for p in net.get_parameters()}
+    return {keymap.backward(p.name): p.asnumpy().copy() for p in net.get_parameters()}
 
 
-def numpy_to_mindspore(arrays, net):
-    """Load ``{timm_name: array}`` into a MindSpore TNT strictly (keys and shapes)."""
+def numpy_to_mindspore(arrays, net, keymap=TIMM_TO_MINDSPORE):
+    """Load ``{timm_name: array}`` into a MindSpore TNT strictly (keys and shapes); tensors
+    ``keymap`` drops (torch only) are left out."""
     import mindspore as ms
     params = {p.name: p for p in net.get_parameters()}
-    renamed = {TIMM_TO_MINDSPORE.forward(k): v for k, v in arrays.items()}
+    renamed = {keymap.forward(k): v for k, v in arrays.items() if not keymap.drops(k)}
     check_strict({k: p.shape for k, p in params.items()}, {k: v.shape for k, v in renamed.items()},
                  'MindSpore model')
     for k, p in params.items():
@@ -45,3 +50,31 @@ def numpy_to_torch(arrays, model):
 def mindspore_to_torch(net, torch_model):
     """Copy a MindSpore TNT's weights into a torch TNT of the same variant."""
     return numpy_to_torch(mindspore_to_numpy(net), torch_model)
+
+
+def _pyramid_from_torch(model):
+    return {k: v for k, v in torch_to_numpy(model).items() if not PYRAMID_TO_MINDSPORE.drops(k)}
+
+
+def _pyramid_to_torch(arrays, model):
+    from convert.pyramid import from_canonical
+    return numpy_to_torch(from_canonical(arrays, 'official'), model)
+
+
+def model_io(framework, family='tnt'):
+    """(create_model, model -> arrays, load(arrays, model) strictly) of ``framework``
+    ('mindspore' or 'torch') for ``family`` ('tnt': timm names; 'ptnt': official names
+    without BatchNorm counters, ``convert.pyramid``)."""
+    pyramid = family == 'ptnt'
+    if framework == 'mindspore':
+        if pyramid:
+            from mindspore_tnt.ptnt import create_model
+            return (create_model, partial(mindspore_to_numpy, keymap=PYRAMID_TO_MINDSPORE),
+                    partial(numpy_to_mindspore, keymap=PYRAMID_TO_MINDSPORE))
+        from mindspore_tnt.tnt import create_model
+        return create_model, mindspore_to_numpy, numpy_to_mindspore
+    if pyramid:
+        from torch_ref.ptnt import create_model
+        return create_model, _pyramid_from_torch, _pyramid_to_torch
+    from torch_ref.tnt import create_model
+    return create_model, torch_to_numpy, numpy_to_torch

@@ -1,7 +1,8 @@
 """Verification of a written checkpoint: strict loading in its own layout, then a forward pass.
 
 The output is loaded the way its family's own code loads it, strictly, into a model
-that has that layout's names and shapes (``layouts.stored_shapes``, written from the
+that has that layout's names and shapes (a PyramidTNT's: ``layouts.pyramid_shapes``, its
+BatchNorm statistics included, compared in eval mode) (``layouts.stored_shapes``, written from the
 layout descriptions, not from ``keymap``): ``ms.load_checkpoint`` +
 ``load_param_into_net(strict_load=True)`` for MindSpore files, ``load_state_dict(strict=True)``
 for torch files (mmpretrain's under ``state_dict``, as mmengine reads them), into a module
@@ -28,10 +29,13 @@ from convert.dtypes import rounded
 from convert.errors import ConversionError
 from convert.keymap import LAYOUTS
 from convert.layouts import stored_shapes
+from convert.pyramid import to_canonical
 from convert.writers import MINDSPORE, SAFETENSORS, container
 from tnt_common.compare import FP32_BOUND, compare_logits, compare_outputs, describe_failure
 from tnt_common.fixtures import make_batch
+from tnt_common.pyramid import stage_names
 from tnt_common.strict import check_strict
+from tnt_common.variants import PYRAMID_VARIANTS, family
 
 
 def _check_stored(path, how, expected, got):
@@ -112,14 +116,9 @@ def _load_output(path, target, layout, variant, nc, size):
 
 
 def _model(framework, variant, nc, size, numerics, arrays):
-    if framework == MINDSPORE:
-        from convert.transfer import numpy_to_mindspore
-        from mindspore_tnt.tnt import create_model
-        return numpy_to_mindspore(arrays, create_model(variant, num_classes=nc, img_size=size,
-                                                       **numerics.model_kwargs()))
-    from convert.transfer import numpy_to_torch
-    from torch_ref.tnt import create_model
-    return numpy_to_torch(arrays, create_model(variant, num_classes=nc, img_size=size, **numerics.model_kwargs()))
+    from convert.transfer import model_io
+    create_model, _, load = model_io(framework, family(variant))
+    return load(arrays, create_model(variant, num_classes=nc, img_size=size, **numerics.model_kwargs()))
 
 
 def _outputs(framework, model, x):
@@ -148,7 +147,11 @@ def verify(path, arrays, source, target, layout, variant, nc, size, numerics, dt
 def _verify(path, arrays, source, target, layout, variant, nc, size, numerics, dtype, step):
     expected = {k: rounded(v, dtype) for k, v in arrays.items()}
     stored = _load_output(path, target, layout, variant, nc, size)
-    loaded = stored if layout == 'timm' else to_timm(stored, variant).arrays
+    pyramid = family(variant) == 'ptnt'
+    if pyramid:
+        loaded = to_canonical(stored, variant).arrays
+    else:
+        loaded = stored if layout == 'timm' else to_timm(stored, variant).arrays
     recorded, _ = resolve_numerics(LAYOUTS[layout], readers.read(path).numerics, None)
     target_model = _model(target, variant, nc, size, recorded, loaded)
     mismatch = [k for k in expected if k not in loaded or not np.array_equal(loaded[k], expected[k])]
@@ -160,7 +163,7 @@ def _verify(path, arrays, source, target, layout, variant, nc, size, numerics, d
     step()
     test = _outputs(target, target_model, x)
     step()
-    report = compare_outputs(test, ref)
+    report = compare_outputs(test, ref, names=stage_names(PYRAMID_VARIANTS[variant]['depths']) if pyramid else None)
     report.update(bound=FP32_BOUND, batch=x.shape[0], exact_mismatch=mismatch, source=source, target=target,
                   dtype=dtype, layout=layout, numerics_recorded=recorded.describe())
     report['passed'] = report['passed'] and not mismatch and recorded == numerics

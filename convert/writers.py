@@ -90,7 +90,7 @@ def _write_torch(f, items, wrap, tick):
     for name, a, dt in items:
         with warnings.catch_warnings():  # read-only views of the mapped input: only read here
             warnings.filterwarnings('ignore', message='The given NumPy array is not writable')
-            t = torch.from_numpy(np.ascontiguousarray(a))
+            t = torch.from_numpy(np.ascontiguousarray(a).reshape(a.shape))  # 0-d stays 0-d
         state[name] = t.view(torch.bfloat16) if dt == 'bf16' else t
         total += a.nbytes
     torch.save(wrap(state), f)

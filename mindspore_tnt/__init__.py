@@ -1,8 +1,9 @@
-"""MindSpore TNT: the same models as ``torch_ref``, as ``mindspore.nn.Cell``s."""
+"""MindSpore TNT and PyramidTNT: the same models as ``torch_ref``, as ``mindspore.nn.Cell``s."""
 from tnt_common.variants import list_models, list_pretrained
+from mindspore_tnt.ptnt import PyramidTNT
 from mindspore_tnt.tnt import TNT, ForwardIntermediates, WithStages
 
-__all__ = ['TNT', 'ForwardIntermediates', 'WithStages', 'create_model', 'list_models', 'list_pretrained']
+__all__ = ['TNT', 'PyramidTNT', 'ForwardIntermediates', 'WithStages', 'create_model', 'list_models', 'list_pretrained']
 
 
 def create_model(name, pretrained=False, checkpoint_path=None, **kwargs):

@@ -18,3 +18,18 @@ def random_models(name, seed=0, **kwargs):
     numpy_to_torch(weights, torch_model)
     net = numpy_to_mindspore(weights, mindspore_tnt.create_model(name, **kwargs))
     return torch_model, net
+
+
+def random_pyramid_models(name, seed=0, **kwargs):
+    """A torch_ref and a mindspore_tnt PyramidTNT of ``name`` holding the same random weights,
+    the stem's BatchNorm statistics included (``tnt_common.fixtures.random_pyramid_weights``)."""
+    from convert.keymap import PYRAMID_TO_MINDSPORE
+    from convert.transfer import numpy_to_mindspore, numpy_to_torch
+    from mindspore_tnt.ptnt import create_model as create_mindspore
+    from tnt_common.fixtures import random_pyramid_weights
+    from torch_ref.ptnt import create_model as create_torch
+    torch_model = create_torch(name, **kwargs)
+    weights = random_pyramid_weights({k: v.shape for k, v in torch_model.state_dict().items()}, seed)
+    numpy_to_torch(weights, torch_model)
+    net = numpy_to_mindspore(weights, create_mindspore(name, **kwargs), PYRAMID_TO_MINDSPORE)
+    return torch_model, net

@@ -1,5 +1,6 @@
 """Gradient parity: the same weights, batch and labels, label-smoothed cross-entropy, backward
-in both frameworks; every parameter's gradient and the input gradient compared."""
+in both frameworks; every parameter's gradient and the input gradient compared. TNT and
+PyramidTNT alike (a PyramidTNT's BatchNorms normalise with the batch's statistics)."""
 import numpy as np
 
 from tnt_common.compare import compare_tensors, rel_err, worst
@@ -66,21 +67,23 @@ def grad_cell(cell, params):
     return WithGrads()
 
 
-def mindspore_gradients(net, x, y, smoothing=SMOOTHING, wrap=None):
+def mindspore_gradients(net, x, y, smoothing=SMOOTHING, wrap=None, keymap=None):
     """(loss, {timm_name: grad}, input grad) of a MindSpore TNT in training mode, as numpy.
 
     ``wrap`` (e.g. an AMP level's ``apply_amp``) is applied to the loss cell before the
-    gradient is taken.
+    gradient is taken. ``keymap`` names the gradients as torch does (default
+    ``TIMM_TO_MINDSPORE``; a PyramidTNT: ``PYRAMID_TO_MINDSPORE``).
     """
     import mindspore as ms
     from convert.keymap import TIMM_TO_MINDSPORE
+    keymap = keymap or TIMM_TO_MINDSPORE
     net.set_train(True)
     cell = loss_cell(net, smoothing)
     if wrap is not None:
         cell = wrap(cell)
     params = net.trainable_params()
     loss, dx, grads = grad_cell(cell, params)(ms.Tensor(x), ms.Tensor(y))
-    named = {TIMM_TO_MINDSPORE.backward(p.name): g.asnumpy() for p, g in zip(params, grads)}
+    named = {keymap.backward(p.name): g.asnumpy() for p, g in zip(params, grads)}
     return float(loss.asnumpy()), named, dx.asnumpy()
 
 

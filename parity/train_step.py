@@ -60,7 +60,8 @@ def torch_optimizer(model, lr, weight_decay=recipe.RECIPE['weight_decay']):
 
 
 def torch_train(model, data, lrs, noise=None, clip_grad=recipe.RECIPE['clip_grad']):
-    """([loss per step], [{timm_name: weights} after each step]) of torch AdamW steps."""
+    """([loss per step], [{timm_name: weights} after each step]) of torch AdamW steps; the
+    weights include BatchNorm running statistics, where the model has them."""
     import torch
     from torch.nn import functional as F
     from parity.droppath import set_noise
@@ -77,17 +78,20 @@ def torch_train(model, data, lrs, noise=None, clip_grad=recipe.RECIPE['clip_grad
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         opt.step()
         losses.append(loss.item())
-        weights.append({k: v.detach().numpy().copy() for k, v in model.named_parameters()})
+        weights.append({k: v.detach().numpy().copy() for k, v in model.state_dict().items()
+                        if v.is_floating_point()})  # BatchNorm statistics too; not its counters
     return losses, weights
 
 
-def mindspore_train(net, data, lrs, noise=None, create_optimizer=None):
+def mindspore_train(net, data, lrs, noise=None, create_optimizer=None, keymap=None):
     """([loss per step], [{timm_name: weights} after each step]) of ``tnt_train`` steps.
 
     ``create_optimizer(net, lrs) -> (optimizer, lr_schedule)`` defaults to the training
-    package's ``tnt_train.optim.create_optimizer``.
+    package's ``tnt_train.optim.create_optimizer``; ``keymap`` names the weights as torch
+    does (default ``TIMM_TO_MINDSPORE``; a PyramidTNT: ``PYRAMID_TO_MINDSPORE``).
     """
     import mindspore as ms
+    from convert.keymap import TIMM_TO_MINDSPORE
     from convert.transfer import mindspore_to_numpy
     from parity.droppath import set_noise
     from tnt_train.train_step import TrainStep
@@ -100,7 +104,7 @@ def mindspore_train(net, data, lrs, noise=None, create_optimizer=None):
     losses, weights = [], []
     for x, y in data:
         losses.append(float(step(ms.Tensor(x), ms.Tensor(y))[0].asnumpy()))
-        weights.append(mindspore_to_numpy(net))
+        weights.append(mindspore_to_numpy(net, keymap or TIMM_TO_MINDSPORE))
     return losses, weights
 
 
@@ -141,23 +145,34 @@ def describe_training(report):
     return '\n'.join(lines)
 
 
-def run_training(name, batch=2, steps=STEPS, seed=0, create_optimizer=None, models=None):
-    """(report, MindSpore (losses, weights), torch (losses, weights)) for variant ``name``."""
+def run_training(name, batch=2, steps=STEPS, seed=0, create_optimizer=None, models=None, mode='pynative'):
+    """(report, MindSpore (losses, weights), torch (losses, weights)) for variant ``name``
+    (TNT or PyramidTNT, whose BatchNorms train on the batch's statistics).
+
+    ``mode`` 'graph' runs MindSpore's step in GRAPH mode with drop path off: the shared masks
+    are a PYNATIVE hook (PyramidTNT's gradients agree in GRAPH mode only, docs/ptnt.md).
+    """
+    from convert.keymap import PYRAMID_TO_MINDSPORE
     from convert.transfer import torch_to_numpy
     from parity.droppath import mindspore_noise, torch_noise
-    from parity.forward import random_models, set_mode
-    set_mode('pynative')
-    torch_model, net = models or random_models(name, seed, drop_path_rate=DROP_PATH)
+    from parity.forward import random_models, random_pyramid_models, set_mode
+    from tnt_common.pyramid import STEM_STRIDE
+    from tnt_common.variants import family
+    set_mode(mode)
+    pyramid, masks = family(name) == 'ptnt', mode == 'pynative'
+    torch_model, net = models or (random_pyramid_models if pyramid else random_models)(
+        name, seed, drop_path_rate=DROP_PATH if masks else 0.)
     initial = torch_to_numpy(torch_model)
-    data = batches(steps, batch, torch_model.pixel_embed.grid_size[0] * torch_model.pixel_embed.patch_size,
-                   torch_model.num_classes, seed)
+    img_size = (torch_model.grid_sides[0] * STEM_STRIDE if pyramid
+                else torch_model.pixel_embed.grid_size[0] * torch_model.pixel_embed.patch_size)
+    data = batches(steps, batch, img_size, torch_model.num_classes, seed)
     lrs = schedule(steps)
-    ms_noise, pt_noise = mindspore_noise(seed), torch_noise(seed)
-    test = mindspore_train(net, data, lrs, ms_noise, create_optimizer)
+    ms_noise, pt_noise = (mindspore_noise(seed), torch_noise(seed)) if masks else (None, None)
+    test = mindspore_train(net, data, lrs, ms_noise, create_optimizer, PYRAMID_TO_MINDSPORE if pyramid else None)
     ref = torch_train(torch_model, data, lrs, pt_noise)
-    if ms_noise.source.shapes != pt_noise.source.shapes:
+    if masks and ms_noise.source.shapes != pt_noise.source.shapes:
         raise AssertionError('the frameworks drew different drop-path masks: '
                              f'{len(ms_noise.source.shapes)} vs {len(pt_noise.source.shapes)} draws')
     report = compare_training(test, ref, initial)
-    report['mask_draws'] = len(pt_noise.source.shapes)
+    report['mask_draws'] = len(pt_noise.source.shapes) if masks else 0
     return report, test, ref

@@ -24,10 +24,14 @@ def stage_names(depth):
     return ['embed'] + [f'block {i}' for i in range(depth)]
 
 
-def compare_stages(test_stages, ref_stages):
-    """Rows ``{stage, stream, max_abs, rel, cos}`` for inner and outer tokens of every stage."""
+def compare_stages(test_stages, ref_stages, names=None):
+    """Rows ``{stage, stream, max_abs, rel, cos}`` for inner and outer tokens of every stage;
+    ``names`` of the stages, by default TNT's (``stage_names``)."""
+    names = stage_names(len(ref_stages) - 1) if names is None else names
+    if len(names) != len(ref_stages):
+        raise ValueError(f'{len(names)} stage names for {len(ref_stages)} stages')
     rows = []
-    for name, test, ref in zip(stage_names(len(ref_stages) - 1), test_stages, ref_stages):
+    for name, test, ref in zip(names, test_stages, ref_stages):
         for stream, t, r in (('inner', test[0], ref[0]), ('outer', test[1], ref[1])):
             rows.append(dict(stage=name, stream=stream, max_abs=max_abs_err(t, r),
                              rel=rel_err(t, r), cos=cosine(t, r)))
@@ -49,10 +53,10 @@ def compare_logits(test, ref, bound=FP32_BOUND):
     return dict(max_abs=max_abs_err(test, ref), rel=rel, top1_same=top1_same, passed=rel <= bound and top1_same)
 
 
-def compare_outputs(test, ref, bound=FP32_BOUND):
+def compare_outputs(test, ref, bound=FP32_BOUND, names=None):
     """Report of one forward comparison of ``(logits, stages)``: per-stage rows, logits error,
-    top-1 agreement, verdict."""
-    rows = compare_stages(test[1], ref[1])
+    top-1 agreement, verdict. ``names``: of the stages (``compare_stages``)."""
+    rows = compare_stages(test[1], ref[1], names)
     logits = compare_logits(test[0], ref[0], bound)
     failure = first_failure(rows, bound)
     return dict(rows=rows, logits_rel=logits['rel'], logits_max_abs=logits['max_abs'],
@@ -74,9 +78,10 @@ def describe_failure(report, bound=FP32_BOUND):
 
 
 def format_rows(rows):
-    lines = [f"{'stage':<10} {'stream':<6} {'max|d|':>10} {'rel':>10} {'cosine':>12}"]
+    w = max([10] + [len(r['stage']) for r in rows])
+    lines = [f"{'stage':<{w}} {'stream':<6} {'max|d|':>10} {'rel':>10} {'cosine':>12}"]
     for r in rows:
-        lines.append(f"{r['stage']:<10} {r['stream']:<6} {r['max_abs']:>10.3e} {r['rel']:>10.3e} "
+        lines.append(f"{r['stage']:<{w}} {r['stream']:<6} {r['max_abs']:>10.3e} {r['rel']:>10.3e} "
                      f"{r['cos']:>12.9f}")
     return '\n'.join(lines)
 

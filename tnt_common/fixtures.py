@@ -34,3 +34,26 @@ def random_timm_weights(shapes, seed=0):
             a = 0.1 * rng.standard_normal(shape)
         out[name] = a.astype(np.float32)
     return out
+
+
+def random_pyramid_weights(shapes, seed=0):
+    """``{official_name: array}`` of a PyramidTNT for the given ``{name: shape}``, as
+    ``random_timm_weights`` and with the stem's BatchNorms non-trivial: affine near 1 / 0,
+    running means around 0, running variances in [0.5, 2) (``num_batches_tracked`` 0), and
+    each stage's ``relative_pos`` standard normal as the official init draws it."""
+    rng = np.random.default_rng(seed + 1)
+    out = random_timm_weights({k: s for k, s in shapes.items() if not k.endswith('num_batches_tracked')}, seed)
+    for name, shape in shapes.items():
+        leaf = name.rsplit('.', 1)[-1]
+        if leaf == 'num_batches_tracked':
+            out[name] = np.zeros(shape, np.int64)
+        elif name.startswith('patch_embed.') and len(shape) == 1:   # a BatchNorm's vector (conv biases stay)
+            if leaf == 'weight':
+                out[name] = (1. + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+            elif leaf == 'running_mean':
+                out[name] = (0.5 * rng.standard_normal(shape)).astype(np.float32)
+            elif leaf == 'running_var':
+                out[name] = rng.uniform(0.5, 2., shape).astype(np.float32)
+        elif leaf == 'relative_pos':
+            out[name] = rng.standard_normal(shape).astype(np.float32)
+    return out

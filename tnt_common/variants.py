@@ -3,6 +3,12 @@
 Importable without torch or mindspore. ``torch_ref`` and ``mindspore_tnt`` build their
 models from ``model_args(name)``, take names as timm does (``split_tag``) and select blocks
 for ``forward_intermediates`` with ``feature_take_indices``; converters and tools read the rest.
+
+Two families, each with its rows and configs: ``'tnt'`` (``VARIANTS``, ``PRETRAINED_CFGS``;
+the ``TNT`` models, what converters, training, tools and benchmarks take) and ``'ptnt'``
+(``PYRAMID_VARIANTS``, ``PYRAMID_PRETRAINED_CFGS``; the ``PyramidTNT`` models of
+``ptnt.py``). ``list_models()`` lists TNT, ``list_models('ptnt')`` PyramidTNT;
+``model_args``, ``split_tag`` and ``pretrained_cfg`` take a name of either (``family``).
 """
 
 IMAGENET_INCEPTION_MEAN = (0.5, 0.5, 0.5)
@@ -24,12 +30,29 @@ VARIANTS = {name: dict(zip(_ARCH_KEYS + ('num_params',), row)) for name, row in 
     'tnt_tiny_patch16_64':      (96, 6, 4, 3, 2,         16, 4, 4.,        False, 64, 596_176),
 }.items()}
 
+# PyramidTNT (official ``tnt_pytorch/pyramid_tnt.py``): stage 0's dims and heads (later
+# stages scale them, ``tnt_common.pyramid.STAGE_SCALE``), blocks per stage and the input
+# size; ``num_params`` with the 1000-class head, BatchNorm running statistics not counted.
+_PYRAMID_KEYS = ('outer_dim', 'inner_dim', 'depths', 'outer_heads', 'inner_heads', 'img_size')
+PYRAMID_VARIANTS = {name: dict(zip(_PYRAMID_KEYS + ('num_params',), row)) for name, row in {
+    #                        outer inner depths     heads  img  num_params
+    'ptnt_ti_patch16_192':   (80, 5, (2, 6, 3, 2),   2, 1,  192, 10_578_529),
+    'ptnt_s_patch16_256':    (128, 8, (2, 8, 4, 2),  4, 2,  256, 31_953_200),
+    'ptnt_m_patch16_256':    (192, 12, (2, 8, 6, 2), 4, 2,  256, 84_943_572),
+    'ptnt_b_patch16_256':    (256, 16, (2, 10, 6, 2), 4, 2, 256, 156_990_072),
+    # Small variant for fast tests: grids 8, 4, 2, 1; stage 1 has 7 blocks, so its second
+    # block has the inner transformer too, as in S, M and B.
+    'ptnt_tiny_patch16_64':  (32, 4, (2, 7, 1, 1),   2, 1,  64, 1_292_020),
+}.items()}
 
-def _cfg(hub_id='', top1=None, img_size=224, **kwargs):
+FAMILIES = {'tnt': VARIANTS, 'ptnt': PYRAMID_VARIANTS}
+
+
+def _cfg(hub_id='', top1=None, img_size=224, first_conv='pixel_embed.proj', **kwargs):
     return dict(
         hf_hub_id=hub_id, num_classes=1000, input_size=(3, img_size, img_size),
         crop_pct=0.9, interpolation='bicubic', mean=IMAGENET_INCEPTION_MEAN,
-        std=IMAGENET_INCEPTION_STD, first_conv='pixel_embed.proj', classifier='head',
+        std=IMAGENET_INCEPTION_STD, first_conv=first_conv, classifier='head',
         top1=top1, **kwargs)
 
 
@@ -43,22 +66,42 @@ PRETRAINED_CFGS = {
     'tnt_tiny_patch16_64.untrained': _cfg(img_size=64),
 }
 
+# PyramidTNT: weights published on BaiduDisk only, no hub id; top-1 as the paper reports.
+PYRAMID_PRETRAINED_CFGS = {
+    'ptnt_ti_patch16_192.in1k': _cfg(top1=75.2, img_size=192, first_conv='patch_embed.common_conv.0'),
+    'ptnt_s_patch16_256.in1k': _cfg(top1=82.0, img_size=256, first_conv='patch_embed.common_conv.0'),
+    'ptnt_m_patch16_256.in1k': _cfg(top1=83.5, img_size=256, first_conv='patch_embed.common_conv.0'),
+    'ptnt_b_patch16_256.in1k': _cfg(top1=84.1, img_size=256, first_conv='patch_embed.common_conv.0'),
+    'ptnt_tiny_patch16_64.untrained': _cfg(img_size=64, first_conv='patch_embed.common_conv.0'),
+}
+_FAMILY_CFGS = {'tnt': PRETRAINED_CFGS, 'ptnt': PYRAMID_PRETRAINED_CFGS}
 
-def list_models():
-    """Names of all registered variants."""
-    return sorted(VARIANTS)
+
+def list_models(family='tnt'):
+    """Names of the registered variants of ``family`` ('tnt' or 'ptnt'; None: both)."""
+    if family is None:
+        return sorted(name for table in FAMILIES.values() for name in table)
+    return sorted(FAMILIES[family])
 
 
 def list_pretrained():
     """``architecture.tag`` of every config with published weights, as timm's ``list_pretrained``."""
-    return sorted(k for k, cfg in PRETRAINED_CFGS.items() if cfg['hf_hub_id'])
+    return sorted(k for cfgs in _FAMILY_CFGS.values() for k, cfg in cfgs.items() if cfg['hf_hub_id'])
+
+
+def family(name):
+    """'tnt' or 'ptnt': the family of the bare variant ``name``; ValueError if unknown."""
+    for key, table in FAMILIES.items():
+        if name in table:
+            return key
+    raise ValueError(f"unknown TNT variant {name!r}; known: {', '.join(list_models(None))}")
 
 
 def model_args(name):
-    """Constructor arguments of variant ``name`` for ``TNT`` in either framework."""
-    if name not in VARIANTS:
-        raise ValueError(f"unknown TNT variant {name!r}; known: {', '.join(list_models())}")
-    return {k: VARIANTS[name][k] for k in _ARCH_KEYS}
+    """Constructor arguments of variant ``name``: for ``TNT``, or for ``PyramidTNT`` where
+    ``family(name)`` is 'ptnt', in either framework."""
+    keys = _ARCH_KEYS if family(name) == 'tnt' else _PYRAMID_KEYS
+    return {k: FAMILIES[family(name)][name][k] for k in keys}
 
 
 def split_tag(name):
@@ -67,8 +110,8 @@ def split_tag(name):
     Raises ValueError on an unknown variant or tag, listing the known ones.
     """
     arch, _, tag = name.partition('.')
-    model_args(arch)
-    tags = [k.partition('.')[2] for k in PRETRAINED_CFGS if k.partition('.')[0] == arch]
+    cfgs = _FAMILY_CFGS[family(arch)]
+    tags = [k.partition('.')[2] for k in cfgs if k.partition('.')[0] == arch]
     if not tag:
         return arch, tags[0]
     if tag not in tags:
@@ -79,7 +122,7 @@ def split_tag(name):
 def pretrained_cfg(name):
     """Preprocessing and hub facts of ``name`` (bare: the default tag), with its architecture and tag."""
     arch, tag = split_tag(name)
-    return dict(PRETRAINED_CFGS[f'{arch}.{tag}'], architecture=arch, tag=tag)
+    return dict(_FAMILY_CFGS[family(arch)][f'{arch}.{tag}'], architecture=arch, tag=tag)
 
 
 def check_pretrained(name, pretrained, checkpoint_path):

@@ -1,8 +1,9 @@
-"""PyTorch reference TNT, state-dict compatible with timm."""
+"""PyTorch reference TNT, state-dict compatible with timm, and PyramidTNT (official keys)."""
 from tnt_common.variants import list_models, list_pretrained
+from torch_ref.ptnt import PyramidTNT
 from torch_ref.tnt import TNT
 
-__all__ = ['TNT', 'create_model', 'list_models', 'list_pretrained']
+__all__ = ['TNT', 'PyramidTNT', 'create_model', 'list_models', 'list_pretrained']
 
 
 def create_model(name, pretrained=False, checkpoint_path=None, **kwargs):

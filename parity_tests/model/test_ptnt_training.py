@@ -1,0 +1,138 @@
+"""PyramidTNT gradients and training steps against torch, BatchNorm in train mode, GRAPH mode.
+
+Gradients (fp32): label-smoothed cross-entropy on the tiny variant with random weights and
+non-trivial BatchNorm statistics; every parameter gradient and the input gradient within
+``GRAD_BOUND``, the stem's BatchNorms normalising with the batch's statistics. The biases
+of the convolutions feeding those BatchNorms have an exactly zero gradient (the batch mean
+removes them): both frameworks give rounding noise there, checked against a bound of its
+own, and they are frozen for the training steps.
+Training steps: ``parity.train_step.run_training`` (the training package's AdamW, decay
+groups, LR schedule and clipping; drop path off), weights and BatchNorm running statistics
+compared after every step. Planted faults show each check catches what the eval-mode
+forward comparison cannot: a cut gradient, BatchNorm using its running statistics in train
+mode, MindSpore's BatchNorm given torch's momentum.
+
+PYNATIVE mode computes wrong gradients for this model on MindSpore 2.10 (the forward pass
+agrees; GRAPH mode agrees with torch; docs/ptnt.md), hence GRAPH mode and no drop path here.
+"""
+import re
+
+import numpy as np
+
+from convert.keymap import PYRAMID_TO_MINDSPORE
+from mindspore_tnt.outputs import mindspore_outputs
+from parity.forward import random_pyramid_models, set_mode
+from parity.gradients import compare_gradients, describe_gradients, make_labels, mindspore_gradients, torch_gradients
+from parity.train_step import describe_training, run_training
+from parity_tests.model.test_gradients import StopGradient
+from parity_tests.model.test_ptnt import BATCH, NAMES, TINY, stem_batchnorms, with_momentum
+from tnt_common.compare import compare_outputs
+from tnt_common.fixtures import make_batch
+from tnt_common.variants import PYRAMID_VARIANTS
+from torch_ref.outputs import torch_outputs
+
+STEPS = 3
+# Convolution biases right before a train-mode BatchNorm: zero gradient in exact arithmetic.
+BEFORE_BN = re.compile(r'patch_embed\.\w+\.[036]\.bias')
+NOISE_BOUND = 1e-6  # their gradients' max|g|, against the largest gradient of their convolution
+
+
+def split_noise(grads):
+    """(gradients without the BatchNorm-fed conv biases, the largest |g| of those relative to
+    their convolution's weight gradient)."""
+    loss, named, dx = grads
+    kept = {k: v for k, v in named.items() if not BEFORE_BN.fullmatch(k)}
+    noise = max(np.abs(v).max() / np.abs(named[k[:-len('bias')] + 'weight']).max()
+                for k, v in named.items() if BEFORE_BN.fullmatch(k))
+    return (loss, kept, dx), noise
+
+
+def keep_names(net, plant):
+    """Apply ``plant(net)``, then give every parameter its name from before (replacing a sub-cell
+    renames its parameters; the order stays)."""
+    before = [p.name for p in net.get_parameters()]
+    plant(net)
+    for p, name in zip(net.get_parameters(), before):
+        p.name = name
+
+
+def gradient_reports(plant=None, mode='graph'):
+    """(eval-mode forward report, gradient report, MindSpore noise, torch noise, torch model) of
+    the tiny variant, ``plant(net)`` applied."""
+    set_mode(mode)
+    torch_model, net = random_pyramid_models(TINY)
+    x = make_batch(BATCH, PYRAMID_VARIANTS[TINY]['img_size'])
+    y = make_labels(BATCH, torch_model.num_classes)
+    ref_out = torch_outputs(torch_model, x)
+    ref, ref_noise = split_noise(torch_gradients(torch_model, x, y))
+    if plant is not None:
+        keep_names(net, plant)
+    forward = compare_outputs(mindspore_outputs(net, x), ref_out, names=NAMES)
+    test, noise = split_noise(mindspore_gradients(net, x, y, keymap=PYRAMID_TO_MINDSPORE))
+    return forward, compare_gradients(test, ref), noise, ref_noise, torch_model
+
+
+def test_gradient_parity():
+    _, report, noise, ref_noise, torch_model = gradient_reports()
+    assert report['passed'], describe_gradients(report)
+    names = {k for k, _ in torch_model.named_parameters()}
+    assert {r['name'] for r in report['rows']} == {k for k in names if not BEFORE_BN.fullmatch(k)}
+    assert len(names) - len(report['rows']) == 5
+    # no vacuous all-zero gradient but stage 3's attention scores: one token, a softmax over one key
+    assert {r['name'] for r in report['rows'] if not r['ref_max'] > 0} == \
+        {'stages.3.relative_pos', 'stages.3.blocks.0.outer_attn.q.weight'}
+    assert noise <= NOISE_BOUND and ref_noise <= NOISE_BOUND, (noise, ref_noise)
+
+
+def test_catches_stop_gradient_in_the_inner_mlp():
+    def plant(net):
+        block = net.stages[1].blocks[0]
+        block.inner_mlp = StopGradient(block.inner_mlp)
+    forward, grads, _, _, _ = gradient_reports(plant)
+    assert forward['passed'], 'the plant must leave the forward pass intact'
+    assert not grads['passed']
+    assert {'stages.1.blocks.0.inner_mlp.fc1.weight', 'stages.1.blocks.0.inner_mlp.fc2.bias'} <= set(grads['failing'])
+    assert 'head.weight' not in grads['failing']
+
+
+def test_catches_running_statistics_in_train_mode():
+    def plant(net):  # BatchNorm normalising with its running statistics while training
+        bn = net.patch_embed.outer_convs[4]
+        bn.use_batch_statistics = False
+    forward, grads, _, _, _ = gradient_reports(plant)
+    assert forward['passed'], 'eval mode uses the running statistics anyway'
+    assert not grads['passed']
+    assert 'patch_embed.outer_convs.3.weight' in grads['failing']
+
+
+def frozen_models():
+    """The tiny variant in both frameworks, the BatchNorm-fed conv biases frozen: their exact
+    gradient is zero, and AdamW would scale the two frameworks' rounding noise to full steps."""
+    torch_model, net = random_pyramid_models(TINY)
+    for k, p in torch_model.named_parameters():
+        p.requires_grad_(not BEFORE_BN.fullmatch(k))
+    for p in net.get_parameters():
+        if BEFORE_BN.fullmatch(PYRAMID_TO_MINDSPORE.backward(p.name)):
+            p.requires_grad = False
+    return torch_model, net
+
+
+def test_training_steps_agree():
+    report, _, _ = run_training(TINY, steps=STEPS, models=frozen_models(), mode='graph')
+    assert report['passed'], describe_training(report)
+    names = {r['name'] for r in report['steps'][0]['rows']}
+    assert {'patch_embed.common_conv.1.running_mean', 'patch_embed.outer_convs.7.running_var',
+            'stages.0.relative_pos'} <= names
+    moved = {r['name'] for s in report['steps'] for r in s['rows'] if r['ref_max'] > 0}
+    assert names - moved == {k for k in names if BEFORE_BN.fullmatch(k)}  # all else moved, if only by decay
+
+
+def test_training_catches_torch_momentum_in_mindspore():
+    def plant(net):
+        for seq, i in stem_batchnorms(net):
+            seq[i] = with_momentum(seq[i], 0.1)
+    torch_model, net = frozen_models()
+    keep_names(net, plant)
+    report, _, _ = run_training(TINY, steps=2, models=(torch_model, net), mode='graph')
+    failing = set(report['steps'][0]['failing'])
+    assert len(failing) == 10 and all('.running_' in k for k in failing), failing  # the weights still agree
