@@ -25,6 +25,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 import torch
+from mindspore import nn, ops
 
 import mindspore_tnt
 import torch_ref
@@ -33,7 +34,9 @@ from parity.forward import random_models
 from torch_ref.outputs import torch_outputs
 from parity.gradients import make_labels, torch_gradients
 from tnt_common.fixtures import make_batch, random_timm_weights
-from tnt_common.variants import VARIANTS
+from tnt_common.cli import EXIT_BAD_INPUT
+from tnt_common.pyramid import stage_names
+from tnt_common.variants import PYRAMID_VARIANTS, VARIANTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -464,3 +467,49 @@ def weights(path):
     """``{name: array}`` of a MindSpore checkpoint file."""
     import mindspore as ms
     return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items() if hasattr(v, "asnumpy")}
+
+
+# --- Shared by several suites: planted gradient cuts, PyramidTNT's stem BatchNorms, refused commands ---
+
+PTNT_TINY = 'ptnt_tiny_patch16_64'
+PTNT_NAMES = stage_names(PYRAMID_VARIANTS[PTNT_TINY]['depths'])   # forward_stages entries of PTNT_TINY
+
+
+class StopGradient(nn.Cell):
+    """``cell``'s output with its gradient cut: the forward pass is untouched."""
+
+    def __init__(self, cell):
+        super().__init__(auto_prefix=False)
+        self.cell = cell
+
+    def construct(self, x):
+        return ops.stop_gradient(self.cell(x))
+
+
+def with_momentum(bn, momentum):
+    """A BatchNorm2d like ``bn`` (its parameters and statistics) with ``momentum``."""
+    new = nn.BatchNorm2d(bn.num_features, eps=bn.eps, momentum=momentum)
+    for name in ('gamma', 'beta', 'moving_mean', 'moving_variance'):
+        getattr(new, name).set_data(getattr(bn, name).value())
+    return new
+
+
+def stem_batchnorms(net):
+    """(SequentialCell, index) of every BatchNorm2d of the stem."""
+    stem = net.patch_embed
+    return [(seq, i) for seq in (stem.common_conv, stem.inner_convs, stem.outer_convs)
+            for i, cell in enumerate(seq) if isinstance(cell, nn.BatchNorm2d)]
+
+
+def snapshot(path):
+    """{file: (size, bytes)} of every file under ``path``."""
+    return {p: (p.stat().st_size, p.read_bytes()) for p in sorted(path.rglob('*')) if p.is_file()}
+
+
+def assert_refused(code, err, expected, tmp_path, before):
+    """``tnt-convert`` refused: exit 2, one error line naming ``expected``, ``tmp_path`` as ``before``."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == EXIT_BAD_INPUT
+    assert len(lines) == 1 and lines[0].startswith('tnt-convert: error: '), err
+    assert expected in lines[0], lines[0]
+    assert snapshot(tmp_path) == before, 'a file was written, changed or left behind'

@@ -17,8 +17,7 @@ import convert
 from convert import files, keymap, mindspore_ckpt
 from convert.cli import main
 from convert.errors import ConversionError
-from parity_tests.helpers import ROOT, TINY, random_state, save_mindspore, tensors, to_official
-from tnt_common.cli import EXIT_BAD_INPUT
+from parity_tests.helpers import ROOT, TINY, assert_refused, random_state, save_mindspore, snapshot, tensors, to_official
 
 
 class Payload:
@@ -170,18 +169,6 @@ OUTPUT_CASES = {
                            'is not zero (6 of 6 values): the MindSpore model zoo (research/cv/TNT) layout has no '
                            'such bias and would lose it'),
 }
-
-
-def snapshot(path):
-    return {p: (p.stat().st_size, p.read_bytes()) for p in sorted(path.rglob('*')) if p.is_file()}
-
-
-def assert_refused(code, err, expected, tmp_path, before):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == EXIT_BAD_INPUT
-    assert len(lines) == 1 and lines[0].startswith('tnt-convert: error: '), err
-    assert expected in lines[0], lines[0]
-    assert snapshot(tmp_path) == before, 'a file was written, changed or left behind'
 
 
 @pytest.mark.parametrize('case', sorted(CASES))

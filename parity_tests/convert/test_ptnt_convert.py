@@ -24,7 +24,7 @@ from convert.layouts import pyramid_shapes
 from mindspore_tnt.outputs import mindspore_outputs
 from mindspore_tnt.ptnt import create_model as create_mindspore
 from parity.forward import set_mode
-from parity_tests.convert.test_bad_input import assert_refused, snapshot
+from parity_tests.helpers import assert_refused, snapshot
 from parity_tests.helpers import random_state, tensors
 from tnt_common.compare import FP32_BOUND, compare_outputs, describe_failure
 from tnt_common.fixtures import make_batch, random_pyramid_weights

@@ -13,7 +13,7 @@ from tnt_common.compare import compare_outputs
 from parity.forward import set_mode
 from mindspore_tnt.outputs import mindspore_outputs
 from parity.gradients import compare_gradients, describe_gradients, mindspore_gradients
-from parity_tests.helpers import fresh_net, mindspore_run, reference
+from parity_tests.helpers import StopGradient, fresh_net, mindspore_run, reference
 
 VARIANTS = ['tnt_tiny_patch16_64', 'tnt_s_patch16_224', 'tnt_s_legacy_patch16_224']
 NAME = 'tnt_tiny_patch16_64'
@@ -26,17 +26,6 @@ def test_gradient_parity(name):
     report = compare_gradients(test, ref)
     assert report['passed'], describe_gradients(report)
     assert min(r['ref_max'] for r in report['rows']) > 0  # no vacuous all-zero gradient
-
-
-class StopGradient(nn.Cell):
-    """``cell``'s output with its gradient cut: the forward pass is untouched."""
-
-    def __init__(self, cell):
-        super().__init__(auto_prefix=False)
-        self.cell = cell
-
-    def construct(self, x):
-        return ops.stop_gradient(self.cell(x))
 
 
 class DetachedInput(nn.Cell):

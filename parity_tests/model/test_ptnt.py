@@ -14,7 +14,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 import torch
-from mindspore import nn, ops
+from mindspore import ops
 
 import mindspore_tnt
 import torch_ref
@@ -27,13 +27,12 @@ from mindspore_tnt.tnt import WithStages
 from parity.forward import random_pyramid_models, set_mode
 from tnt_common.compare import FP32_BOUND, compare_outputs, compare_tensors, describe_failure, format_rows
 from tnt_common.fixtures import make_batch
-from tnt_common.pyramid import has_inner, stage_names
+from tnt_common.pyramid import has_inner
 from tnt_common.variants import PYRAMID_VARIANTS, list_models, list_pretrained, model_args, pretrained_cfg
 from torch_ref.outputs import torch_outputs
 from torch_ref.ptnt import create_model as create_torch
+from parity_tests.helpers import BATCH, PTNT_NAMES as NAMES, PTNT_TINY as TINY, stem_batchnorms, with_momentum
 
-TINY = 'ptnt_tiny_patch16_64'
-BATCH = 2
 # The official parameter counts (PyramidTNT paper, Table 2; DESIGN.md section 7), in thousands.
 OFFICIAL_K = {'ptnt_ti_patch16_192': 10_579, 'ptnt_s_patch16_256': 31_953, 'ptnt_m_patch16_256': 84_944,
               'ptnt_b_patch16_256': 156_990}
@@ -192,7 +191,6 @@ def fresh_net():
     return numpy_to_mindspore(reference()[1], ms_ptnt.create_model(TINY), PYRAMID_TO_MINDSPORE)
 
 
-NAMES = stage_names(PYRAMID_VARIANTS[TINY]['depths'])
 
 
 def compare(net):
@@ -282,20 +280,6 @@ def test_catches_relative_pos_after_softmax(mode):
 
 
 # --- BatchNorm in train mode: running statistics ---
-
-def with_momentum(bn, momentum):
-    new = nn.BatchNorm2d(bn.num_features, eps=bn.eps, momentum=momentum)
-    for name in ('gamma', 'beta', 'moving_mean', 'moving_variance'):
-        getattr(new, name).set_data(getattr(bn, name).value())
-    return new
-
-
-def stem_batchnorms(net):
-    """(SequentialCell, index) of every BatchNorm2d of the stem."""
-    stem = net.patch_embed
-    return [(seq, i) for seq in (stem.common_conv, stem.inner_convs, stem.outer_convs)
-            for i, cell in enumerate(seq) if isinstance(cell, nn.BatchNorm2d)]
-
 
 @functools.lru_cache(maxsize=None)
 def torch_train_forward():
