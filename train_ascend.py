@@ -24,8 +24,8 @@ import os
 import sys
 
 from tnt_common.cli import Parser, bad_input
-from tnt_common.recipe import RECIPE
-from tnt_common.variants import list_models, model_args
+from tnt_common.recipe import RECIPE, recipe
+from tnt_common.variants import family, list_models, model_args
 
 PROG = os.path.basename(sys.argv[0]) or 'train_ascend.py'  # train_ascend.py, or tnt-train
 
@@ -75,7 +75,7 @@ def build_parser():
     g.add_argument('--data', '--data-dir', metavar='DIR',
                    help='folder with train/ and val/ class sub-folders (default: scikit-learn digits)')
     g.add_argument('--output', help='run folder: logs, metrics, plots, checkpoints, exports')
-    g.add_argument('--model', choices=list_models())
+    g.add_argument('--model', choices=list_models(None), help='a TNT or PyramidTNT (ptnt_*) variant')
     g.add_argument('--img-size', type=int, help="input size (default: the variant's)")
     g.add_argument('--num-classes', type=int, help='replace the head of --initial-checkpoint with this many classes')
     g.add_argument('--initial-checkpoint', metavar='FILE',
@@ -230,7 +230,10 @@ def parse_args(argv=None):
     else:
         args.preset, why = 'digits', 'no --data given'
     model_given, filled = args.model is not None, {}
-    for key, value in PRESETS[args.preset].items():
+    preset = dict(PRESETS[args.preset])
+    if args.preset == 'imagenet' and args.model is not None and family(args.model) == 'ptnt':
+        preset['warmup_epochs'] = recipe('ptnt')['warmup_epochs']   # PyramidTNT's recipe: 20
+    for key, value in preset.items():
         if getattr(args, key) is None and not (key == 'img_size' and model_given):
             setattr(args, key, value)
             filled[key] = value
@@ -261,10 +264,19 @@ def check_args(args):
     for name in ('epochs', 'batch_size', 'validation_batch_size', 'workers', 'eval_every', 'checkpoint_hist'):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-    patch = model_args(args.model)['patch_size']
-    if args.img_size < 1 or args.img_size % patch:
-        raise InputError(f'--img-size {args.img_size} is not a positive multiple of the patch size {patch} '
-                         f'of {args.model}')
+    if family(args.model) == 'ptnt':
+        from tnt_common.pyramid import grid_sides
+        try:
+            if args.img_size < 1:
+                raise ValueError('not positive')
+            grid_sides(args.img_size)
+        except ValueError as e:
+            raise InputError(f'--img-size {args.img_size} does not fit {args.model}: {e}') from None
+    else:
+        patch = model_args(args.model)['patch_size']
+        if args.img_size < 1 or args.img_size % patch:
+            raise InputError(f'--img-size {args.img_size} is not a positive multiple of the patch size {patch} '
+                             f'of {args.model}')
     if not 0 < args.scale[0] <= args.scale[1]:
         raise InputError(f'--scale {args.scale[0]:g} {args.scale[1]:g}: needs 0 < MIN <= MAX')
     if not 0 <= args.mixup_switch_prob <= 1:

@@ -53,7 +53,7 @@ def table(title, rows, top):
 
 def main(argv=None):
     p = parser('python -m bench.profile', __doc__.split('\n\n')[0])
-    p.add_argument('--model', choices=list_models(), default='tnt_s_patch16_224')
+    p.add_argument('--model', choices=list_models(None), default='tnt_s_patch16_224')
     p.add_argument('--batch', type=int, default=8)
     p.add_argument('--task', choices=('infer', 'train'), default='infer')
     p.add_argument('--frameworks', type=csv_list(str, list(FRAMEWORKS)), default=list(FRAMEWORKS),

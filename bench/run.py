@@ -174,7 +174,7 @@ def key_value(text):
 
 def parse_args(argv=None):
     p = parser('python -m bench', __doc__.split('\n\n')[0])
-    p.add_argument('--models', type=csv_list(str, list_models()), default=['tnt_s_patch16_224', 'tnt_b_patch16_224'],
+    p.add_argument('--models', type=csv_list(str, list_models(None)), default=['tnt_s_patch16_224', 'tnt_b_patch16_224'],
                    help='comma-separated (default tnt_s_patch16_224,tnt_b_patch16_224)')
     p.add_argument('--batches', type=csv_list(int), default=[1, 8], help='comma-separated batch sizes (default 1,8)')
     p.add_argument('--tasks', type=csv_list(str, ('infer', 'train', 'convert')), default=['infer', 'train'],

@@ -12,7 +12,7 @@ import numpy as np
 
 from tnt_common.fixtures import make_batch
 from tnt_common.recipe import RECIPE
-from tnt_common.variants import VARIANTS
+from tnt_common.variants import model_args
 
 NUM_CLASSES = 1000
 
@@ -22,7 +22,7 @@ def inputs(spec, seed=0):
     batch, smoothing = spec['batch'], RECIPE['smoothing']
     targets = np.full((batch, NUM_CLASSES), smoothing / NUM_CLASSES, np.float32)
     targets[np.arange(batch), np.random.default_rng(seed).integers(0, NUM_CLASSES, batch)] += 1. - smoothing
-    return make_batch(batch, VARIANTS[spec['model']]['img_size'], seed), targets
+    return make_batch(batch, model_args(spec['model'])['img_size'], seed), targets
 
 
 def build(spec):

@@ -29,3 +29,23 @@ def conv_tap_index(grid_size, patch_size, stride, kernel_size, per_patch):
                      grid_size[0] * patch_size * width)
     index = index.reshape(grid_size[0], words, kernel_size, grid_size[1], words, kernel_size)
     return index.transpose(0, 3, 1, 4, 2, 5).reshape(-1).astype(np.int32)
+
+
+def image_tap_index(height, width, stride, kernel_size):
+    """Flat pixel index of every (output pixel, kernel tap) of a convolution over a whole
+    ``height`` x ``width`` image, zero-padded by ``kernel_size // 2``, as ``nn.Conv2d``.
+
+    Rows run over the output pixels (row-major), columns over the taps (ky, kx); a tap in
+    the padding points one past the last pixel.
+    """
+    pad = kernel_size // 2
+
+    def taps(size):
+        out = np.arange((size + 2 * pad - kernel_size) // stride + 1)[:, None]
+        pos = stride * out + np.arange(kernel_size) - pad
+        return pos, (pos >= 0) & (pos < size)
+
+    (ys, y_ok), (xs, x_ok) = taps(height), taps(width)
+    index = np.where(y_ok[:, None, :, None] & x_ok[None, :, None, :], ys[:, None, :, None] * width + xs[None, :, None, :],
+                     height * width)
+    return index.reshape(-1).astype(np.int32)

@@ -17,6 +17,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal, initializer
 
+from mindspore_tnt.conv_taps import image_tap_index
 from mindspore_tnt.tnt import DropPath, Mlp, resolve_impl, trunc_normal_
 from tnt_common.numerics import PYTORCH, Numerics
 from tnt_common.pyramid import (CONV_KERNEL, MERGE_STRIDE, MLP_RATIO, NO_DECAY_NAMES, NUM_WORDS, SR_RATIOS,
@@ -24,10 +25,42 @@ from tnt_common.pyramid import (CONV_KERNEL, MERGE_STRIDE, MLP_RATIO, NO_DECAY_N
 from tnt_common.variants import model_args, pretrained_cfg, split_tag
 
 
-def conv_bn_relu(dim_in, dim_out, stride):
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (3x3, bias, zero padding 1) on an ``in_side`` x ``in_side`` input, with
+    the same parameters either way. ``impl='standard'``: the convolution, NCHW in and out.
+    ``impl='cpu'``: channels last, as one gather of the input pixels under every kernel tap
+    (``image_tap_index``, precomputed) and one matmul (MindSpore's CPU Conv2D is slow): the
+    input reshapes to (B, in_side**2, C), the output is (B * out pixels, C_out, 1, 1), rows
+    in row-major pixel order, a view BatchNorm2d normalises per channel as it does NCHW."""
+
+    def __init__(self, dim_in, dim_out, stride, in_side, impl='standard'):
+        super().__init__(dim_in, dim_out, CONV_KERNEL, stride=stride, pad_mode='pad', padding=CONV_KERNEL // 2,
+                         has_bias=True)
+        self.impl = impl
+        if impl == 'cpu':
+            self.in_pixels = in_side * in_side
+            self.tap_index = ms.Tensor(image_tap_index(in_side, in_side, stride, CONV_KERNEL))
+            self.matmul_taps = ops.MatMul(transpose_b=True)
+
+    def construct(self, x):
+        if self.impl == 'cpu':
+            return self.gather_taps(x)
+        return self.bias_add(self.conv2d(x, self.weight), self.bias)
+
+    def gather_taps(self, x):
+        C = self.in_channels
+        x = x.reshape(-1, self.in_pixels, C)
+        x = ops.cat([x, ops.zeros((x.shape[0], 1, C), x.dtype)], axis=1)
+        taps = ops.gather(x, self.tap_index, 1).reshape(-1, CONV_KERNEL * CONV_KERNEL * C)
+        # in the dtype of the input, as the convolution would cast them when called (AMP O3)
+        weight = ops.transpose(self.weight, (0, 2, 3, 1)).reshape(self.out_channels, -1).astype(taps.dtype)
+        y = ops.bias_add(self.matmul_taps(taps, weight), self.bias.astype(taps.dtype))
+        return y.reshape(-1, self.out_channels, 1, 1)
+
+
+def conv_bn_relu(dim_in, dim_out, stride, in_side=1, impl='standard'):
     """Conv3x3 (bias, zero padding 1) -> BatchNorm (eps 1e-5, momentum 0.9 = torch's 0.1) -> ReLU."""
-    return [nn.Conv2d(dim_in, dim_out, CONV_KERNEL, stride=stride, pad_mode='pad', padding=CONV_KERNEL // 2,
-                      has_bias=True),
+    return [Conv2d(dim_in, dim_out, stride, in_side, impl),
             nn.BatchNorm2d(dim_out, eps=1e-5, momentum=0.9), nn.ReLU()]
 
 
@@ -111,14 +144,16 @@ class Block(nn.Cell):
 class SentenceAggregation(nn.Cell):
     """Outer tokens on an H x W grid -> LayerNorm -> Conv3x3 stride 2 -> the H/2 x W/2 grid."""
 
-    def __init__(self, dim_in, dim_out, norm_eps=PYTORCH.norm_eps):
+    def __init__(self, dim_in, dim_out, norm_eps=PYTORCH.norm_eps, in_side=1, impl='standard'):
         super().__init__()
+        self.impl = impl
         self.norm = nn.LayerNorm((dim_in,), epsilon=norm_eps)
-        self.conv = nn.SequentialCell([nn.Conv2d(dim_in, dim_out, CONV_KERNEL, stride=MERGE_STRIDE, pad_mode='pad',
-                                                 padding=CONV_KERNEL // 2, has_bias=True)])
+        self.conv = nn.SequentialCell([Conv2d(dim_in, dim_out, MERGE_STRIDE, in_side, impl)])
 
     def construct(self, x, H, W):
         B, N, D = x.shape
+        if self.impl == 'cpu':   # the tokens are channels last already
+            return self.conv(self.norm(x)).reshape(B, N // (MERGE_STRIDE * MERGE_STRIDE), -1)
         x = self.conv(ops.swapaxes(self.norm(x), 1, 2).reshape(B, D, H, W))
         return ops.swapaxes(x.reshape(B, x.shape[1], -1), 1, 2)
 
@@ -127,23 +162,28 @@ class WordAggregation(nn.Cell):
     """Words of each 2x2 group of sentences tiled into one 8x8 grid (``tile``), LayerNorm
     first, then Conv3x3 stride 2 -> 16 words of ``dim_out`` per merged sentence."""
 
-    def __init__(self, dim_in, dim_out, norm_eps=PYTORCH.norm_eps):
+    def __init__(self, dim_in, dim_out, norm_eps=PYTORCH.norm_eps, impl='standard'):
         super().__init__()
         self.dim_out = dim_out
+        self.impl = impl
         self.norm = nn.LayerNorm((dim_in,), epsilon=norm_eps)
-        self.conv = nn.SequentialCell([nn.Conv2d(dim_in, dim_out, CONV_KERNEL, stride=MERGE_STRIDE, pad_mode='pad',
-                                                 padding=CONV_KERNEL // 2, has_bias=True)])
+        self.conv = nn.SequentialCell([Conv2d(dim_in, dim_out, MERGE_STRIDE, 2 * WORD_SIDE, impl)])
 
     def tile(self, x, H, W):
         """(B*H*W, 16, C) words -> (B*H/2*W/2, C, 8, 8): sentence (2i+r, 2j+c) fills rows
-        4r..4r+3 and columns 4c..4c+3 of the grid of merged sentence (i, j)."""
+        4r..4r+3 and columns 4c..4c+3 of the grid of merged sentence (i, j). ``impl='cpu'``:
+        channels last, (B*H/2*W/2, 8, 8, C)."""
         C = x.shape[-1]
         s = WORD_SIDE
         x = ops.transpose(x.reshape(-1, H // 2, 2, W // 2, 2, s, s, C), (0, 1, 3, 2, 5, 4, 6, 7))
+        if self.impl == 'cpu':
+            return x.reshape(-1, 2 * s, 2 * s, C)
         return ops.transpose(x.reshape(-1, 2 * s, 2 * s, C), (0, 3, 1, 2))
 
     def construct(self, x, H, W):
         x = self.conv(self.tile(self.norm(x), H, W))
+        if self.impl == 'cpu':
+            return x.reshape(-1, NUM_WORDS, self.dim_out)
         return ops.swapaxes(x.reshape(-1, self.dim_out, NUM_WORDS), 1, 2)
 
 
@@ -152,27 +192,43 @@ class Stem(nn.Cell):
     conv-BN-ReLU stacks from a shared stride-2 layer; the inner branch's 4x4 pixel blocks
     are the words of a sentence (row-major), the outer branch reaches 1/8 of the input."""
 
-    def __init__(self, img_size=224, in_chans=3, outer_dim=768, inner_dim=24):
+    def __init__(self, img_size=224, in_chans=3, outer_dim=768, inner_dim=24, impl='standard'):
         super().__init__()
         self.inner_dim = inner_dim
+        self.impl = impl
         self.grid_size = (grid_sides(img_size)[0],) * 2
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.common_conv = nn.SequentialCell(conv_bn_relu(in_chans, inner_dim * 2, 2))
-        self.inner_convs = nn.SequentialCell(conv_bn_relu(inner_dim * 2, inner_dim, 1))
-        self.outer_convs = nn.SequentialCell(conv_bn_relu(inner_dim * 2, inner_dim * 4, 2) +
-                                             conv_bn_relu(inner_dim * 4, inner_dim * 8, 2) +
-                                             conv_bn_relu(inner_dim * 8, outer_dim, 1))
+        side = img_size
+        self.common_conv = nn.SequentialCell(conv_bn_relu(in_chans, inner_dim * 2, 2, side, impl))
+        self.inner_convs = nn.SequentialCell(conv_bn_relu(inner_dim * 2, inner_dim, 1, side // 2, impl))
+        self.outer_convs = nn.SequentialCell(conv_bn_relu(inner_dim * 2, inner_dim * 4, 2, side // 2, impl) +
+                                             conv_bn_relu(inner_dim * 4, inner_dim * 8, 2, side // 4, impl) +
+                                             conv_bn_relu(inner_dim * 8, outer_dim, 1, side // 8, impl))
 
     def construct(self, x):
         B, _, H, W = x.shape
         gh, gw = self.grid_size
         if H != 8 * gh or W != 8 * gw:
             raise ValueError(f'input is {H}x{W}, the model takes {8 * gh}x{8 * gw}')
+        if self.impl == 'cpu':
+            return self.channels_last(x)
         x = self.common_conv(x)
         s = WORD_SIDE
         inner_tokens = self.inner_convs(x).reshape(B, self.inner_dim, gh, s, gw, s)
         inner_tokens = ops.transpose(inner_tokens, (0, 2, 4, 3, 5, 1)).reshape(B * gh * gw, NUM_WORDS, self.inner_dim)
         outer_tokens = ops.transpose(self.outer_convs(x), (0, 2, 3, 1)).reshape(B, gh * gw, -1)
+        return inner_tokens, outer_tokens
+
+    def channels_last(self, x):
+        """``construct`` of ``impl='cpu'``: every layer channels last (``Conv2d``), one transpose
+        of the image in, one of the inner tokens out."""
+        B = x.shape[0]
+        gh, gw = self.grid_size
+        s = WORD_SIDE
+        x = self.common_conv(ops.transpose(x, (0, 2, 3, 1)))
+        inner_tokens = self.inner_convs(x).reshape(B, gh, s, gw, s, self.inner_dim)
+        inner_tokens = ops.transpose(inner_tokens, (0, 1, 3, 2, 4, 5)).reshape(B * gh * gw, NUM_WORDS, self.inner_dim)
+        outer_tokens = self.outer_convs(x).reshape(B, gh * gw, -1)
         return inner_tokens, outer_tokens
 
 
@@ -217,15 +273,16 @@ class PyramidTNT(nn.Cell):
         self.num_features = outer_dims[-1]
         self.grid_sides = grid_sides(img_size)
         impl = resolve_impl(impl)
-        self.patch_embed = Stem(img_size, in_chans, outer_dims[0], inner_dims[0])
+        self.patch_embed = Stem(img_size, in_chans, outer_dims[0], inner_dims[0], impl)
         num_patches = self.patch_embed.num_patches
         self.outer_pos = ms.Parameter(ops.zeros((1, num_patches, outer_dims[0]), ms.float32), name='outer_pos')
         self.inner_pos = ms.Parameter(ops.zeros((1, NUM_WORDS, inner_dims[0]), ms.float32), name='inner_pos')
         self.pos_drop = nn.Dropout(p=pos_drop_rate)
         dpr = drop_path_rates(drop_path_rate, self.depths)
-        self.word_merges = nn.CellList([WordAggregation(inner_dims[i - 1], inner_dims[i], norm_eps)
+        self.word_merges = nn.CellList([WordAggregation(inner_dims[i - 1], inner_dims[i], norm_eps, impl)
                                         for i in range(1, len(self.depths))])
-        self.sentence_merges = nn.CellList([SentenceAggregation(outer_dims[i - 1], outer_dims[i], norm_eps)
+        self.sentence_merges = nn.CellList([SentenceAggregation(outer_dims[i - 1], outer_dims[i], norm_eps,
+                                                                self.grid_sides[i - 1], impl)
                                             for i in range(1, len(self.depths))])
         self.stages = nn.CellList([
             Stage(d, outer_dims[i], inner_dims[i], outer_heads[i], inner_heads[i], self.grid_sides[i] ** 2,

@@ -1,7 +1,7 @@
 """``tnt-parity``: run torch_ref and mindspore_tnt on the same weights and batch; report per block.
 
-Prints the per-block table (inner and outer tokens), logits and top-k agreement, the
-gradient summary and PASS/FAIL against the bounds of the chosen precision; writes the
+Prints the per-block table (inner and outer tokens; PyramidTNT's stem, blocks and merges),
+logits and top-k agreement, the gradient summary and PASS/FAIL against the bounds of the chosen precision; writes the
 same as JSON and Markdown, and a PNG of error against depth. Exit status: 0 PASS, 1 FAIL,
 2 bad input (one line on stderr).
 
@@ -9,6 +9,7 @@ examples:
   tnt-parity --model tnt_s_patch16_224                      # random weights, GRAPH mode, fp32
   tnt-parity tnt_s_81.5.pth.tar --amp O2                    # a real file, fp16 matmuls
   tnt-parity --model tnt_tiny_patch16_64 --numerics mindcv --mode pynative
+  tnt-parity --model ptnt_tiny_patch16_64                   # PyramidTNT: stem, every block, every merge
 """
 import argparse
 import os
@@ -23,7 +24,7 @@ AMP_DTYPES = {'O0': 'fp32', 'O2': 'amp', 'O3': 'fp16'}  # the names of parity.pr
 
 def parse_args(argv):
     ap = Parser(prog='tnt-parity', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--model', choices=list_models(),
+    ap.add_argument('--model', choices=list_models(None),
                     help=f'variant; default {DEFAULT_MODEL}, or detected from CHECKPOINT')
     ap.add_argument('checkpoint', nargs='?', metavar='CHECKPOINT',
                     help='weights: any file or hub folder tnt-convert reads (default: random weights)')

@@ -40,10 +40,11 @@ def mindspore_outputs(net, x, level):
     return as32(logits), tuple((as32(p), as32(q)) for p, q in stages)
 
 
-def compare_precision(test, ref, level):
-    """Report of AMP outputs against torch fp32: per-stage rows, logits, verdict on ``BOUNDS[level]``."""
+def compare_precision(test, ref, level, names=None):
+    """Report of AMP outputs against torch fp32: per-stage rows, logits, verdict on ``BOUNDS[level]``;
+    ``names`` of the stages (default TNT's, ``tnt_common.compare.stage_names``)."""
     bounds = BOUNDS[level]
-    rows = compare_stages(test[1], ref[1])
+    rows = compare_stages(test[1], ref[1], names)
     stage_worst = max(r['rel'] for r in rows)
     logits_cos = cosine(test[0], ref[0])
     top1 = topk_agreement(test[0], ref[0], 1)

@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 
-from tnt_common.compare import stage_names
 from tnt_common.files import atomic_output
 
 
@@ -17,9 +16,11 @@ def build_report(model=None, checkpoint=None, mode='graph', dtype='fp32', batch=
     """
     from tnt_common.numerics import parse
     from tnt_common.fixtures import make_batch
-    from parity.forward import random_models, set_mode
+    from parity.forward import random_models, random_pyramid_models, set_mode
+    from tnt_common.variants import family
     from torch_ref.outputs import torch_outputs
-    from parity.gradients import compare_gradients, make_labels, mindspore_gradients, torch_gradients
+    from parity.gradients import (compare_gradients, make_labels, mindspore_gradients, torch_gradients,
+                                  zero_gradient_scales)
     from parity.precision import DTYPE_LEVELS, compare_precision, mindspore_outputs
     from mindspore_tnt.amp import apply_amp
     level = DTYPE_LEVELS[dtype]
@@ -31,24 +32,33 @@ def build_report(model=None, checkpoint=None, mode='graph', dtype='fp32', batch=
         net = load_torch_into_mindspore(checkpoint, model_name=model, numerics=numerics)
         torch_model = load_mindspore_into_torch(checkpoint, model_name=model, numerics=numerics)
     else:
-        torch_model, net = random_models(model, seed, **parse(numerics or 'pytorch').model_kwargs())
-    img_size = torch_model.pixel_embed.grid_size[0] * torch_model.pixel_embed.patch_size
+        make = random_pyramid_models if family(model) == 'ptnt' else random_models
+        torch_model, net = make(model, seed, **parse(numerics or 'pytorch').model_kwargs())
+    pyramid = family(model) == 'ptnt'
+    if pyramid:
+        from convert.keymap import PYRAMID_TO_MINDSPORE as keymap
+        img_size = 8 * torch_model.patch_embed.grid_size[0]
+        names = torch_model.stage_names()
+    else:
+        keymap, names = None, None
+        img_size = torch_model.pixel_embed.grid_size[0] * torch_model.pixel_embed.patch_size
     x = make_batch(batch, img_size, seed)
     y = make_labels(batch, max(torch_model.num_classes, 1), seed)
-    forward = compare_precision(mindspore_outputs(net, x, level), torch_outputs(torch_model, x), level)
+    forward = compare_precision(mindspore_outputs(net, x, level), torch_outputs(torch_model, x), level, names)
     wrap = None if level == 'O0' else (lambda cell: apply_amp(cell, level))
-    grads = compare_gradients(mindspore_gradients(net, x, y, wrap=wrap), torch_gradients(torch_model, x, y),
-                              bound=forward['bounds']['grad_rel'])
+    grads = compare_gradients(mindspore_gradients(net, x, y, wrap=wrap, keymap=keymap),
+                              torch_gradients(torch_model, x, y), bound=forward['bounds']['grad_rel'],
+                              scales=zero_gradient_scales(torch_model))
     return dict(variant=model, checkpoint=checkpoint, mode=mode, numerics=net.numerics.describe(),
                 dtype=dtype, amp_level=level, batch=batch, seed=seed, img_size=img_size,
                 forward=forward, gradients=grads, passed=forward['passed'] and grads['passed'])
 
 
 def stage_table(rows):
-    """[(stage, inner row, outer row)] in forward order."""
+    """[(stage, inner row, outer row)] in forward order, named as the rows name them."""
     inner = [r for r in rows if r['stream'] == 'inner']
     outer = [r for r in rows if r['stream'] == 'outer']
-    return list(zip(stage_names(len(inner) - 1), inner, outer))
+    return [(i['stage'], i, o) for i, o in zip(inner, outer)]
 
 
 def verdict_lines(report):
@@ -70,19 +80,25 @@ def format_text(report):
     head = (f"{report['variant']} ({report['checkpoint'] or 'random weights, seed %d' % report['seed']}): "
             f"MindSpore {report['mode']} {report['dtype']} ({report['amp_level']}) vs torch_ref fp32, "
             f"batch {report['batch']}")
+    w = max([9] + [len(name) for name, _, _ in stage_table(f['rows'])])
     lines = [head, f"numerics: {report['numerics']}", '',
-             f"{'stage':<9} | {'inner max|d|':>12} {'rel':>9} {'cosine':>12} | "
+             f"{'stage':<{w}} | {'inner max|d|':>12} {'rel':>9} {'cosine':>12} | "
              f"{'outer max|d|':>12} {'rel':>9} {'cosine':>12}"]
     lines.append('-' * len(lines[-1]))
     for stage, i, o in stage_table(f['rows']):
-        lines.append(f"{stage:<9} | {i['max_abs']:>12.3e} {i['rel']:>9.2e} {i['cos']:>12.9f} | "
+        lines.append(f"{stage:<{w}} | {i['max_abs']:>12.3e} {i['rel']:>9.2e} {i['cos']:>12.9f} | "
                      f"{o['max_abs']:>12.3e} {o['rel']:>9.2e} {o['cos']:>12.9f}")
     lines += ['',
               f"logits: rel err {f['logits_rel']:.3e}, cosine {f['logits_cos']:.9f}, "
               f"top-1 agreement {f['top1']:.3f}, top-5 agreement {f['top5']:.3f}",
               f"gradients ({len(g['rows'])} tensors + input): loss {g['loss']:.6f} vs {g['loss_ref']:.6f}; "
               f"worst {g['worst']['name']} rel {g['worst']['rel']:.3e} cos {g['worst']['cos']:.7f}; "
-              f"input rel {g['input']['rel']:.3e}; failing: {len(g['failing'])}", '']
+              f"input rel {g['input']['rel']:.3e}; failing: {len(g['failing'])}"]
+    zero = [r for r in g['rows'] if 'scale_of' in r]
+    if zero:
+        lines.append(f"  {len(zero)} conv biases feed a BatchNorm (zero gradient up to rounding), judged against "
+                     f"their weight gradient's scale: worst {max(r['scale_rel'] for r in zero):.3e}")
+    lines.append('')
     lines += verdict_lines(report)
     lines.append('PASS' if report['passed'] else 'FAIL')
     return '\n'.join(lines)
@@ -132,8 +148,8 @@ def plot_depth(report, path):
                     fontsize=8, color='gray')
     ax.set_yscale('log')
     ax.set_xticks(xs)
-    ax.set_xticklabels([row[0].replace('block ', 'b') for row in table], rotation=45)
-    ax.set_xlabel('stage (embedding, then block index)')
+    ax.set_xticklabels([row[0].replace('stage ', 's').replace('block ', 'b') for row in table], rotation=45)
+    ax.set_xlabel('stage (embedding, then block index; PyramidTNT: stem, stage/block, merges)')
     ax.set_ylabel('relative error  max|ms - pt| / max|pt|')
     ax.set_title(f"{report['variant']}: MindSpore {report['mode']} {report['dtype']} vs torch fp32")
     ax.grid(True, which='both', alpha=0.3)

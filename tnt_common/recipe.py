@@ -7,6 +7,7 @@ MindSpore model zoo's 8x Ascend 910 run. Importable without torch or mindspore.
 """
 import math
 
+from tnt_common import pyramid
 from tnt_common.architecture import NO_DECAY_NAMES
 
 RECIPE = dict(
@@ -37,16 +38,26 @@ RECIPE = dict(
     loss_scale_factor=2.,
 )
 
+# PyramidTNT (official README's ImageNet command): TNT's recipe with 20 warm-up epochs.
+PYRAMID_RECIPE = dict(RECIPE, warmup_epochs=20)
+
+
+def recipe(family='tnt'):
+    """The recipe of a model family: 'tnt' (``RECIPE``) or 'ptnt' (``PYRAMID_RECIPE``)."""
+    return PYRAMID_RECIPE if family == 'ptnt' else RECIPE
+
 
 def applies_weight_decay(name, shape):
     """True if parameter ``name`` of ``shape`` is decayed.
 
     No decay on biases, on 1-D tensors (LayerNorm ``weight``/``bias`` or
-    ``gamma``/``beta``) and on the class token and position embeddings. Works on timm
-    and mindspore_tnt names, with or without wrapper prefixes.
+    ``gamma``/``beta``) and on the class token and position embeddings (TNT's and
+    PyramidTNT's ``outer_pos``/``inner_pos``). Works on timm and mindspore_tnt names, with or
+    without wrapper prefixes.
     """
     leaf = name.rsplit('.', 1)[-1]
-    return len(tuple(shape)) > 1 and leaf not in NO_DECAY_NAMES and leaf not in ('bias', 'beta')
+    return (len(tuple(shape)) > 1 and leaf not in NO_DECAY_NAMES | pyramid.NO_DECAY_NAMES
+            and leaf not in ('bias', 'beta'))
 
 
 def lr_schedule(base_lr, total_steps, warmup_steps, warmup_lr=RECIPE['warmup_lr'],

@@ -25,7 +25,7 @@ def add_checkpoint_args(ap):
     ap.add_argument('checkpoint', metavar='CHECKPOINT',
                     help='weights: any file or hub folder tnt-convert reads (timm, official, mmpretrain, MindCV, '
                          'model zoo, mindspore_tnt)')
-    ap.add_argument('--model', choices=list_models(), help='variant (default: detected from the checkpoint)')
+    ap.add_argument('--model', choices=list_models(None), help='variant, TNT or PyramidTNT (default: detected from the checkpoint)')
     ap.add_argument('--numerics', metavar='|'.join(PRESETS),
                     help="GELU form and LayerNorm eps (default: the checkpoint's); also "
                          'gelu=erf|tanh,norm_eps=X,final_norm_eps=Y')

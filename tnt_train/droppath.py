@@ -23,14 +23,30 @@ def drop_path_layers(net):
     return [c for _, c in net.cells_and_names() if isinstance(c, DropPath) and c.drop_prob > 0]
 
 
+def values_per_step(net, batch_size):
+    """Noise values the DropPath calls of one forward pass of ``net`` take.
+
+    TNT: each Block's DropPath runs twice on the inner stream (one row per word group, the
+    patches plus the class token's row count) and twice on the outer stream (one row per image).
+    PyramidTNT: each block's runs twice on the outer stream (one row per image) and, in blocks
+    with the inner transformer, twice on the inner stream (one row per sentence of its stage).
+    """
+    if not hasattr(net, 'stages'):
+        return len(drop_path_layers(net)) * 2 * batch_size * (net.num_patches + 1)
+    n = 0
+    for side, stage in zip(net.grid_sides, net.stages):
+        for blk in stage.blocks:
+            if blk.drop_path.drop_prob > 0:
+                n += 2 * batch_size * (1 + (side * side if blk.inner else 0))
+    return n
+
+
 class DropPathNoise(nn.Cell):
-    """Uniform [0, 1) noise for the DropPath layers of a TNT, fed from the host each step."""
+    """Uniform [0, 1) noise for the DropPath layers of a TNT or PyramidTNT, fed from the host each step."""
 
     def __init__(self, net, batch_size):
         super().__init__(auto_prefix=False)
-        # each Block's DropPath runs twice on the inner stream (one row per patch) and twice
-        # on the outer stream (one row per image)
-        self.values_per_step = len(drop_path_layers(net)) * 2 * batch_size * (net.num_patches + 1)
+        self.values_per_step = values_per_step(net, batch_size)
         self.pool = ms.Parameter(ms.Tensor(np.zeros(max(self.values_per_step, 1), np.float32)),
                                  name='drop_path_noise.pool', requires_grad=False)
         self.cursor = ms.Parameter(ms.Tensor(0, ms.int32), name='drop_path_noise.cursor', requires_grad=False)

@@ -10,13 +10,22 @@ def _update(decay, shadow, param):
     return ops.assign(shadow, shadow * decay + param.astype(shadow.dtype) * (1. - decay))
 
 
+def averaged(net):
+    """The parameters of ``net`` the EMA follows: the trainable ones, then BatchNorm statistics."""
+    stats = [p for _, c in net.cells_and_names() if isinstance(c, nn.BatchNorm2d)
+             for p in (c.moving_mean, c.moving_variance)]
+    return list(net.trainable_params()) + stats
+
+
 class EMA(nn.Cell):
-    """``ema.<name> = decay * ema.<name> + (1 - decay) * <name>`` for every weight of ``net``."""
+    """``ema.<name> = decay * ema.<name> + (1 - decay) * <name>`` for every weight of ``net``
+    and, as timm's ``ModelEmaV2`` averages the whole state dict, every BatchNorm running
+    statistic (PyramidTNT's stem)."""
 
     def __init__(self, net, decay):
         super().__init__(auto_prefix=False)
         self.decay = float(decay)
-        self.weights = ms.ParameterTuple(net.trainable_params())
+        self.weights = ms.ParameterTuple(averaged(net))
         self.shadow = self.weights.clone(prefix='ema', init='same')
         for p in self.shadow:
             p.requires_grad = False
@@ -28,5 +37,5 @@ class EMA(nn.Cell):
     def copy_to(self, net):
         """Write the averaged weights into ``net`` (a model of the same variant)."""
         shadow = {p.name[len('ema.'):]: p for p in self.shadow}
-        for p in net.trainable_params():
+        for p in averaged(net):
             p.set_data(shadow[p.name].value())
