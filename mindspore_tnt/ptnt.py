@@ -18,6 +18,7 @@ from mindspore import nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from mindspore_tnt.conv_taps import image_tap_index
+from mindspore_tnt.layernorm import LayerNorm
 from mindspore_tnt.tnt import DropPath, Mlp, resolve_impl, trunc_normal_
 from tnt_common.numerics import PYTORCH, Numerics
 from tnt_common.pyramid import (CONV_KERNEL, MERGE_STRIDE, MLP_RATIO, NO_DECAY_NAMES, NUM_WORDS, SR_RATIOS,
@@ -69,7 +70,8 @@ class Attention(nn.Cell):
     values come from the tokens average-pooled ``sr_ratio`` x ``sr_ratio``, then Dense and
     LayerNorm. ``relative_pos`` is added to the scaled scores before the softmax."""
 
-    def __init__(self, dim, num_heads, sr_ratio=1, attn_drop=0., proj_drop=0., norm_eps=PYTORCH.norm_eps):
+    def __init__(self, dim, num_heads, sr_ratio=1, attn_drop=0., proj_drop=0., norm_eps=PYTORCH.norm_eps,
+                 impl='standard'):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
@@ -83,7 +85,7 @@ class Attention(nn.Cell):
         if sr_ratio > 1:
             self.pool = nn.AvgPool2d(sr_ratio, stride=sr_ratio)
             self.linear = nn.Dense(dim, dim)
-            self.norm = nn.LayerNorm((dim,), epsilon=norm_eps)
+            self.norm = LayerNorm((dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.matmul_qk = ops.BatchMatMul(transpose_b=True)
         self.matmul_av = ops.BatchMatMul()
 
@@ -110,19 +112,20 @@ class Block(nn.Cell):
     def __init__(self, outer_dim, inner_dim, outer_heads, inner_heads, inner=True, sr_ratio=1, proj_drop=0.,
                  attn_drop=0., drop_path=0., gelu=PYTORCH.gelu, norm_eps=PYTORCH.norm_eps, impl=None):
         super().__init__()
+        impl = resolve_impl(impl)
         self.inner = inner
         if inner:
-            self.inner_norm1 = nn.LayerNorm((NUM_WORDS * inner_dim,), epsilon=norm_eps)
-            self.inner_attn = Attention(inner_dim, inner_heads, 1, attn_drop, proj_drop, norm_eps)
-            self.inner_norm2 = nn.LayerNorm((NUM_WORDS * inner_dim,), epsilon=norm_eps)
+            self.inner_norm1 = LayerNorm((NUM_WORDS * inner_dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
+            self.inner_attn = Attention(inner_dim, inner_heads, 1, attn_drop, proj_drop, norm_eps, impl)
+            self.inner_norm2 = LayerNorm((NUM_WORDS * inner_dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
             self.inner_mlp = Mlp(inner_dim, inner_dim * MLP_RATIO, proj_drop, gelu, impl)
-            self.proj_norm1 = nn.LayerNorm((NUM_WORDS * inner_dim,), epsilon=norm_eps)
+            self.proj_norm1 = LayerNorm((NUM_WORDS * inner_dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
             self.proj = nn.Dense(NUM_WORDS * inner_dim, outer_dim, has_bias=False)
-            self.proj_norm2 = nn.LayerNorm((outer_dim,), epsilon=norm_eps)
-        self.outer_norm1 = nn.LayerNorm((outer_dim,), epsilon=norm_eps)
-        self.outer_attn = Attention(outer_dim, outer_heads, sr_ratio, attn_drop, proj_drop, norm_eps)
+            self.proj_norm2 = LayerNorm((outer_dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
+        self.outer_norm1 = LayerNorm((outer_dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
+        self.outer_attn = Attention(outer_dim, outer_heads, sr_ratio, attn_drop, proj_drop, norm_eps, impl)
         self.drop_path = DropPath(drop_path)
-        self.outer_norm2 = nn.LayerNorm((outer_dim,), epsilon=norm_eps)
+        self.outer_norm2 = LayerNorm((outer_dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.outer_mlp = Mlp(outer_dim, outer_dim * MLP_RATIO, proj_drop, gelu, impl)
 
     def construct(self, inner_tokens, outer_tokens, H, W, relative_pos):
@@ -147,7 +150,7 @@ class SentenceAggregation(nn.Cell):
     def __init__(self, dim_in, dim_out, norm_eps=PYTORCH.norm_eps, in_side=1, impl='standard'):
         super().__init__()
         self.impl = impl
-        self.norm = nn.LayerNorm((dim_in,), epsilon=norm_eps)
+        self.norm = LayerNorm((dim_in,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.conv = nn.SequentialCell([Conv2d(dim_in, dim_out, MERGE_STRIDE, in_side, impl)])
 
     def construct(self, x, H, W):
@@ -166,7 +169,7 @@ class WordAggregation(nn.Cell):
         super().__init__()
         self.dim_out = dim_out
         self.impl = impl
-        self.norm = nn.LayerNorm((dim_in,), epsilon=norm_eps)
+        self.norm = LayerNorm((dim_in,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.conv = nn.SequentialCell([Conv2d(dim_in, dim_out, MERGE_STRIDE, 2 * WORD_SIDE, impl)])
 
     def tile(self, x, H, W):
@@ -288,7 +291,7 @@ class PyramidTNT(nn.Cell):
             Stage(d, outer_dims[i], inner_dims[i], outer_heads[i], inner_heads[i], self.grid_sides[i] ** 2,
                   SR_RATIOS[i], proj_drop_rate, attn_drop_rate, dpr[i], gelu, norm_eps, impl)
             for i, d in enumerate(self.depths)])
-        self.norm = nn.LayerNorm((outer_dims[-1],), epsilon=final_norm_eps)
+        self.norm = LayerNorm((outer_dims[-1],), epsilon=final_norm_eps, cpu_kernel=impl == 'cpu')
         self.head_drop = nn.Dropout(p=drop_rate)
         self.head = nn.Dense(outer_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()

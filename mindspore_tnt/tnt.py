@@ -3,8 +3,8 @@
 Reads line by line like ``torch_ref/tnt.py``: same classes, attributes and order. What
 only MindSpore has is the choice of formulation, ``impl`` (``resolve_impl``): on CPU the
 pixel embedding's convolution runs as a gather and a matmul (``PixelEmbed.gather_taps``,
-``conv_taps.py``) and GELU as a vectorised kernel (``gelu.py``); the attention's
-``BatchMatMul`` cells serve every backend. Runs in GRAPH and PYNATIVE mode on CPU, GPU and
+``conv_taps.py``), GELU and LayerNorm as vectorised kernels (``gelu.py``, ``layernorm.py``);
+the attention's ``BatchMatMul`` cells serve every backend. Runs in GRAPH and PYNATIVE mode on CPU, GPU and
 Ascend. GELU form and LayerNorm epsilons are constructor arguments (``tnt_common.numerics``).
 """
 import mindspore as ms
@@ -13,6 +13,7 @@ from mindspore.common.initializer import TruncatedNormal, initializer
 
 from mindspore_tnt.conv_taps import conv_tap_index
 from mindspore_tnt.gelu import GELU
+from mindspore_tnt.layernorm import LayerNorm
 from tnt_common.architecture import INNER_MLP_RATIO, NO_DECAY_NAMES, PIXEL_KERNEL, drop_path_rates, word_side
 from tnt_common.numerics import PYTORCH, Numerics
 from tnt_common.variants import feature_take_indices, model_args, pretrained_cfg, split_tag
@@ -23,9 +24,9 @@ IMPLS = ('cpu', 'standard')
 def resolve_impl(impl=None):
     """The formulation to build: ``impl``, else 'cpu' on the CPU device target, 'standard' elsewhere.
 
-    'cpu': the pixel embedding's convolution as a gather and a matmul, the exact GELU as a
-    vectorised kernel (MindSpore's CPU Conv2D and erf are slow). 'standard': Conv2d and
-    MindSpore's GELU, the path for Ascend and GPU. Both compute the same function with the
+    'cpu': the pixel embedding's convolution as a gather and a matmul, the exact GELU and
+    every LayerNorm as vectorised kernels (MindSpore's CPU Conv2D, erf and LayerNorm are
+    slow). 'standard': Conv2d, MindSpore's GELU and LayerNorm, the path for Ascend and GPU. Both compute the same function with the
     same parameters.
     """
     impl = impl or ('cpu' if ms.get_context('device_target') == 'CPU' else 'standard')
@@ -118,22 +119,23 @@ class Block(nn.Cell):
                  proj_drop=0., attn_drop=0., drop_path=0., legacy=False, gelu=PYTORCH.gelu,
                  norm_eps=PYTORCH.norm_eps, impl=None):
         super().__init__()
+        impl = resolve_impl(impl)
         self.legacy = legacy
-        self.norm_in = nn.LayerNorm((dim,), epsilon=norm_eps)
+        self.norm_in = LayerNorm((dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.attn_in = Attention(dim, num_heads_in, attn_drop, proj_drop)
-        self.norm_mlp_in = nn.LayerNorm((dim,), epsilon=norm_eps)
+        self.norm_mlp_in = LayerNorm((dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.mlp_in = Mlp(dim, dim * INNER_MLP_RATIO, proj_drop, gelu, impl)
         if legacy:
-            self.norm1_proj = nn.LayerNorm((dim,), epsilon=norm_eps)
+            self.norm1_proj = LayerNorm((dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
             self.proj = nn.Dense(dim * num_pixel, dim_out, has_bias=True)
         else:
-            self.norm1_proj = nn.LayerNorm((dim * num_pixel,), epsilon=norm_eps)
+            self.norm1_proj = LayerNorm((dim * num_pixel,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
             self.proj = nn.Dense(dim * num_pixel, dim_out, has_bias=False)
-            self.norm2_proj = nn.LayerNorm((dim_out,), epsilon=norm_eps)
-        self.norm_out = nn.LayerNorm((dim_out,), epsilon=norm_eps)
+            self.norm2_proj = LayerNorm((dim_out,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
+        self.norm_out = LayerNorm((dim_out,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.attn_out = Attention(dim_out, num_heads_out, attn_drop, proj_drop)
         self.drop_path = DropPath(drop_path)
-        self.norm_mlp = nn.LayerNorm((dim_out,), epsilon=norm_eps)
+        self.norm_mlp = LayerNorm((dim_out,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio), proj_drop, gelu, impl)
 
     def construct(self, pixel_embed, patch_embed):
@@ -250,9 +252,9 @@ class TNT(nn.Cell):
         self.num_patches = num_patches
         new_patch_size = self.pixel_embed.new_patch_size
         num_pixel = new_patch_size ** 2
-        self.norm1_proj = nn.LayerNorm((num_pixel * inner_dim,), epsilon=norm_eps)
+        self.norm1_proj = LayerNorm((num_pixel * inner_dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.proj = nn.Dense(num_pixel * inner_dim, embed_dim)
-        self.norm2_proj = nn.LayerNorm((embed_dim,), epsilon=norm_eps)
+        self.norm2_proj = LayerNorm((embed_dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.cls_token = ms.Parameter(ops.zeros((1, 1, embed_dim), ms.float32), name='cls_token')
         self.patch_pos = ms.Parameter(ops.zeros((1, num_patches + 1, embed_dim), ms.float32), name='patch_pos')
         self.pixel_pos = ms.Parameter(ops.zeros((1, inner_dim, new_patch_size, new_patch_size), ms.float32),
@@ -263,7 +265,7 @@ class TNT(nn.Cell):
             Block(inner_dim, embed_dim, num_pixel, num_heads_inner, num_heads_outer, mlp_ratio,
                   proj_drop_rate, attn_drop_rate, dpr[i], legacy, gelu, norm_eps, impl)
             for i in range(depth)])
-        self.norm = nn.LayerNorm((embed_dim,), epsilon=final_norm_eps)
+        self.norm = LayerNorm((embed_dim,), epsilon=final_norm_eps, cpu_kernel=impl == 'cpu')
         self.head_drop = nn.Dropout(p=drop_rate)
         self.head = nn.Dense(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()

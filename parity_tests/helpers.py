@@ -2,7 +2,7 @@
 
 Sections: checkpoint files of every TNT family (keyed from the layout descriptions,
 independent of ``convert.keymap``), checkpoint files as the tools write them, reference
-runs computed once per session, the CPU GELU kernel that ``impl='cpu'`` tests need, and the
+runs computed once per session, the CPU kernels that ``impl='cpu'`` tests need, and the
 commands run as a user runs them (queued at the start of the session, see ``Command``).
 """
 import atexit
@@ -273,24 +273,25 @@ def shared_drop_path_step(mode):
     return net, step, noise, reset
 
 
-# --- The CPU GELU kernel of ``impl='cpu'`` ---
+# --- The CPU kernels of ``impl='cpu'`` ---
 
-def require_gelu_kernel():
-    """Skip the calling test, with the reason, where the CPU GELU kernel did not build (``impl='cpu'``
-    would run MindSpore's GELU instead); fail it where ``TNT_REQUIRE_KERNELS=1`` (CI sets it)."""
-    from mindspore_tnt import gelu
-    if gelu.kernel_ops() is not None:
-        return
-    gelu.kernel_ops.cache_clear()  # build again, to hear why it did not
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        if gelu.kernel_ops() is not None:
-            return
-    why = '; '.join(str(w.message) for w in caught) or f'no CPU kernel on {platform.system()}'
-    message = f"impl='cpu' needs the CPU GELU kernel, which did not build: {why}"
-    if os.environ.get('TNT_REQUIRE_KERNELS') == '1':
-        pytest.fail(message)
-    pytest.skip(message)
+def require_cpu_kernels():
+    """Skip the calling test, with the reason, where a CPU kernel (GELU, LayerNorm) did not build
+    (``impl='cpu'`` would run MindSpore's op instead); fail it where ``TNT_REQUIRE_KERNELS=1`` (CI sets it)."""
+    from mindspore_tnt import gelu, layernorm
+    for module, what in ((gelu, 'GELU'), (layernorm, 'LayerNorm')):
+        if module.kernel_ops() is not None:
+            continue
+        module.kernel_ops.cache_clear()  # build again, to hear why it did not
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            if module.kernel_ops() is not None:
+                continue
+        why = '; '.join(str(w.message) for w in caught) or f'no CPU kernel on {platform.system()}'
+        message = f"impl='cpu' needs the CPU {what} kernel, which did not build: {why}"
+        if os.environ.get('TNT_REQUIRE_KERNELS') == '1':
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 # --- The commands as a user runs them: processes from the repo root, queued to overlap ---

@@ -21,7 +21,7 @@ from parity.dtypes import precision_roles, role_dtypes, trace_dtypes
 from parity.forward import set_mode
 from parity.gradients import compare_gradients, describe_gradients, mindspore_gradients, torch_gradients
 from parity.precision import BOUNDS, compare_precision, describe_precision, mindspore_outputs
-from parity_tests.helpers import fresh_net, reference, require_gelu_kernel, small_outer_stream
+from parity_tests.helpers import fresh_net, reference, require_cpu_kernels, small_outer_stream
 from tnt_common.compare import rel_err
 from tnt_common.variants import VARIANTS
 from torch_ref.outputs import torch_outputs
@@ -38,9 +38,9 @@ def expected_counts(name):
 
 
 def net_of(name, impl=None):
-    """``fresh_net``; ``impl='cpu'`` must really run the CPU GELU kernel."""
+    """``fresh_net``; ``impl='cpu'`` must really run the CPU kernels."""
     if impl == 'cpu':
-        require_gelu_kernel()
+        require_cpu_kernels()
     return fresh_net(name, impl)
 
 

@@ -26,7 +26,7 @@ from tnt_common.compare import compare_outputs, describe_failure
 from parity.forward import set_mode
 from mindspore_tnt.outputs import mindspore_outputs
 from parity.gradients import compare_gradients, describe_gradients, mindspore_gradients
-from parity_tests.helpers import reference, require_gelu_kernel
+from parity_tests.helpers import reference, require_cpu_kernels
 from tnt_common.compare import format_rows
 from tnt_common.variants import VARIANTS
 
@@ -36,9 +36,11 @@ TINY = 'tnt_tiny_patch16_64'
 def net_for(name, impl):
     """A MindSpore TNT of ``impl`` with the reference weights; 'cpu' must really run the kernel."""
     if impl == 'cpu':
-        require_gelu_kernel()
+        require_cpu_kernels()
     net = numpy_to_mindspore(reference(name)[0], mindspore_tnt.create_model(name, impl=impl))
     assert (net.blocks[0].mlp.act.kernel is not None) == (impl == 'cpu')
+    assert (net.blocks[0].norm_in.kernel is not None) == (impl == 'cpu')
+    assert (net.norm.kernel is not None) == (impl == 'cpu')
     return net
 
 
@@ -109,7 +111,7 @@ def test_kernel_falls_back_without_a_compiler(monkeypatch):
 
 def test_kernel_builds_again_silently():
     """Where it can build, the kernel builds (or loads from its cache) without a warning."""
-    require_gelu_kernel()
+    require_cpu_kernels()
     gelu.kernel_ops.cache_clear()
     with warnings.catch_warnings():
         warnings.simplefilter('error')

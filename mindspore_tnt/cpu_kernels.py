@@ -1,0 +1,65 @@
+"""Building and loading the vectorised CPU kernels (``gelu_cpu.cc``, ``layernorm_cpu.cc``).
+
+Each kernel source is compiled on first use with the system C++ compiler (``$CXX``, else
+``g++``) for this machine (``-march=native``) and cached in ``$XDG_CACHE_HOME/mindspore_tnt``
+or ``~/.cache/mindspore_tnt``, keyed by the source, the compiler version, the CPU's features
+and the flags. ``load`` returns the built library's path, or None (with a RuntimeWarning
+naming the build's error) where it cannot be built or loaded.
+"""
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import warnings
+
+from tnt_common.files import atomic_output
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COMPILE_FLAGS = ('-std=c++17', '-O3', '-march=native', '-fno-math-errno', '-fopenmp-simd', '-shared', '-fPIC')
+LINK_FLAGS = ('-lmvec',)
+
+
+def _cache_dir():
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return os.path.join(base, 'mindspore_tnt')
+
+
+def _cpu_features():
+    """The CPU feature line of /proc/cpuinfo: a ``-march=native`` build is only valid for it."""
+    with open('/proc/cpuinfo') as f:
+        return next((line for line in f if line.startswith(('flags', 'Features'))), '')
+
+
+def build(source, compiler):
+    """Path of ``source`` (a file name next to this module) built for this machine, compiling it unless cached."""
+    path_in = os.path.join(HERE, source)
+    version = subprocess.run([compiler, '--version'], capture_output=True, text=True, check=True).stdout
+    with open(path_in, 'rb') as f:
+        key = hashlib.sha256(f.read())
+    for part in (version, _cpu_features(), platform.machine(), *COMPILE_FLAGS, *LINK_FLAGS):
+        key.update(part.encode())
+    stem = os.path.splitext(source)[0]
+    path = os.path.join(_cache_dir(), f'{stem}-{key.hexdigest()[:16]}.so')
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_output(path) as tmp:
+            subprocess.run([compiler, *COMPILE_FLAGS, '-o', tmp, path_in, *LINK_FLAGS], capture_output=True,
+                           text=True, check=True)
+    ctypes.CDLL(path)  # every symbol resolves (the vector math library has erff and expf)
+    return path
+
+
+def load(source, what, make_ops):
+    """``make_ops(path)`` of ``source`` built by ``build``, or None with a warning that MindSpore's
+    ``what`` runs instead (not Linux, no compiler, a failed build or load)."""
+    if platform.system() != 'Linux':
+        return None
+    try:
+        return make_ops(build(source, os.environ.get('CXX', 'g++')))
+    except (OSError, subprocess.CalledProcessError, TypeError, ValueError) as e:
+        detail = getattr(e, 'stderr', None) or str(e)
+        warnings.warn(f"mindspore_tnt: CPU {what} kernel unavailable, using MindSpore's {what} "
+                      f"({detail.strip().splitlines()[-1] if detail.strip() else type(e).__name__})",
+                      RuntimeWarning, stacklevel=3)
+        return None

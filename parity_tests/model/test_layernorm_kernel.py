@@ -1,0 +1,208 @@
+"""The CPU LayerNorm kernel (``mindspore_tnt.layernorm``) against float64 numerics, torch and nn.LayerNorm.
+
+Forward: within FP32_BOUND of the exact (float64) LayerNorm, with non-unit gamma and beta,
+every eps of the numerics presets, and rows with a mean of 1e3 and a spread of 1e-1 (where a
+one-pass ``E[x^2] - E[x]^2`` in float32 loses every digit; torch's float32 result itself is
+off by ~2e-3 there, so those rows are judged against float64 only). Gradients (dx, dgamma,
+dbeta): within GRAD_BOUND of torch.autograd in float64. A kernel built with eps outside the
+square root, or with the unbiased variance, must fail the same checks. Without the kernel
+the layer is ``nn.LayerNorm`` itself, bit for bit.
+"""
+import warnings
+
+import mindspore as ms
+import numpy as np
+import pytest
+import torch
+
+from mindspore_tnt import cpu_kernels, layernorm
+from parity.forward import set_mode
+from parity.gradients import GRAD_BOUND
+from parity_tests.helpers import require_cpu_kernels
+from tnt_common.compare import FP32_BOUND
+from tnt_common.numerics import PRESETS, PYTORCH
+
+EPS = sorted({PYTORCH.norm_eps, 1e-6} | {e for p in PRESETS.values() for e in (p.norm_eps, p.final_norm_eps)})
+SHAPES = [(2, 5, 96), (3, 384), (4, 97), (1, 1, 24)]
+
+
+def inputs(shape, offset=0., scale=1., seed=0):
+    rng = np.random.default_rng(seed)
+    n = shape[-1]
+    x = (rng.standard_normal(shape) * scale + offset).astype(np.float32)
+    gamma = (1 + 0.5 * rng.standard_normal(n)).astype(np.float32)
+    beta = (0.3 * rng.standard_normal(n)).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    return x, gamma, beta, dy
+
+
+def exact(x, gamma, beta, eps):
+    x = x.astype(np.float64)
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * gamma + beta
+
+
+def torch_grads(x, gamma, beta, dy, eps):
+    tx, tg, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, gamma, beta))
+    torch.nn.functional.layer_norm(tx, (x.shape[-1],), tg, tb, eps).backward(torch.tensor(dy, dtype=torch.float64))
+    return [t.grad.numpy() for t in (tx, tg, tb)]
+
+
+def relative_error(got, want):
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
+
+
+def layer(kernel, gamma, beta, eps):
+    net = layernorm.LayerNorm((gamma.size,), epsilon=eps, cpu_kernel=True)
+    net.kernel = kernel
+    net.gamma.set_data(ms.Tensor(gamma))
+    net.beta.set_data(ms.Tensor(beta))
+    return net
+
+
+def forward_error(kernel, x, gamma, beta, eps):
+    return relative_error(layer(kernel, gamma, beta, eps)(ms.Tensor(x)).asnumpy(), exact(x, gamma, beta, eps))
+
+
+class Loss(ms.nn.Cell):
+    """sum(net(x) * dy): its gradient is the layer's backward of ``dy``."""
+
+    def __init__(self, net, dy):
+        super().__init__()
+        self.net = net
+        self.dy = ms.Tensor(dy)
+
+    def construct(self, x):
+        return (self.net(x) * self.dy).sum()
+
+
+def gradient_errors(kernel, x, gamma, beta, dy, eps):
+    net = layer(kernel, gamma, beta, eps)
+    grad = ms.value_and_grad(Loss(net, dy), grad_position=0, weights=net.trainable_params())
+    _, (dx, (dgamma, dbeta)) = grad(ms.Tensor(x))
+    got = (dx.asnumpy(), dgamma.asnumpy(), dbeta.asnumpy())
+    return [relative_error(g, w) for g, w in zip(got, torch_grads(x, gamma, beta, dy, eps))]
+
+
+@pytest.fixture(scope='module')
+def kernel():
+    require_cpu_kernels()
+    return layernorm.kernel_ops()
+
+
+@pytest.fixture(params=['pynative', 'graph'])
+def mode(request):
+    set_mode(request.param)
+    return request.param
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('eps', EPS)
+def test_forward_matches_exact_and_torch(kernel, shape, eps):
+    set_mode('pynative')
+    x, gamma, beta, _ = inputs(shape)
+    y = layer(kernel, gamma, beta, eps)(ms.Tensor(x)).asnumpy()
+    assert relative_error(y, exact(x, gamma, beta, eps)) < FP32_BOUND
+    want = torch.nn.functional.layer_norm(torch.tensor(x), (shape[-1],), torch.tensor(gamma), torch.tensor(beta), eps)
+    assert relative_error(y, want.numpy()) < FP32_BOUND
+
+
+@pytest.mark.parametrize('eps', EPS)
+def test_large_mean_small_spread_keeps_its_digits(kernel, mode, eps):
+    x, gamma, beta, _ = inputs((16, 384), offset=1e3, scale=1e-1)
+    assert forward_error(kernel, x, gamma, beta, eps) < FP32_BOUND
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('eps', [1e-5, 1e-6])
+def test_gradients_match_torch_autograd(kernel, mode, shape, eps):
+    x, gamma, beta, dy = inputs(shape, seed=1)
+    assert max(gradient_errors(kernel, x, gamma, beta, dy, eps)) < GRAD_BOUND
+
+
+def test_gradients_with_a_large_mean(kernel):
+    set_mode('pynative')
+    x, gamma, beta, dy = inputs((8, 96), offset=1e3, scale=1e-1, seed=2)
+    assert max(gradient_errors(kernel, x, gamma, beta, dy, 1e-5)) < GRAD_BOUND
+
+
+def test_matches_nn_layernorm(kernel):
+    set_mode('graph')
+    x, gamma, beta, _ = inputs((2, 5, 96), seed=3)
+    ref = ms.nn.LayerNorm((96,), epsilon=1e-5)
+    ref.gamma.set_data(ms.Tensor(gamma))
+    ref.beta.set_data(ms.Tensor(beta))
+    y = layer(kernel, gamma, beta, 1e-5)(ms.Tensor(x)).asnumpy()
+    assert relative_error(y, ref(ms.Tensor(x)).asnumpy()) < FP32_BOUND
+
+
+def faulty_kernel(tmp_path, monkeypatch, old, new):
+    """The kernel built from its source with ``old`` replaced by ``new``."""
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    with open(f'{cpu_kernels.HERE}/layernorm_cpu.cc') as f:
+        text = f.read()
+    assert old in text
+    source = tmp_path / 'layernorm_faulty.cc'
+    source.write_text(text.replace(old, new))
+    return layernorm._layernorm_ops(cpu_kernels.build(str(source), 'g++'))
+
+
+FAULTS = {
+    'eps outside the square root': ('1.0 / std::sqrt(var + static_cast<double>(eps))',
+                                    '1.0 / (std::sqrt(var) + static_cast<double>(eps))'),
+    'unbiased variance': ('const double var = sq / static_cast<double>(n);',
+                          'const double var = sq / static_cast<double>(n - 1);'),
+}
+
+
+@pytest.mark.parametrize('fault', FAULTS)
+def test_catches_planted_kernel_faults(kernel, tmp_path, monkeypatch, fault):
+    set_mode('pynative')
+    bad = faulty_kernel(tmp_path, monkeypatch, *FAULTS[fault])
+    x, gamma, beta, dy = inputs((16, 96), scale=1e-1, seed=4)
+    assert forward_error(kernel, x, gamma, beta, 1e-5) < FP32_BOUND
+    assert forward_error(bad, x, gamma, beta, 1e-5) > FP32_BOUND
+    assert max(gradient_errors(bad, x, gamma, beta, dy, 1e-5)) > GRAD_BOUND
+
+
+def test_falls_back_to_nn_layernorm(monkeypatch):
+    monkeypatch.setenv('CXX', '/nonexistent/c++')
+    layernorm.kernel_ops.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="using MindSpore's LayerNorm"):
+            assert layernorm.kernel_ops() is None
+        set_mode('pynative')
+        x, gamma, beta, _ = inputs((3, 96), seed=5)
+        net = layernorm.LayerNorm((96,), epsilon=1e-5, cpu_kernel=True)
+        ref = ms.nn.LayerNorm((96,), epsilon=1e-5)
+        for cell in (net, ref):
+            cell.gamma.set_data(ms.Tensor(gamma))
+            cell.beta.set_data(ms.Tensor(beta))
+        assert net.kernel is None
+        assert np.array_equal(net(ms.Tensor(x)).asnumpy(), ref(ms.Tensor(x)).asnumpy())
+    finally:
+        monkeypatch.undo()
+        layernorm.kernel_ops.cache_clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        if layernorm.kernel_ops() is None:
+            pytest.skip('the CPU LayerNorm kernel does not build here')
+
+
+def test_fp16_and_multi_axis_fall_back(kernel):
+    set_mode('pynative')
+    assert layernorm.LayerNorm((4, 96), cpu_kernel=True).kernel is None
+    x, gamma, beta, _ = inputs((3, 96), seed=6)
+    net = layer(kernel, gamma, beta, 1e-5)
+    ref = ms.nn.LayerNorm((96,), epsilon=1e-5)
+    ref.gamma.set_data(ms.Tensor(gamma))
+    ref.beta.set_data(ms.Tensor(beta))
+    x16 = ms.Tensor(x, ms.float16)
+    assert np.array_equal(net(x16).asnumpy(), ref(x16).asnumpy())
+
+
+def test_parameter_names_are_nn_layernorms():
+    net = layernorm.LayerNorm((96,), epsilon=1e-5, cpu_kernel=True)
+    assert isinstance(net, ms.nn.LayerNorm)
+    assert sorted(p.name for p in net.get_parameters()) == ['beta', 'gamma']
