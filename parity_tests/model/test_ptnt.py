@@ -33,7 +33,7 @@ from torch_ref.outputs import torch_outputs
 from torch_ref.ptnt import create_model as create_torch
 from parity_tests.helpers import BATCH, PTNT_NAMES as NAMES, PTNT_TINY as TINY, stem_batchnorms, with_momentum
 
-# The official parameter counts (PyramidTNT paper, Table 2; DESIGN.md section 7), in thousands.
+# The official parameter counts (PyramidTNT paper, Table 2; docs/ptnt.md), in thousands.
 OFFICIAL_K = {'ptnt_ti_patch16_192': 10_579, 'ptnt_s_patch16_256': 31_953, 'ptnt_m_patch16_256': 84_944,
               'ptnt_b_patch16_256': 156_990}
 
