@@ -2,7 +2,8 @@
 
 Each kernel source is compiled on first use with the system C++ compiler (``$CXX``, else
 ``g++``) for this machine (``-march=native``) and cached in ``$XDG_CACHE_HOME/mindspore_tnt``
-or ``~/.cache/mindspore_tnt``, keyed by the source, the compiler version, the CPU's features
+or ``~/.cache/mindspore_tnt``, keyed by the source and the headers it may include
+(``HEADERS``), the compiler version, the CPU's features
 and the flags. ``load`` returns the built library's path, or None (with a RuntimeWarning
 naming the build's error) where it cannot be built or loaded.
 """
@@ -16,7 +17,9 @@ import warnings
 from tnt_common.files import atomic_output
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-COMPILE_FLAGS = ('-std=c++17', '-O3', '-march=native', '-fno-math-errno', '-fopenmp-simd', '-shared', '-fPIC')
+COMPILE_FLAGS = ('-std=c++17', '-O3', '-march=native', '-fno-math-errno', '-fopenmp-simd', '-pthread', '-shared',
+                 '-fPIC')
+HEADERS = ('cpu_parallel.h',)
 LINK_FLAGS = ('-lmvec',)
 
 
@@ -35,8 +38,10 @@ def build(source, compiler):
     """Path of ``source`` (a file name next to this module) built for this machine, compiling it unless cached."""
     path_in = os.path.join(HERE, source)
     version = subprocess.run([compiler, '--version'], capture_output=True, text=True, check=True).stdout
-    with open(path_in, 'rb') as f:
-        key = hashlib.sha256(f.read())
+    key = hashlib.sha256()
+    for name in (source, *HEADERS):
+        with open(os.path.join(HERE, name), 'rb') as f:
+            key.update(f.read())
     for part in (version, _cpu_features(), platform.machine(), *COMPILE_FLAGS, *LINK_FLAGS):
         key.update(part.encode())
     stem = os.path.splitext(source)[0]
