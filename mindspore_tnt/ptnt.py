@@ -19,7 +19,7 @@ from mindspore.common.initializer import Normal, initializer
 
 from mindspore_tnt.conv_taps import image_tap_index
 from mindspore_tnt.layernorm import LayerNorm
-from mindspore_tnt.tnt import DropPath, Mlp, resolve_impl, trunc_normal_
+from mindspore_tnt.tnt import DropPath, Mlp, init_layer, resolve_impl, trunc_normal_
 from tnt_common.numerics import PYTORCH, Numerics
 from tnt_common.pyramid import (CONV_KERNEL, MERGE_STRIDE, MLP_RATIO, NO_DECAY_NAMES, NUM_WORDS, SR_RATIOS,
                                 WORD_SIDE, drop_path_rates, grid_sides, has_inner, stage_dims, stage_names)
@@ -304,17 +304,12 @@ class PyramidTNT(nn.Cell):
         for stage in self.stages:
             stage.relative_pos.set_data(initializer(Normal(sigma=1.), stage.relative_pos.shape, ms.float32))
         for _, m in self.cells_and_names():
-            if isinstance(m, nn.Dense):
-                trunc_normal_(m.weight)
-                if m.bias is not None:
-                    m.bias.set_data(ops.zeros_like(m.bias))
-            elif isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
                 m.weight.set_data(initializer(Normal(sigma=math.sqrt(2. / fan_out)), m.weight.shape, ms.float32))
                 m.bias.set_data(ops.zeros_like(m.bias))
-            elif isinstance(m, nn.LayerNorm):
-                m.gamma.set_data(ops.ones_like(m.gamma))
-                m.beta.set_data(ops.zeros_like(m.beta))
+            else:
+                init_layer(m)
 
     def no_weight_decay(self):
         """Parameter names excluded from weight decay besides norms and biases."""
@@ -327,9 +322,7 @@ class PyramidTNT(nn.Cell):
         """New head of ``num_classes`` (0: none)."""
         self.num_classes = num_classes
         self.head = nn.Dense(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            trunc_normal_(self.head.weight)
-            self.head.bias.set_data(ops.zeros_like(self.head.bias))
+        init_layer(self.head)
 
     def stage_names(self):
         """Names of the entries ``forward_stages`` returns."""

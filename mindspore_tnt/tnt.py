@@ -40,6 +40,17 @@ def trunc_normal_(param, std=0.02):
     param.set_data(initializer(TruncatedNormal(sigma=std, a=-2., b=2.), param.shape, param.dtype))
 
 
+def init_layer(m):
+    """timm's init of one layer: trunc-normal 0.02 Dense weights and zero biases, unit LayerNorms."""
+    if isinstance(m, nn.Dense):
+        trunc_normal_(m.weight)
+        if m.bias is not None:
+            m.bias.set_data(ops.zeros_like(m.bias))
+    elif isinstance(m, nn.LayerNorm):
+        m.gamma.set_data(ops.ones_like(m.gamma))
+        m.beta.set_data(ops.zeros_like(m.beta))
+
+
 class DropPath(nn.Cell):
     """Per-sample stochastic depth: zeroes a sample's residual branch, scales the rest.
 
@@ -275,13 +286,7 @@ class TNT(nn.Cell):
         for p in (self.cls_token, self.patch_pos, self.pixel_pos):
             trunc_normal_(p)
         for _, m in self.cells_and_names():
-            if isinstance(m, nn.Dense):
-                trunc_normal_(m.weight)
-                if m.bias is not None:
-                    m.bias.set_data(ops.zeros_like(m.bias))
-            elif isinstance(m, nn.LayerNorm):
-                m.gamma.set_data(ops.ones_like(m.gamma))
-                m.beta.set_data(ops.zeros_like(m.beta))
+            init_layer(m)
 
     def no_weight_decay(self):
         """Parameter names excluded from weight decay besides norms and biases."""
@@ -297,9 +302,7 @@ class TNT(nn.Cell):
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Dense(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            trunc_normal_(self.head.weight)
-            self.head.bias.set_data(ops.zeros_like(self.head.bias))
+        init_layer(self.head)
 
     def embed(self, x):
         """Image -> (inner tokens (B*N, w*w, C), outer tokens (B, N+1, D))."""

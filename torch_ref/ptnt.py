@@ -15,7 +15,7 @@ from tnt_common.numerics import PYTORCH, Numerics
 from tnt_common.pyramid import (CONV_KERNEL, MERGE_STRIDE, MLP_RATIO, NO_DECAY_NAMES, NUM_WORDS, SR_RATIOS,
                                 WORD_SIDE, drop_path_rates, grid_sides, has_inner, stage_dims, stage_names)
 from tnt_common.variants import model_args, pretrained_cfg, split_tag
-from torch_ref.tnt import DropPath, Mlp, trunc_normal_
+from torch_ref.tnt import DropPath, Mlp, init_layer, trunc_normal_
 
 
 def conv_bn_relu(dim_in, dim_out, stride):
@@ -233,17 +233,12 @@ class PyramidTNT(nn.Module):
         for stage in self.stages:
             nn.init.normal_(stage.relative_pos)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
                 nn.init.normal_(m.weight, std=math.sqrt(2. / fan_out))
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            else:
+                init_layer(m)
 
     def no_weight_decay(self):
         """Parameter names excluded from weight decay besides norms and biases."""
@@ -256,9 +251,7 @@ class PyramidTNT(nn.Module):
         """New head of ``num_classes`` (0: none)."""
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            trunc_normal_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        init_layer(self.head)
 
     def stage_names(self):
         """Names of the entries ``forward_stages`` returns."""

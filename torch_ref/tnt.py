@@ -18,6 +18,17 @@ def trunc_normal_(tensor, std=0.02):
     return nn.init.trunc_normal_(tensor, std=std, a=-2., b=2.)
 
 
+def init_layer(m):
+    """timm's init of one layer: trunc-normal 0.02 Linear weights and zero biases, unit LayerNorms."""
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
 class DropPath(nn.Module):
     """Per-sample stochastic depth: zeroes a sample's residual branch, scales the rest.
 
@@ -212,13 +223,7 @@ class TNT(nn.Module):
         for p in (self.cls_token, self.patch_pos, self.pixel_pos):
             trunc_normal_(p)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            init_layer(m)
 
     def no_weight_decay(self):
         """Parameter names excluded from weight decay besides norms and biases."""
@@ -234,9 +239,7 @@ class TNT(nn.Module):
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            trunc_normal_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        init_layer(self.head)
 
     def embed(self, x):
         """Image -> (inner tokens (B*N, w*w, C), outer tokens (B, N+1, D))."""
