@@ -1,4 +1,4 @@
-"""Building and loading the vectorised CPU kernels (``gelu_cpu.cc``, ``layernorm_cpu.cc``).
+"""Building and loading the vectorised CPU kernels (``gelu_cpu.cc``, ``layernorm_cpu.cc``, ``bias_cpu.cc``).
 
 Each kernel source is compiled on first use with the system C++ compiler (``$CXX``, else
 ``g++``) for this machine (``-march=native``) and cached in ``$XDG_CACHE_HOME/mindspore_tnt``
@@ -19,7 +19,7 @@ from tnt_common.files import atomic_output
 HERE = os.path.dirname(os.path.abspath(__file__))
 COMPILE_FLAGS = ('-std=c++17', '-O3', '-march=native', '-fno-math-errno', '-fopenmp-simd', '-pthread', '-shared',
                  '-fPIC')
-HEADERS = ('cpu_parallel.h',)
+HEADERS = ('aot_kernel.h', 'cpu_parallel.h')
 LINK_FLAGS = ('-lmvec',)
 
 

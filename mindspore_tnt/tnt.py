@@ -3,7 +3,8 @@
 Reads line by line like ``torch_ref/tnt.py``: same classes, attributes and order. What
 only MindSpore has is the choice of formulation, ``impl`` (``resolve_impl``): on CPU the
 pixel embedding's convolution runs as a gather and a matmul (``PixelEmbed.gather_taps``,
-``conv_taps.py``), GELU and LayerNorm as vectorised kernels (``gelu.py``, ``layernorm.py``);
+``conv_taps.py``), GELU, LayerNorm and the MLP's bias adds as vectorised kernels (``gelu.py``,
+``layernorm.py``, ``dense.py``);
 the attention's ``BatchMatMul`` cells serve every backend. Runs in GRAPH and PYNATIVE mode on CPU, GPU and
 Ascend. GELU form and LayerNorm epsilons are constructor arguments (``tnt_common.numerics``).
 """
@@ -12,6 +13,7 @@ from mindspore import nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
 from mindspore_tnt.conv_taps import conv_tap_index
+from mindspore_tnt.dense import Dense
 from mindspore_tnt.gelu import GELU
 from mindspore_tnt.layernorm import LayerNorm
 from tnt_common.architecture import INNER_MLP_RATIO, NO_DECAY_NAMES, PIXEL_KERNEL, drop_path_rates, word_side
@@ -24,9 +26,9 @@ IMPLS = ('cpu', 'standard')
 def resolve_impl(impl=None):
     """The formulation to build: ``impl``, else 'cpu' on the CPU device target, 'standard' elsewhere.
 
-    'cpu': the pixel embedding's convolution as a gather and a matmul, the exact GELU and
-    every LayerNorm as vectorised kernels (MindSpore's CPU Conv2D, erf and LayerNorm are
-    slow). 'standard': Conv2d, MindSpore's GELU and LayerNorm, the path for Ascend and GPU. Both compute the same function with the
+    'cpu': the pixel embedding's convolution as a gather and a matmul, the exact GELU, every
+    LayerNorm and the MLP's bias adds as vectorised kernels (MindSpore's CPU Conv2D, erf,
+    LayerNorm and BiasAddGrad are slow). 'standard': Conv2d, MindSpore's GELU and LayerNorm, the path for Ascend and GPU. Both compute the same function with the
     same parameters.
     """
     impl = impl or ('cpu' if ms.get_context('device_target') == 'CPU' else 'standard')
@@ -83,10 +85,11 @@ class Mlp(nn.Cell):
 
     def __init__(self, in_features, hidden_features, drop=0., gelu=PYTORCH.gelu, impl=None):
         super().__init__()
-        self.fc1 = nn.Dense(in_features, hidden_features)
-        self.act = GELU(approximate=gelu == 'tanh', cpu_kernel=resolve_impl(impl) == 'cpu')
+        cpu = resolve_impl(impl) == 'cpu'
+        self.fc1 = Dense(in_features, hidden_features, cpu_kernel=cpu)
+        self.act = GELU(approximate=gelu == 'tanh', cpu_kernel=cpu)
         self.drop1 = nn.Dropout(p=drop)
-        self.fc2 = nn.Dense(hidden_features, in_features)
+        self.fc2 = Dense(hidden_features, in_features, cpu_kernel=cpu)
         self.drop2 = nn.Dropout(p=drop)
 
     def construct(self, x):
