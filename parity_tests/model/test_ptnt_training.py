@@ -1,4 +1,4 @@
-"""PyramidTNT gradients and training steps against torch, BatchNorm in train mode, GRAPH mode.
+"""PyramidTNT gradients and training steps against torch, BatchNorm in train mode.
 
 Gradients (fp32): label-smoothed cross-entropy on the tiny variant with random weights and
 non-trivial BatchNorm statistics; every parameter gradient and the input gradient within
@@ -11,11 +11,13 @@ groups, LR schedule and clipping; drop path off), weights and BatchNorm running 
 compared after every step. Planted faults show each check catches what the eval-mode
 forward comparison cannot: a cut gradient, BatchNorm using its running statistics in train
 mode, MindSpore's BatchNorm given torch's momentum.
+Training steps with drop path (PYNATIVE, its masks shared, at 128 px): the same
+``run_training``; planted fault: one block's drop path without its ``1 / keep_prob`` scaling.
 
 PYNATIVE mode computes wrong gradients on MindSpore 2.10 where a stage has a single token
 (the tiny variant at its 64 px: the last stage's grid is 1x1; the forward pass agrees, GRAPH
-mode agrees with torch; docs/ptnt.md): the tiny variant's checks run in GRAPH mode, and
-PYNATIVE's gradients are checked against GRAPH's at 128 px, where no stage is 1x1.
+mode agrees with torch; docs/ptnt.md): the tiny variant's checks at its 64 px run in GRAPH
+mode, and PYNATIVE's gradients are checked against GRAPH's at 128 px, where no stage is 1x1.
 """
 import re
 
@@ -23,16 +25,19 @@ import numpy as np
 
 from convert.keymap import PYRAMID_TO_MINDSPORE
 from mindspore_tnt.outputs import mindspore_outputs
+from mindspore_tnt.tnt import DropPath
 from parity.forward import random_pyramid_models, set_mode
 from parity.gradients import compare_gradients, describe_gradients, make_labels, mindspore_gradients, torch_gradients
-from parity.train_step import describe_training, run_training
+from parity.train_step import DROP_PATH, LOSS_BOUND, describe_training, run_training
 from parity_tests.helpers import BATCH, PTNT_NAMES as NAMES, PTNT_TINY as TINY, StopGradient, stem_batchnorms, with_momentum
 from tnt_common.compare import compare_outputs
 from tnt_common.fixtures import make_batch
+from tnt_common.pyramid import drop_path_rates, has_inner
 from tnt_common.variants import PYRAMID_VARIANTS
 from torch_ref.outputs import torch_outputs
 
 STEPS = 3
+PYNATIVE_SIZE = 128  # the tiny variant's grids 16, 8, 4, 2
 # Convolution biases right before a train-mode BatchNorm: zero gradient in exact arithmetic.
 BEFORE_BN = re.compile(r'patch_embed\.\w+\.[036]\.bias')
 NOISE_BOUND = 1e-6  # their gradients' max|g|, against the largest gradient of their convolution
@@ -121,10 +126,11 @@ def test_catches_running_statistics_in_train_mode():
     assert 'patch_embed.outer_convs.3.weight' in grads['failing']
 
 
-def frozen_models():
-    """The tiny variant in both frameworks, the BatchNorm-fed conv biases frozen: their exact
-    gradient is zero, and AdamW would scale the two frameworks' rounding noise to full steps."""
-    torch_model, net = random_pyramid_models(TINY)
+def frozen_models(**kwargs):
+    """The tiny variant in both frameworks (``kwargs``: of ``create_model``), the BatchNorm-fed
+    conv biases frozen: their exact gradient is zero, and AdamW would scale the two frameworks'
+    rounding noise to full steps."""
+    torch_model, net = random_pyramid_models(TINY, **kwargs)
     for k, p in torch_model.named_parameters():
         p.requires_grad_(not BEFORE_BN.fullmatch(k))
     for p in net.get_parameters():
@@ -152,3 +158,42 @@ def test_training_catches_torch_momentum_in_mindspore():
     report, _, _ = run_training(TINY, steps=2, models=(torch_model, net), mode='graph')
     failing = set(report['steps'][0]['failing'])
     assert len(failing) == 10 and all('.running_' in k for k in failing), failing  # the weights still agree
+
+
+def drop_path_models():
+    """``frozen_models`` at 128 px (no stage of one token), drop path ``DROP_PATH`` (0.1)."""
+    return frozen_models(img_size=PYNATIVE_SIZE, drop_path_rate=DROP_PATH)
+
+
+def test_training_steps_with_drop_path_agree():
+    """PYNATIVE at 128 px, drop path on with the same masks in both frameworks."""
+    torch_model, net = drop_path_models()
+    report, _, _ = run_training(TINY, steps=STEPS, models=(torch_model, net), mode='pynative')
+    print(describe_training(report))
+    assert report['passed'], describe_training(report)
+    # every block of non-zero rate drew a mask per residual branch: 4 with the inner transformer, else 2
+    depths = PYRAMID_VARIANTS[TINY]['depths']
+    draws = sum(4 if has_inner(j, d) else 2 for rates, d in zip(drop_path_rates(DROP_PATH, depths), depths)
+                for j, rate in enumerate(rates) if rate > 0)
+    assert report['mask_draws'] == STEPS * draws
+    total = sum(r['size'] for r in report['steps'][0]['rows'])
+    assert all(s['left_out'] < 0.01 * total for s in report['steps'])  # a few rounding-level gradients
+
+
+class UnscaledDropPath(DropPath):
+    """Drop path without the ``1 / keep_prob`` scaling of the kept samples."""
+
+    def construct(self, x):
+        return super().construct(x) * (1. - self.drop_prob)
+
+
+def test_training_catches_unscaled_drop_path_in_one_block():
+    torch_model, net = drop_path_models()
+    block = net.stages[2].blocks[0]
+    block.drop_path = UnscaledDropPath(block.drop_path.drop_prob)
+    report, _, _ = run_training(TINY, steps=2, models=(torch_model, net), mode='pynative')
+    print(describe_training(report))
+    assert not report['passed']
+    first = report['steps'][0]
+    assert first['loss_rel'] > LOSS_BOUND
+    assert 'stages.2.blocks.0.outer_mlp.fc2.weight' in first['failing'], describe_training(report)

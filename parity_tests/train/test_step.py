@@ -3,8 +3,9 @@ with identical masks, the training package's optimizer, decay groups and LR sche
 
 Bounds per step: loss ``|Δ|/|loss| <= 1e-5``; for every tensor, the update since the start
 agrees for the typical element, ``median|u_ms - u_pt| / median|u_pt| <= 1e-4``, and no
-element is off by more than the tensor's largest update, ``max|u_ms - u_pt| / max|u_pt| <= 1``
-(docs/parity.md derives both).
+element is off by more than the tensor's largest update, ``max|u_ms - u_pt| / max|u_pt| <= 1``,
+but the elements whose first-step gradient is below the gradients' resolution (their first
+AdamW step is rounding; docs/parity.md derives all three).
 """
 import mindspore as ms
 import numpy as np
