@@ -124,7 +124,7 @@ class Block(nn.Cell):
             self.proj_norm2 = LayerNorm((outer_dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.outer_norm1 = LayerNorm((outer_dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.outer_attn = Attention(outer_dim, outer_heads, sr_ratio, attn_drop, proj_drop, norm_eps, impl)
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DropPath(drop_path, cpu_kernel=impl == 'cpu')
         self.outer_norm2 = LayerNorm((outer_dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.outer_mlp = Mlp(outer_dim, outer_dim * MLP_RATIO, proj_drop, gelu, impl)
 

@@ -3,8 +3,8 @@
 Reads line by line like ``torch_ref/tnt.py``: same classes, attributes and order. What
 only MindSpore has is the choice of formulation, ``impl`` (``resolve_impl``): on CPU the
 pixel embedding's convolution runs as a gather and a matmul (``PixelEmbed.gather_taps``,
-``conv_taps.py``), GELU, LayerNorm and the MLP's bias adds as vectorised kernels (``gelu.py``,
-``layernorm.py``, ``dense.py``);
+``conv_taps.py``), GELU, LayerNorm, the MLP's bias adds and drop path's scaling as vectorised
+kernels (``gelu.py``, ``layernorm.py``, ``dense.py``, ``droppath.py``);
 the attention's ``BatchMatMul`` cells serve every backend. Runs in GRAPH and PYNATIVE mode on CPU, GPU and
 Ascend. GELU form and LayerNorm epsilons are constructor arguments (``tnt_common.numerics``).
 """
@@ -13,6 +13,7 @@ from mindspore import nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
 from mindspore_tnt.conv_taps import conv_tap_index
+from mindspore_tnt import droppath
 from mindspore_tnt.dense import Dense
 from mindspore_tnt.gelu import GELU
 from mindspore_tnt.layernorm import LayerNorm
@@ -26,9 +27,10 @@ IMPLS = ('cpu', 'standard')
 def resolve_impl(impl=None):
     """The formulation to build: ``impl``, else 'cpu' on the CPU device target, 'standard' elsewhere.
 
-    'cpu': the pixel embedding's convolution as a gather and a matmul, the exact GELU, every
-    LayerNorm and the MLP's bias adds as vectorised kernels (MindSpore's CPU Conv2D, erf,
-    LayerNorm and BiasAddGrad are slow). 'standard': Conv2d, MindSpore's GELU and LayerNorm, the path for Ascend and GPU. Both compute the same function with the
+    'cpu': the pixel embedding's convolution as a gather and a matmul; the exact GELU, every
+    LayerNorm, the MLP's bias adds and drop path's scaling as vectorised kernels (MindSpore's
+    CPU Conv2D, erf, LayerNorm and BiasAddGrad are slow, its drop-path ops hold much memory in
+    training). 'standard': Conv2d, MindSpore's GELU and LayerNorm, the path for Ascend and GPU. Both compute the same function with the
     same parameters.
     """
     impl = impl or ('cpu' if ms.get_context('device_target') == 'CPU' else 'standard')
@@ -59,13 +61,17 @@ class DropPath(nn.Cell):
     ``noise`` is None by default (the framework's random draw): a callable
     ``noise(shape, dtype)`` returning uniform [0, 1) noise replaces that draw, so that parity
     tests give both frameworks the same masks (``parity.droppath``) and training feeds masks
-    drawn on the host, which a resume replays (``tnt_train.droppath``).
+    drawn on the host, which a resume replays (``tnt_train.droppath``). With ``cpu_kernel=True``
+    the scaling ``x / keep_prob * mask`` of fp32 inputs and its gradient run on the CPU kernel
+    (``mindspore_tnt.droppath``): the same values, without the memory MindSpore's ops hold.
     """
 
-    def __init__(self, drop_prob=0.):
+    def __init__(self, drop_prob=0., cpu_kernel=False):
         super().__init__()
         self.drop_prob = drop_prob
         self.noise = None
+        self.kernel = droppath.kernel_ops() if cpu_kernel and drop_prob > 0. else None
+        self.keep = ms.Tensor([1. - drop_prob], ms.float32)
 
     def construct(self, x):
         if not self.training or self.drop_prob == 0.:
@@ -77,6 +83,8 @@ class DropPath(nn.Cell):
         else:
             mask = self.noise(shape, x.dtype)
         mask = ops.floor(mask + keep_prob)
+        if self.kernel is not None and x.dtype == ms.float32:
+            return self.kernel(x, mask, self.keep)
         return x / keep_prob * mask
 
 
@@ -148,7 +156,7 @@ class Block(nn.Cell):
             self.norm2_proj = LayerNorm((dim_out,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.norm_out = LayerNorm((dim_out,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.attn_out = Attention(dim_out, num_heads_out, attn_drop, proj_drop)
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DropPath(drop_path, cpu_kernel=impl == 'cpu')
         self.norm_mlp = LayerNorm((dim_out,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio), proj_drop, gelu, impl)
 

@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import csv
 import functools
+import importlib
 import io
 import os
 import platform
@@ -275,11 +276,14 @@ def shared_drop_path_step(mode):
 
 # --- The CPU kernels of ``impl='cpu'`` ---
 
+CPU_KERNELS = (('gelu', 'GELU'), ('layernorm', 'LayerNorm'), ('dense', 'BiasAdd'), ('droppath', 'DropPath'))
+
+
 def require_cpu_kernels():
-    """Skip the calling test, with the reason, where a CPU kernel (GELU, LayerNorm, bias add) did not
-    build (``impl='cpu'`` would run MindSpore's op instead); fail it where ``TNT_REQUIRE_KERNELS=1`` (CI sets it)."""
-    from mindspore_tnt import dense, gelu, layernorm
-    for module, what in ((gelu, 'GELU'), (layernorm, 'LayerNorm'), (dense, 'BiasAdd')):
+    """Skip the calling test, with the reason, where a CPU kernel (``CPU_KERNELS``) did not build
+    (``impl='cpu'`` would run MindSpore's ops instead); fail it where ``TNT_REQUIRE_KERNELS=1`` (CI sets it)."""
+    for name, what in CPU_KERNELS:
+        module = importlib.import_module(f'mindspore_tnt.{name}')
         if module.kernel_ops() is not None:
             continue
         module.kernel_ops.cache_clear()  # build again, to hear why it did not
