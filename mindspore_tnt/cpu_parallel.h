@@ -1,20 +1,26 @@
 // Loops split over threads for the CPU kernels (gelu_cpu.cc, layernorm_cpu.cc, ...).
 //
 // parallel_for(n, grain, fn) calls fn(begin, end) on contiguous parts of [0, n): as many
-// parts as the machine has hardware threads, each at least `grain` items, the caller running
-// the first. Small ranges run on the calling thread alone. Parts never overlap, so a kernel
-// whose items are independent gives the same bits for any thread count.
+// parts as the machine has hardware threads (or $TNT_CPU_THREADS, read once), each at least
+// `grain` items, the caller running the first. Small ranges run on the calling thread alone.
+// Parts never overlap, so a kernel whose items are independent gives the same bits for any
+// thread count.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
 namespace tnt_cpu {
 
 inline int64_t hardware_threads() {
-  static const int64_t n = std::max(1u, std::thread::hardware_concurrency());
+  static const int64_t n = [] {
+    const char *env = std::getenv("TNT_CPU_THREADS");
+    const int64_t given = env ? std::atoll(env) : 0;
+    return given > 0 ? given : static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+  }();
   return n;
 }
 
