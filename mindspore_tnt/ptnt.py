@@ -19,7 +19,6 @@ from mindspore.common.initializer import Normal, initializer
 
 from mindspore_tnt.conv_taps import image_tap_index
 from mindspore_tnt.layernorm import LayerNorm
-from mindspore_tnt.softmax import ScaledSoftmax
 from mindspore_tnt.tnt import DropPath, Mlp, resolve_impl, trunc_normal_
 from tnt_common.numerics import PYTORCH, Numerics
 from tnt_common.pyramid import (CONV_KERNEL, MERGE_STRIDE, MLP_RATIO, NO_DECAY_NAMES, NUM_WORDS, SR_RATIOS,
@@ -69,8 +68,7 @@ def conv_bn_relu(dim_in, dim_out, stride, in_side=1, impl='standard'):
 class Attention(nn.Cell):
     """Multi-head attention, q and fused kv without bias; with ``sr_ratio`` > 1 the keys and
     values come from the tokens average-pooled ``sr_ratio`` x ``sr_ratio``, then Dense and
-    LayerNorm. ``relative_pos`` is added to the scaled scores before the softmax; without it,
-    ``impl='cpu'`` runs the scaled softmax as one kernel (``softmax.py``)."""
+    LayerNorm. ``relative_pos`` is added to the scaled scores before the softmax."""
 
     def __init__(self, dim, num_heads, sr_ratio=1, attn_drop=0., proj_drop=0., norm_eps=PYTORCH.norm_eps,
                  impl='standard'):
@@ -90,7 +88,6 @@ class Attention(nn.Cell):
             self.norm = LayerNorm((dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.matmul_qk = ops.BatchMatMul(transpose_b=True)
         self.matmul_av = ops.BatchMatMul()
-        self.softmax = ScaledSoftmax(self.scale, cpu_kernel=impl == 'cpu')
 
     def construct(self, x, H, W, relative_pos=None):
         B, L, D = x.shape
@@ -100,10 +97,10 @@ class Attention(nn.Cell):
             x = self.norm(self.linear(x))
         k, v = ops.unstack(ops.transpose(self.kv(x).reshape(B, -1, 2, self.num_heads, self.head_dim),
                                          (2, 0, 3, 1, 4)), 0)
-        if relative_pos is None:
-            attn = self.attn_drop(self.softmax(self.matmul_qk(q, k)))
-        else:
-            attn = self.attn_drop(ops.softmax(self.matmul_qk(q, k) * self.scale + relative_pos, axis=-1))
+        attn = self.matmul_qk(q, k) * self.scale
+        if relative_pos is not None:
+            attn = attn + relative_pos
+        attn = self.attn_drop(ops.softmax(attn, axis=-1))
         x = ops.transpose(self.matmul_av(attn, v), (0, 2, 1, 3)).reshape(B, L, D)
         return self.proj_drop(self.proj(x))
 

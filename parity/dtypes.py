@@ -81,16 +81,14 @@ def precision_roles(calls):
     embed_proj: the pixel embedding's convolution, or its matmul with ``impl='cpu'``;
     dense_matmul: the matmul of an ``nn.Dense``; attention_matmul: a matmul of
     ``Attention.construct`` itself (q·kᵀ and attn·v); layernorm: MindSpore's LayerNorm op, or
-    the ``Custom`` op of ``mindspore_tnt.layernorm.LayerNorm``'s CPU kernel; softmax: MindSpore's
-    Softmax op, or the ``Custom`` op of ``mindspore_tnt.softmax.ScaledSoftmax``'s CPU kernel; gelu: every op
+    the ``Custom`` op of ``mindspore_tnt.layernorm.LayerNorm``'s CPU kernel; softmax; gelu: every op
     of an ``nn.GELU`` or of ``mindspore_tnt.gelu.GELU`` (its CPU kernel is a ``Custom``
     op); residual_add: an ``Add`` written in ``Block.construct`` itself.
     """
     from mindspore import nn
-    from mindspore_tnt import gelu as tnt_gelu, layernorm as tnt_layernorm, softmax as tnt_softmax, tnt
+    from mindspore_tnt import gelu as tnt_gelu, layernorm as tnt_layernorm, tnt
     dense = _source_span(nn.Dense.construct)
     layernorm = _source_span(tnt_layernorm.LayerNorm.construct)
-    softmax = _source_span(tnt_softmax.ScaledSoftmax.construct)
     gelus = (_source_span(nn.GELU.construct), _source_span(tnt_gelu.GELU.construct))
     attention, block = _source_span(tnt.Attention.construct), _source_span(tnt.Block.construct)
     embed = (_source_span(tnt.PixelEmbed.construct), _source_span(tnt.PixelEmbed.gather_taps))
@@ -108,7 +106,7 @@ def precision_roles(calls):
             roles['attention_matmul'].append(c)
         elif op in ('LayerNorm', 'LayerNormExt') or op == 'Custom' and _inside(frames, layernorm):
             roles['layernorm'].append(c)
-        elif op == 'Softmax' or op == 'Custom' and _inside(frames, softmax):
+        elif op == 'Softmax':
             roles['softmax'].append(c)
         elif op != 'Cast' and any(_inside(frames, span) for span in gelus):
             roles['gelu'].append(c)

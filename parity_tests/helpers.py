@@ -277,7 +277,7 @@ def shared_drop_path_step(mode):
 
 def require_cpu_kernels():
     """Skip the calling test, with the reason, where a CPU kernel (GELU, LayerNorm, softmax) did not build
-    (``impl='cpu'`` would run MindSpore's op instead); fail it where ``TNT_REQUIRE_KERNELS=1`` (CI sets it)."""
+    (MindSpore's op would run instead); fail it where ``TNT_REQUIRE_KERNELS=1`` (CI sets it)."""
     from mindspore_tnt import gelu, layernorm, softmax
     for module, what in ((gelu, 'GELU'), (layernorm, 'LayerNorm'), (softmax, 'softmax')):
         if module.kernel_ops() is not None:
