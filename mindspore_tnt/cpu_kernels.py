@@ -35,7 +35,8 @@ def _cpu_features():
 
 
 def build(source, compiler):
-    """Path of ``source`` (a file name next to this module) built for this machine, compiling it unless cached."""
+    """Path of ``source`` (a file name next to this module, or a path) built for this machine, compiling it
+    unless cached; ``HEADERS`` are included from this module's directory."""
     path_in = os.path.join(HERE, source)
     version = subprocess.run([compiler, '--version'], capture_output=True, text=True, check=True).stdout
     key = hashlib.sha256()
@@ -49,8 +50,8 @@ def build(source, compiler):
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with atomic_output(path) as tmp:
-            subprocess.run([compiler, *COMPILE_FLAGS, '-o', tmp, path_in, *LINK_FLAGS], capture_output=True,
-                           text=True, check=True)
+            subprocess.run([compiler, *COMPILE_FLAGS, '-I', HERE, '-o', tmp, path_in, *LINK_FLAGS],
+                           capture_output=True, text=True, check=True)
     ctypes.CDLL(path)  # every symbol resolves (the vector math library has erff and expf)
     return path
 

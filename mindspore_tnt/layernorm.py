@@ -4,8 +4,9 @@ MindSpore's CPU LayerNorm and LayerNormGrad were 7-10x slower than torch's on TN
 (TNT-S, batch 8: 109 ms of LayerNorm and 458 ms of LayerNormGrad a step, torch 12 and 16).
 ``LayerNorm`` with ``cpu_kernel=True`` runs the loops of ``layernorm_cpu.cc`` -- per row, the
 mean and biased variance in double, eps inside the square root, torch's formula -- and their
-gradient as MindSpore AOT custom ops, built and cached like the GELU kernel
-(``cpu_kernels``). Everywhere else -- an input, gamma or beta that is not fp32 (AMP O3, or
+gradient as MindSpore AOT custom ops, rows split over the machine's threads (the parameter
+gradients summed in fixed blocks of rows: the same bits for any thread count), built and
+cached like the GELU kernel (``cpu_kernels``). Everywhere else -- an input, gamma or beta that is not fp32 (AMP O3, or
 a cell cast to fp16), a normalized shape of more than one axis, no compiler, a failed build
 -- it is ``nn.LayerNorm`` itself. It is an ``nn.LayerNorm``, with the same ``gamma`` and
 ``beta`` parameters, so checkpoints, key maps and AMP's treatment of LayerNorm cells do not

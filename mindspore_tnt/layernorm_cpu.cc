@@ -6,14 +6,24 @@
 // mean and a small spread loses nothing to cancellation.
 // Backward, with xhat = (x - mean) * rstd and g = dy * gamma:
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dgamma = sum_rows dy * xhat,  dbeta = sum_rows dy
-// (the row statistics are recomputed from x rather than saved; dgamma and dbeta accumulate in double).
+// (the row statistics are recomputed from x rather than saved).
+// Rows are independent, so y and dx are split over the machine's threads (cpu_parallel.h).
+// dgamma and dbeta are sums over rows: each block of rows (its size fixed by the row length
+// alone) sums its rows in order in double, and the block sums are added in block order, so
+// the result is the same bits for any number of threads.
 // eps is a one-element float32 input. Built and loaded by mindspore_tnt/layernorm.py; float32 only.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
+#include "cpu_parallel.h"
+
 namespace {
+
+constexpr int64_t kGrain = 1 << 14;       // elements per thread at least
+constexpr int64_t kBlockElems = 1 << 13;  // elements in a block of rows for dgamma and dbeta (or one longer row)
 
 bool all_float32(int nparam, const char **dtypes) {
   for (int i = 0; i < nparam; ++i) {
@@ -61,14 +71,16 @@ extern "C" int LayerNormLastAxis(int nparam, void **params, int *ndims, int64_t 
   const int64_t n = shapes[0][ndims[0] - 1];
   if (n <= 0 || numel(ndims[1], shapes[1]) != n || numel(ndims[2], shapes[2]) != n) return 1;
   const int64_t rows = numel(ndims[0], shapes[0]) / n;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float *xr = x + r * n;
-    float *yr = y + r * n;
-    float mean, mean_lo, rstd;
-    row_stats(xr, n, eps, &mean, &mean_lo, &rstd);
+  tnt_cpu::parallel_for(rows, std::max<int64_t>(1, kGrain / n), [=](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float *xr = x + r * n;
+      float *yr = y + r * n;
+      float mean, mean_lo, rstd;
+      row_stats(xr, n, eps, &mean, &mean_lo, &rstd);
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) yr[i] = ((xr[i] - mean) - mean_lo) * rstd * gamma[i] + beta[i];
-  }
+      for (int64_t i = 0; i < n; ++i) yr[i] = ((xr[i] - mean) - mean_lo) * rstd * gamma[i] + beta[i];
+    }
+  });
   return 0;
 }
 
@@ -86,37 +98,49 @@ extern "C" int LayerNormLastAxisGrad(int nparam, void **params, int *ndims, int6
   const int64_t n = shapes[0][ndims[0] - 1];
   if (n <= 0 || numel(ndims[2], shapes[2]) != n) return 1;
   const int64_t rows = numel(ndims[0], shapes[0]) / n;
-  std::vector<double> dgamma_acc(n, 0.0), dbeta_acc(n, 0.0);
-  std::vector<float> xhat(n);
-  double *dga = dgamma_acc.data();
-  double *dba = dbeta_acc.data();
-  float *xh = xhat.data();
+  const int64_t block_rows = std::max<int64_t>(1, kBlockElems / n);
+  const int64_t blocks = (rows + block_rows - 1) / block_rows;
+  // per block: its sums of dy * xhat (n) then of dy (n)
+  std::vector<double> partial(static_cast<size_t>(blocks) * 2 * n, 0.0);
+  double *part = partial.data();
   const double inv_n = 1.0 / static_cast<double>(n);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float *xr = x + r * n;
-    const float *dyr = dy + r * n;
-    float *dxr = dx + r * n;
-    float mean, mean_lo, rstd;
-    row_stats(xr, n, eps, &mean, &mean_lo, &rstd);
-    double sum_g = 0.0, sum_gx = 0.0;
+  tnt_cpu::parallel_for(blocks, std::max<int64_t>(1, kGrain / (block_rows * n)), [=](int64_t b0, int64_t b1) {
+    std::vector<float> xhat(n);
+    float *xh = xhat.data();
+    for (int64_t b = b0; b < b1; ++b) {
+      double *dga = part + b * 2 * n;
+      double *dba = dga + n;
+      for (int64_t r = b * block_rows; r < std::min(rows, (b + 1) * block_rows); ++r) {
+        const float *xr = x + r * n;
+        const float *dyr = dy + r * n;
+        float *dxr = dx + r * n;
+        float mean, mean_lo, rstd;
+        row_stats(xr, n, eps, &mean, &mean_lo, &rstd);
+        double sum_g = 0.0, sum_gx = 0.0;
 #pragma omp simd reduction(+ : sum_g, sum_gx)
-    for (int64_t i = 0; i < n; ++i) {
-      const float h = ((xr[i] - mean) - mean_lo) * rstd;
-      const float g = dyr[i] * gamma[i];
-      xh[i] = h;
-      sum_g += g;
-      sum_gx += static_cast<double>(g) * h;
-      dga[i] += static_cast<double>(dyr[i]) * h;
-      dba[i] += dyr[i];
-    }
-    const float mean_g = static_cast<float>(sum_g * inv_n);
-    const float mean_gx = static_cast<float>(sum_gx * inv_n);
+        for (int64_t i = 0; i < n; ++i) {
+          const float h = ((xr[i] - mean) - mean_lo) * rstd;
+          const float g = dyr[i] * gamma[i];
+          xh[i] = h;
+          sum_g += g;
+          sum_gx += static_cast<double>(g) * h;
+          dga[i] += static_cast<double>(dyr[i]) * h;
+          dba[i] += dyr[i];
+        }
+        const float mean_g = static_cast<float>(sum_g * inv_n);
+        const float mean_gx = static_cast<float>(sum_gx * inv_n);
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) dxr[i] = rstd * (dyr[i] * gamma[i] - mean_g - xh[i] * mean_gx);
+        for (int64_t i = 0; i < n; ++i) dxr[i] = rstd * (dyr[i] * gamma[i] - mean_g - xh[i] * mean_gx);
+      }
+    }
+  });
+  for (int64_t b = 1; b < blocks; ++b) {
+#pragma omp simd
+    for (int64_t i = 0; i < 2 * n; ++i) part[i] += part[b * 2 * n + i];
   }
   for (int64_t i = 0; i < n; ++i) {
-    dgamma[i] = static_cast<float>(dga[i]);
-    dbeta[i] = static_cast<float>(dba[i]);
+    dgamma[i] = static_cast<float>(part[i]);
+    dbeta[i] = static_cast<float>(part[n + i]);
   }
   return 0;
 }

@@ -276,7 +276,8 @@ def shared_drop_path_step(mode):
 
 # --- The CPU kernels of ``impl='cpu'`` ---
 
-CPU_KERNELS = (('gelu', 'GELU'), ('layernorm', 'LayerNorm'), ('dense', 'BiasAdd'), ('droppath', 'DropPath'))
+CPU_KERNELS = (('gelu', 'GELU'), ('layernorm', 'LayerNorm'), ('dense', 'BiasAdd'), ('droppath', 'DropPath'),
+               ('softmax', 'softmax'))
 
 
 def require_cpu_kernels():
