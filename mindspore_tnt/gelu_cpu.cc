@@ -9,8 +9,8 @@
 // Built and loaded by mindspore_tnt/gelu.py; float32 only (it falls back otherwise).
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
+#include "aot_kernel.h"
 #include "cpu_parallel.h"
 
 extern "C" float erff(float) __attribute__((simd("notinbranch")));
@@ -22,28 +22,15 @@ constexpr float kSqrtHalf = 0.70710678118654752440f;
 constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
 constexpr int64_t kGrain = 1 << 15;  // elements per thread at least
 
-bool all_float32(int nparam, const char **dtypes) {
-  for (int i = 0; i < nparam; ++i) {
-    if (std::strcmp(dtypes[i], "float32") != 0) return false;
-  }
-  return true;
-}
-
-int64_t numel(int ndim, const int64_t *shape) {
-  int64_t n = 1;
-  for (int i = 0; i < ndim; ++i) n *= shape[i];
-  return n;
-}
-
 }  // namespace
 
 // params: x, y
 extern "C" int GeluErf(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                        void *stream, void *extra) {
-  if (nparam != 2 || !all_float32(nparam, dtypes)) return 1;
+  if (nparam != 2 || !tnt_cpu::all_float32(nparam, dtypes)) return 1;
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);
-  tnt_cpu::parallel_for(numel(ndims[0], shapes[0]), kGrain, [=](int64_t begin, int64_t end) {
+  tnt_cpu::parallel_for(tnt_cpu::numel(ndims[0], shapes[0]), kGrain, [=](int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {
       y[i] = x[i] * 0.5f * (1.0f + erff(x[i] * kSqrtHalf));
@@ -55,11 +42,11 @@ extern "C" int GeluErf(int nparam, void **params, int *ndims, int64_t **shapes, 
 // params: x, dy, dx
 extern "C" int GeluErfGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                            void *stream, void *extra) {
-  if (nparam != 3 || !all_float32(nparam, dtypes)) return 1;
+  if (nparam != 3 || !tnt_cpu::all_float32(nparam, dtypes)) return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float *dy = static_cast<const float *>(params[1]);
   float *dx = static_cast<float *>(params[2]);
-  tnt_cpu::parallel_for(numel(ndims[0], shapes[0]), kGrain, [=](int64_t begin, int64_t end) {
+  tnt_cpu::parallel_for(tnt_cpu::numel(ndims[0], shapes[0]), kGrain, [=](int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {
       const float cdf = 0.5f * (1.0f + erff(x[i] * kSqrtHalf));

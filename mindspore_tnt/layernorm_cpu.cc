@@ -15,28 +15,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
+#include "aot_kernel.h"
 #include "cpu_parallel.h"
 
 namespace {
 
 constexpr int64_t kGrain = 1 << 14;       // elements per thread at least
 constexpr int64_t kBlockElems = 1 << 13;  // elements in a block of rows for dgamma and dbeta (or one longer row)
-
-bool all_float32(int nparam, const char **dtypes) {
-  for (int i = 0; i < nparam; ++i) {
-    if (std::strcmp(dtypes[i], "float32") != 0) return false;
-  }
-  return true;
-}
-
-int64_t numel(int ndim, const int64_t *shape) {
-  int64_t n = 1;
-  for (int i = 0; i < ndim; ++i) n *= shape[i];
-  return n;
-}
 
 // The mean of one row as hi + lo (two floats: x - hi - lo keeps the double mean's precision
 // where x is close to it) and 1 / sqrt(var + eps)
@@ -62,15 +49,15 @@ void row_stats(const float *x, int64_t n, float eps, float *mean_hi, float *mean
 // params: x (..., n), gamma (n), beta (n), eps (1), y (..., n)
 extern "C" int LayerNormLastAxis(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                  void *stream, void *extra) {
-  if (nparam != 5 || !all_float32(nparam, dtypes) || ndims[0] < 1) return 1;
+  if (nparam != 5 || !tnt_cpu::all_float32(nparam, dtypes) || ndims[0] < 1) return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float *gamma = static_cast<const float *>(params[1]);
   const float *beta = static_cast<const float *>(params[2]);
   const float eps = *static_cast<const float *>(params[3]);
   float *y = static_cast<float *>(params[4]);
   const int64_t n = shapes[0][ndims[0] - 1];
-  if (n <= 0 || numel(ndims[1], shapes[1]) != n || numel(ndims[2], shapes[2]) != n) return 1;
-  const int64_t rows = numel(ndims[0], shapes[0]) / n;
+  if (n <= 0 || tnt_cpu::numel(ndims[1], shapes[1]) != n || tnt_cpu::numel(ndims[2], shapes[2]) != n) return 1;
+  const int64_t rows = tnt_cpu::numel(ndims[0], shapes[0]) / n;
   tnt_cpu::parallel_for(rows, std::max<int64_t>(1, kGrain / n), [=](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float *xr = x + r * n;
@@ -87,7 +74,7 @@ extern "C" int LayerNormLastAxis(int nparam, void **params, int *ndims, int64_t 
 // params: x (..., n), dy (..., n), gamma (n), eps (1), dx (..., n), dgamma (n), dbeta (n)
 extern "C" int LayerNormLastAxisGrad(int nparam, void **params, int *ndims, int64_t **shapes,
                                      const char **dtypes, void *stream, void *extra) {
-  if (nparam != 7 || !all_float32(nparam, dtypes) || ndims[0] < 1) return 1;
+  if (nparam != 7 || !tnt_cpu::all_float32(nparam, dtypes) || ndims[0] < 1) return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float *dy = static_cast<const float *>(params[1]);
   const float *gamma = static_cast<const float *>(params[2]);
@@ -96,8 +83,8 @@ extern "C" int LayerNormLastAxisGrad(int nparam, void **params, int *ndims, int6
   float *dgamma = static_cast<float *>(params[5]);
   float *dbeta = static_cast<float *>(params[6]);
   const int64_t n = shapes[0][ndims[0] - 1];
-  if (n <= 0 || numel(ndims[2], shapes[2]) != n) return 1;
-  const int64_t rows = numel(ndims[0], shapes[0]) / n;
+  if (n <= 0 || tnt_cpu::numel(ndims[2], shapes[2]) != n) return 1;
+  const int64_t rows = tnt_cpu::numel(ndims[0], shapes[0]) / n;
   const int64_t block_rows = std::max<int64_t>(1, kBlockElems / n);
   const int64_t blocks = (rows + block_rows - 1) / block_rows;
   // per block: its sums of dy * xhat (n) then of dy (n)

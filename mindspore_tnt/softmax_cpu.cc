@@ -11,9 +11,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 
+#include "aot_kernel.h"
 #include "cpu_parallel.h"
 
 extern "C" float expf(float) __attribute__((simd("notinbranch")));
@@ -22,31 +22,18 @@ namespace {
 
 constexpr int64_t kGrain = 1 << 14;  // elements per thread at least
 
-bool all_float32(int nparam, const char **dtypes) {
-  for (int i = 0; i < nparam; ++i) {
-    if (std::strcmp(dtypes[i], "float32") != 0) return false;
-  }
-  return true;
-}
-
-int64_t numel(int ndim, const int64_t *shape) {
-  int64_t n = 1;
-  for (int i = 0; i < ndim; ++i) n *= shape[i];
-  return n;
-}
-
 }  // namespace
 
 // params: x (..., n), scale (1), y (..., n)
 extern "C" int ScaledSoftmax(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                              void *stream, void *extra) {
-  if (nparam != 3 || !all_float32(nparam, dtypes) || ndims[0] < 1 || numel(ndims[1], shapes[1]) != 1) return 1;
+  if (nparam != 3 || !tnt_cpu::all_float32(nparam, dtypes) || ndims[0] < 1 || tnt_cpu::numel(ndims[1], shapes[1]) != 1) return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float scale = *static_cast<const float *>(params[1]);
   float *y = static_cast<float *>(params[2]);
   const int64_t n = shapes[0][ndims[0] - 1];
   if (n <= 0) return 1;
-  const int64_t rows = numel(ndims[0], shapes[0]) / n;
+  const int64_t rows = tnt_cpu::numel(ndims[0], shapes[0]) / n;
   tnt_cpu::parallel_for(rows, std::max<int64_t>(1, kGrain / n), [=](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float *xr = x + r * n;
@@ -77,14 +64,14 @@ extern "C" int ScaledSoftmax(int nparam, void **params, int *ndims, int64_t **sh
 // params: y (..., n), dy (..., n), scale (1), dx (..., n)
 extern "C" int ScaledSoftmaxGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                  void *stream, void *extra) {
-  if (nparam != 4 || !all_float32(nparam, dtypes) || ndims[0] < 1 || numel(ndims[2], shapes[2]) != 1) return 1;
+  if (nparam != 4 || !tnt_cpu::all_float32(nparam, dtypes) || ndims[0] < 1 || tnt_cpu::numel(ndims[2], shapes[2]) != 1) return 1;
   const float *y = static_cast<const float *>(params[0]);
   const float *dy = static_cast<const float *>(params[1]);
   const float scale = *static_cast<const float *>(params[2]);
   float *dx = static_cast<float *>(params[3]);
   const int64_t n = shapes[0][ndims[0] - 1];
   if (n <= 0) return 1;
-  const int64_t rows = numel(ndims[0], shapes[0]) / n;
+  const int64_t rows = tnt_cpu::numel(ndims[0], shapes[0]) / n;
   tnt_cpu::parallel_for(rows, std::max<int64_t>(1, kGrain / n), [=](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float *yr = y + r * n;
