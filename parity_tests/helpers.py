@@ -276,10 +276,10 @@ def shared_drop_path_step(mode):
 # --- The CPU kernels of ``impl='cpu'`` ---
 
 def require_cpu_kernels():
-    """Skip the calling test, with the reason, where a CPU kernel (GELU, LayerNorm) did not build
-    (``impl='cpu'`` would run MindSpore's op instead); fail it where ``TNT_REQUIRE_KERNELS=1`` (CI sets it)."""
-    from mindspore_tnt import gelu, layernorm
-    for module, what in ((gelu, 'GELU'), (layernorm, 'LayerNorm')):
+    """Skip the calling test, with the reason, where a CPU kernel (GELU, LayerNorm, attention) did not
+    build (``impl='cpu'`` would run MindSpore's ops instead); fail it where ``TNT_REQUIRE_KERNELS=1`` (CI sets it)."""
+    from mindspore_tnt import attention, gelu, layernorm
+    for module, what in ((gelu, 'GELU'), (layernorm, 'LayerNorm'), (attention, 'attention')):
         if module.kernel_ops() is not None:
             continue
         module.kernel_ops.cache_clear()  # build again, to hear why it did not

@@ -1,0 +1,61 @@
+"""Multi-head self-attention over short sequences as one vectorised CPU kernel.
+
+TNT's inner attention runs 1568 sentences of 16 words (TNT-S, batch 8) with heads of 6
+columns: as MindSpore ops it is mostly reshapes, transposes, an unstack and BatchMatMuls of
+16 x 6 matrices, several times the arithmetic's cost. ``SmallHeadAttention`` takes the q/k/v
+projections as the Dense layers produce them (``[a, b]``: q, k, v the first, second and third
+D columns, TNT's ``qk`` and ``v``, PyramidTNT's ``q`` and ``kv``) and returns the heads'
+``softmax((q kᵀ) * scale) v`` in the (N, L, D) order of the transposes it replaces, in one
+loop over the sequences of ``attention_cpu.cc`` -- scores in fp32, scaled after the product,
+max-subtracted softmax -- with its gradient (probabilities recomputed) as MindSpore AOT custom
+ops, built and cached like the GELU kernel (``cpu_kernels``). ``takes`` says where it runs:
+fp32 projections of sequences up to ``MAX_LEN`` long, no attention dropout in training, and a
+kernel that built; elsewhere the attention's own formulation runs.
+"""
+import functools
+
+import mindspore as ms
+from mindspore import nn, ops
+
+from mindspore_tnt import cpu_kernels
+
+MAX_LEN = 64  # longest sequence the kernel takes (measured: faster than BatchMatMul up to here)
+
+
+def _attention_ops(path):
+    grad = ops.Custom(f'{path}:SmallHeadAttentionGrad', out_shape=lambda a, b, scale, heads, dout: (a, b),
+                      out_dtype=lambda a, b, scale, heads, dout: (a, b), func_type='aot')
+
+    def bprop(a, b, scale, heads, out, dout):
+        da, db = grad(a, b, scale, heads, dout)
+        return da, db, ops.zeros_like(scale), ops.zeros_like(heads)
+
+    return ops.Custom(f'{path}:SmallHeadAttention',
+                      out_shape=lambda a, b, scale, heads: (*a[:-1], (a[-1] + b[-1]) // 3),
+                      out_dtype=lambda a, b, scale, heads: a, func_type='aot', bprop=bprop)
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_ops():
+    """The (forward, with its bprop) custom op of the CPU kernel, or None where it cannot run."""
+    return cpu_kernels.load('attention_cpu.cc', 'attention', _attention_ops)
+
+
+class SmallHeadAttention(nn.Cell):
+    """``num_heads`` heads of softmax((q kᵀ) * ``scale``) v from [a, b] = [q, k, v] (N, L, 3 D)
+    -> (N, L, D); with ``cpu_kernel=False`` or no kernel, ``takes`` is always False."""
+
+    def __init__(self, num_heads, scale, attn_drop=0., cpu_kernel=False):
+        super().__init__()
+        self.kernel = kernel_ops() if cpu_kernel else None
+        self.attn_drop = attn_drop
+        self.scale = ms.Tensor([scale], ms.float32)
+        self.heads = ms.Tensor([num_heads], ms.int32)
+
+    def takes(self, a):
+        """Whether the kernel runs for projections ``a`` (N, L, C): fp32, L <= MAX_LEN, no dropout."""
+        return (self.kernel is not None and a.dtype == ms.float32 and a.shape[1] <= MAX_LEN
+                and not (self.training and self.attn_drop > 0))
+
+    def construct(self, a, b):
+        return self.kernel(a, b, self.scale, self.heads)
