@@ -19,7 +19,10 @@ from mindspore import nn, ops
 
 from mindspore_tnt import cpu_kernels
 
-MAX_LEN = 64  # longest sequence the kernel takes (measured: faster than BatchMatMul up to here)
+# Longest sequence the kernel takes. Measured with heads of 64 columns (GRAPH mode, forward
+# and backward): 2.3x MindSpore's ops at length 17, 2.2x at 64, 0.76x at 128, 0.52x at 197
+# (TNT-S's outer attention, where BatchMatMul's blocked matmuls win).
+MAX_LEN = 64
 
 
 def _attention_ops(path):

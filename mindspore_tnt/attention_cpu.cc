@@ -10,7 +10,7 @@
 // written to the columns of q, k and v in da (N, L, Ca) and db (N, L, Cb).
 // Every matrix is held transposed (query index last), so the loops run along the L queries:
 // a sequence of 16 words is one AVX-512 vector. expf has glibc's vector variant (libmvec).
-// Sequences are independent and split over the machine's threads (cpu_parallel.h).
+// (sequence, head) pairs are independent and split over the machine's threads (cpu_parallel.h).
 // Built and loaded by mindspore_tnt/attention.py; float32 only (it falls back otherwise), heads int32.
 #include <algorithm>
 #include <cmath>
@@ -24,7 +24,7 @@ extern "C" float expf(float) __attribute__((simd("notinbranch")));
 
 namespace {
 
-constexpr int64_t kGrain = 16;  // sequences per thread at least
+constexpr int64_t kGrainWork = 1 << 16;  // multiply-adds of q kᵀ per thread at least
 
 // every param float32 but heads (param 3), int32
 bool dtypes_ok(int nparam, const char **dtypes) {
@@ -43,6 +43,11 @@ struct Layout {
   int64_t column(int t) const { return t * dim < ca ? t * dim : t * dim - ca; }
   int64_t stride(int t) const { return which(t) == 0 ? ca : cb; }
 };
+
+// (sequence, head) pairs per thread at least
+int64_t grain(const Layout &lay) {
+  return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, lay.len * lay.len * lay.head_dim));
+}
 
 // Layout of a (N, L, Ca), b (N, L, Cb) and heads (1 element), or false where they do not fit.
 bool layout_of(int *ndims, int64_t **shapes, int64_t heads, Layout *out) {
@@ -141,7 +146,7 @@ void transpose(const float *m, int64_t len_arg, float *mt) {
   }
 }
 
-// O of sequences [begin, end), every head, for sequences of kLen (0: any) elements
+// O of the (sequence, head) pairs s * H + h in [begin, end), for sequences of kLen (0: any) elements
 template <int64_t kLen>
 void forward(const Layout &lay, const float *const *in, float scale, float *out, int64_t begin, int64_t end) {
   const int64_t len = kLen > 0 ? kLen : lay.len, d = lay.head_dim;
@@ -149,19 +154,18 @@ void forward(const Layout &lay, const float *const *in, float scale, float *out,
   float *qt = buf.data(), *kt = qt + d * len, *vt = kt + d * len, *ot = vt + d * len, *pt = ot + d * len;
   float *rmax = pt + len * len, *rsum = rmax + len;
   float *t[3] = {qt, kt, vt};
-  for (int64_t s = begin; s < end; ++s) {
-    for (int64_t h = 0; h < lay.heads; ++h) {
-      for (int k = 0; k < 3; ++k) {
-        load_t<kLen>(in[lay.which(k)] + s * len * lay.stride(k), lay.stride(k), lay.column(k) + h * d, len, d, t[k]);
-      }
-      probabilities<kLen>(qt, kt, len, d, scale, pt, rmax, rsum);
-      mul_t<kLen>(vt, pt, len, d, ot);  // oᵀ[c][i] = sum_j v[j][c] P[i][j]
-      store_t<kLen>(ot, len, d, out + s * len * lay.dim, lay.dim, h * d);
+  for (int64_t pair = begin; pair < end; ++pair) {
+    const int64_t s = pair / lay.heads, h = pair % lay.heads;
+    for (int k = 0; k < 3; ++k) {
+      load_t<kLen>(in[lay.which(k)] + s * len * lay.stride(k), lay.stride(k), lay.column(k) + h * d, len, d, t[k]);
     }
+    probabilities<kLen>(qt, kt, len, d, scale, pt, rmax, rsum);
+    mul_t<kLen>(vt, pt, len, d, ot);  // oᵀ[c][i] = sum_j v[j][c] P[i][j]
+    store_t<kLen>(ot, len, d, out + s * len * lay.dim, lay.dim, h * d);
   }
 }
 
-// d[a, b] of sequences [begin, end), every head, for sequences of kLen (0: any) elements
+// d[a, b] of the (sequence, head) pairs [begin, end), for sequences of kLen (0: any) elements
 template <int64_t kLen>
 void backward(const Layout &lay, const float *const *in, float scale, const float *dout, float *const *grad,
               int64_t begin, int64_t end) {
@@ -173,46 +177,45 @@ void backward(const Layout &lay, const float *const *in, float scale, const floa
   float *rmax = dst + len * len, *rsum = rmax + len, *row = rsum + len;
   float *t[3] = {qt, kt, vt};
   const float *dt[3] = {dqt, dkt, dvt};
-  for (int64_t s = begin; s < end; ++s) {
-    for (int64_t h = 0; h < lay.heads; ++h) {
-      for (int k = 0; k < 3; ++k) {
-        load_t<kLen>(in[lay.which(k)] + s * len * lay.stride(k), lay.stride(k), lay.column(k) + h * d, len, d, t[k]);
+  for (int64_t pair = begin; pair < end; ++pair) {
+    const int64_t s = pair / lay.heads, h = pair % lay.heads;
+    for (int k = 0; k < 3; ++k) {
+      load_t<kLen>(in[lay.which(k)] + s * len * lay.stride(k), lay.stride(k), lay.column(k) + h * d, len, d, t[k]);
+    }
+    load_t<kLen>(dout + s * len * lay.dim, lay.dim, h * d, len, d, dot);
+    probabilities<kLen>(qt, kt, len, d, scale, pt, rmax, rsum);
+    // dPᵀ[j][i] = sum_c v[j][c] dO[i][c]; row[i] = sum_j dP[i][j] P[i][j]
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) row[i] = 0.0f;
+    for (int64_t j = 0; j < len; ++j) {
+      float *g = dst + j * len;
+      const float *pj = pt + j * len;
+#pragma omp simd
+      for (int64_t i = 0; i < len; ++i) g[i] = 0.0f;
+      for (int64_t c = 0; c < d; ++c) {
+        const float vjc = vt[c * len + j];
+        const float *o = dot + c * len;
+#pragma omp simd
+        for (int64_t i = 0; i < len; ++i) g[i] += vjc * o[i];
       }
-      load_t<kLen>(dout + s * len * lay.dim, lay.dim, h * d, len, d, dot);
-      probabilities<kLen>(qt, kt, len, d, scale, pt, rmax, rsum);
-      // dPᵀ[j][i] = sum_c v[j][c] dO[i][c]; row[i] = sum_j dP[i][j] P[i][j]
 #pragma omp simd
-      for (int64_t i = 0; i < len; ++i) row[i] = 0.0f;
-      for (int64_t j = 0; j < len; ++j) {
-        float *g = dst + j * len;
-        const float *pj = pt + j * len;
+      for (int64_t i = 0; i < len; ++i) row[i] += g[i] * pj[i];
+    }
+    // dSᵀ = Pᵀ * (dPᵀ - row) * scale
+    for (int64_t j = 0; j < len; ++j) {
+      float *g = dst + j * len;
+      const float *pj = pt + j * len;
 #pragma omp simd
-        for (int64_t i = 0; i < len; ++i) g[i] = 0.0f;
-        for (int64_t c = 0; c < d; ++c) {
-          const float vjc = vt[c * len + j];
-          const float *o = dot + c * len;
-#pragma omp simd
-          for (int64_t i = 0; i < len; ++i) g[i] += vjc * o[i];
-        }
-#pragma omp simd
-        for (int64_t i = 0; i < len; ++i) row[i] += g[i] * pj[i];
-      }
-      // dSᵀ = Pᵀ * (dPᵀ - row) * scale
-      for (int64_t j = 0; j < len; ++j) {
-        float *g = dst + j * len;
-        const float *pj = pt + j * len;
-#pragma omp simd
-        for (int64_t i = 0; i < len; ++i) g[i] = pj[i] * (g[i] - row[i]) * scale;
-      }
-      mul_t<kLen>(kt, dst, len, d, dqt);  // dqᵀ[c][i] = sum_j k[j][c] dS[i][j]
-      transpose<kLen>(dst, len, p);       // p = dS
-      mul_t<kLen>(qt, p, len, d, dkt);    // dkᵀ[c][j] = sum_i q[i][c] dS[i][j]
-      transpose<kLen>(pt, len, p);        // p = P
-      mul_t<kLen>(dot, p, len, d, dvt);   // dvᵀ[c][j] = sum_i dO[i][c] P[i][j]
-      for (int k = 0; k < 3; ++k) {
-        store_t<kLen>(dt[k], len, d, grad[lay.which(k)] + s * len * lay.stride(k), lay.stride(k),
-                      lay.column(k) + h * d);
-      }
+      for (int64_t i = 0; i < len; ++i) g[i] = pj[i] * (g[i] - row[i]) * scale;
+    }
+    mul_t<kLen>(kt, dst, len, d, dqt);  // dqᵀ[c][i] = sum_j k[j][c] dS[i][j]
+    transpose<kLen>(dst, len, p);       // p = dS
+    mul_t<kLen>(qt, p, len, d, dkt);    // dkᵀ[c][j] = sum_i q[i][c] dS[i][j]
+    transpose<kLen>(pt, len, p);        // p = P
+    mul_t<kLen>(dot, p, len, d, dvt);   // dvᵀ[c][j] = sum_i dO[i][c] P[i][j]
+    for (int k = 0; k < 3; ++k) {
+      store_t<kLen>(dt[k], len, d, grad[lay.which(k)] + s * len * lay.stride(k), lay.stride(k),
+                    lay.column(k) + h * d);
     }
   }
 }
@@ -228,7 +231,7 @@ extern "C" int SmallHeadAttention(int nparam, void **params, int *ndims, int64_t
   const float *in[2] = {static_cast<const float *>(params[0]), static_cast<const float *>(params[1])};
   const float scale = *static_cast<const float *>(params[2]);
   float *out = static_cast<float *>(params[4]);
-  tnt_cpu::parallel_for(lay.n, kGrain, [=](int64_t begin, int64_t end) {
+  tnt_cpu::parallel_for(lay.n * lay.heads, grain(lay), [=](int64_t begin, int64_t end) {
     if (lay.len == 16) {
       forward<16>(lay, in, scale, out, begin, end);
     } else {
@@ -248,7 +251,7 @@ extern "C" int SmallHeadAttentionGrad(int nparam, void **params, int *ndims, int
   const float scale = *static_cast<const float *>(params[2]);
   const float *dout = static_cast<const float *>(params[4]);
   float *grad[2] = {static_cast<float *>(params[5]), static_cast<float *>(params[6])};
-  tnt_cpu::parallel_for(lay.n, kGrain, [=](int64_t begin, int64_t end) {
+  tnt_cpu::parallel_for(lay.n * lay.heads, grain(lay), [=](int64_t begin, int64_t end) {
     if (lay.len == 16) {
       backward<16>(lay, in, scale, dout, grad, begin, end);
     } else {
