@@ -44,21 +44,22 @@ def kernel_ops():
     return cpu_kernels.load('attention_cpu.cc', 'attention', _attention_ops)
 
 
+def takes(kernel, a, dropout):
+    """Whether ``kernel`` (None: not built) runs on projections ``a`` (N, L, C): fp32, L <=
+    ``MAX_LEN``, ``dropout`` (attention dropout active) False. A function of values, not a
+    Cell method: GRAPH mode resolves it the same way wherever it is called from."""
+    return kernel is not None and a.dtype == ms.float32 and a.shape[1] <= MAX_LEN and not dropout
+
+
 class SmallHeadAttention(nn.Cell):
     """``num_heads`` heads of softmax((q kᵀ) * ``scale``) v from [a, b] = [q, k, v] (N, L, 3 D)
-    -> (N, L, D); with ``cpu_kernel=False`` or no kernel, ``takes`` is always False."""
+    -> (N, L, D) on the CPU kernel; ``kernel`` is None with ``cpu_kernel=False`` or no kernel."""
 
-    def __init__(self, num_heads, scale, attn_drop=0., cpu_kernel=False):
+    def __init__(self, num_heads, scale, cpu_kernel=False):
         super().__init__()
         self.kernel = kernel_ops() if cpu_kernel else None
-        self.attn_drop = attn_drop
         self.scale = ms.Tensor([scale], ms.float32)
         self.heads = ms.Tensor([num_heads], ms.int32)
-
-    def takes(self, a):
-        """Whether the kernel runs for projections ``a`` (N, L, C): fp32, L <= MAX_LEN, no dropout."""
-        return (self.kernel is not None and a.dtype == ms.float32 and a.shape[1] <= MAX_LEN
-                and not (self.training and self.attn_drop > 0))
 
     def construct(self, a, b):
         return self.kernel(a, b, self.scale, self.heads)

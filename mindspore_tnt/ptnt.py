@@ -18,7 +18,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-from mindspore_tnt.attention import SmallHeadAttention
+from mindspore_tnt.attention import SmallHeadAttention, takes
 from mindspore_tnt.conv_taps import image_tap_index
 from mindspore_tnt.layernorm import LayerNorm
 from mindspore_tnt.tnt import DropPath, Mlp, resolve_impl, trunc_normal_
@@ -92,12 +92,12 @@ class Attention(nn.Cell):
             self.norm = LayerNorm((dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.matmul_qk = ops.BatchMatMul(transpose_b=True)
         self.matmul_av = ops.BatchMatMul()
-        self.fused = SmallHeadAttention(num_heads, self.scale, attn_drop, impl == 'cpu' and sr_ratio == 1)
+        self.fused = SmallHeadAttention(num_heads, self.scale, impl == 'cpu' and sr_ratio == 1)
 
     def construct(self, x, H, W, relative_pos=None):
         B, L, D = x.shape
         q = self.q(x)
-        if relative_pos is None and self.fused.takes(q):
+        if relative_pos is None and takes(self.fused.kernel, q, self.training and self.attn_drop.p > 0):
             return self.proj_drop(self.proj(self.fused(q, self.kv(x))))
         q = ops.transpose(q.reshape(B, L, self.num_heads, self.head_dim), (0, 2, 1, 3))
         if self.sr_ratio > 1:

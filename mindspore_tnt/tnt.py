@@ -12,7 +12,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
-from mindspore_tnt.attention import SmallHeadAttention
+from mindspore_tnt.attention import SmallHeadAttention, takes
 from mindspore_tnt.conv_taps import conv_tap_index
 from mindspore_tnt.gelu import GELU
 from mindspore_tnt.layernorm import LayerNorm
@@ -89,7 +89,7 @@ class Mlp(nn.Cell):
 class Attention(nn.Cell):
     """Multi-head self-attention with a fused q/k projection and a separate v. With
     ``impl='cpu'`` short sequences (the inner attention) run on one CPU kernel
-    (``attention.SmallHeadAttention``) where it ``takes`` them."""
+    (``attention.SmallHeadAttention``) where it ``takes`` them (``attention.takes``)."""
 
     def __init__(self, dim, num_heads, attn_drop=0., proj_drop=0., impl=None):
         super().__init__()
@@ -103,11 +103,11 @@ class Attention(nn.Cell):
         self.proj_drop = nn.Dropout(p=proj_drop)
         self.matmul_qk = ops.BatchMatMul(transpose_b=True)
         self.matmul_av = ops.BatchMatMul()
-        self.fused = SmallHeadAttention(num_heads, self.scale, attn_drop, resolve_impl(impl) == 'cpu')
+        self.fused = SmallHeadAttention(num_heads, self.scale, resolve_impl(impl) == 'cpu')
 
     def construct(self, x):
         qk = self.qk(x)
-        if self.fused.takes(qk):
+        if takes(self.fused.kernel, qk, self.training and self.attn_drop.p > 0):
             return self.proj_drop(self.proj(self.fused(qk, self.v(x))))
         # q and k are unstacked, not indexed: a strided slice of the 5-D tensor costs more
         # than the attention itself on CPU. BatchMatMul(transpose_b) multiplies by kᵀ in place.
