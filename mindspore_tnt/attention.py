@@ -6,7 +6,7 @@ columns: as MindSpore ops it is mostly reshapes, transposes, an unstack and Batc
 projections as the Dense layers produce them (``[a, b]``: q, k, v the first, second and third
 D columns, TNT's ``qk`` and ``v``, PyramidTNT's ``q`` and ``kv``) and returns the heads'
 ``softmax((q kᵀ) * scale) v`` in the (N, L, D) order of the transposes it replaces, in one
-loop over the sequences of ``attention_cpu.cc`` -- scores in fp32, scaled after the product,
+loop over the (sequence, head) pairs of ``attention_cpu.cc`` -- scores in fp32, scaled after the product,
 max-subtracted softmax -- with its gradient (probabilities recomputed) as MindSpore AOT custom
 ops, built and cached like the GELU kernel (``cpu_kernels``). ``takes`` says where it runs:
 fp32 projections of sequences up to ``MAX_LEN`` long, no attention dropout in training, and a
