@@ -1,8 +1,9 @@
 """PyramidTNT in MindSpore, numerically matching ``torch_ref.ptnt``.
 
 Reads line by line like ``torch_ref/ptnt.py``: same classes, attributes and order.
-``DropPath``, ``Mlp`` (with its ``impl``: the CPU GELU kernel) and the trunc-normal init are
-TNT's (``mindspore_tnt.tnt``). Runs in GRAPH and PYNATIVE mode on CPU. GELU form and
+``DropPath``, ``Mlp`` (with its ``impl``: the CPU GELU and bias kernels) and the trunc-normal
+init are TNT's (``mindspore_tnt.tnt``); with ``impl='cpu'`` the inner attention runs on the CPU
+attention kernel (``attention.py``), the attention's bias adds on the bias kernel (``dense.py``). Runs in GRAPH and PYNATIVE mode on CPU. GELU form and
 LayerNorm epsilons are constructor arguments (``tnt_common.numerics``).
 
 Parameter names are the official torch keys but for MindSpore's own names of norm
@@ -17,7 +18,9 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal, initializer
 
+from mindspore_tnt.attention import SmallHeadAttention, takes
 from mindspore_tnt.conv_taps import image_tap_index
+from mindspore_tnt.dense import Dense
 from mindspore_tnt.layernorm import LayerNorm
 from mindspore_tnt.tnt import DropPath, Mlp, init_layer, resolve_impl, trunc_normal_
 from tnt_common.numerics import PYTORCH, Numerics
@@ -68,7 +71,9 @@ def conv_bn_relu(dim_in, dim_out, stride, in_side=1, impl='standard'):
 class Attention(nn.Cell):
     """Multi-head attention, q and fused kv without bias; with ``sr_ratio`` > 1 the keys and
     values come from the tokens average-pooled ``sr_ratio`` x ``sr_ratio``, then Dense and
-    LayerNorm. ``relative_pos`` is added to the scaled scores before the softmax."""
+    LayerNorm. ``relative_pos`` is added to the scaled scores before the softmax. With
+    ``impl='cpu'``, ``sr_ratio`` 1 and no ``relative_pos``, short sequences (the inner
+    attention) run on one CPU kernel (``attention.SmallHeadAttention``) where it ``takes`` them."""
 
     def __init__(self, dim, num_heads, sr_ratio=1, attn_drop=0., proj_drop=0., norm_eps=PYTORCH.norm_eps,
                  impl='standard'):
@@ -79,19 +84,23 @@ class Attention(nn.Cell):
         self.q = nn.Dense(dim, dim, has_bias=False)
         self.kv = nn.Dense(dim, dim * 2, has_bias=False)
         self.attn_drop = nn.Dropout(p=attn_drop)
-        self.proj = nn.Dense(dim, dim)
+        self.proj = Dense(dim, dim, cpu_kernel=impl == 'cpu')
         self.proj_drop = nn.Dropout(p=proj_drop)
         self.sr_ratio = sr_ratio
         if sr_ratio > 1:
             self.pool = nn.AvgPool2d(sr_ratio, stride=sr_ratio)
-            self.linear = nn.Dense(dim, dim)
+            self.linear = Dense(dim, dim, cpu_kernel=impl == 'cpu')
             self.norm = LayerNorm((dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.matmul_qk = ops.BatchMatMul(transpose_b=True)
         self.matmul_av = ops.BatchMatMul()
+        self.fused = SmallHeadAttention(num_heads, self.scale, impl == 'cpu' and sr_ratio == 1)
 
     def construct(self, x, H, W, relative_pos=None):
         B, L, D = x.shape
-        q = ops.transpose(self.q(x).reshape(B, L, self.num_heads, self.head_dim), (0, 2, 1, 3))
+        q = self.q(x)
+        if relative_pos is None and takes(self.fused.kernel, q, self.training and self.attn_drop.p > 0):
+            return self.proj_drop(self.proj(self.fused(q, self.kv(x))))
+        q = ops.transpose(q.reshape(B, L, self.num_heads, self.head_dim), (0, 2, 1, 3))
         if self.sr_ratio > 1:
             x = ops.swapaxes(self.pool(ops.swapaxes(x, 1, 2).reshape(B, D, H, W)).reshape(B, D, -1), 1, 2)
             x = self.norm(self.linear(x))

@@ -3,15 +3,17 @@
 Reads line by line like ``torch_ref/tnt.py``: same classes, attributes and order. What
 only MindSpore has is the choice of formulation, ``impl`` (``resolve_impl``): on CPU the
 pixel embedding's convolution runs as a gather and a matmul (``PixelEmbed.gather_taps``,
-``conv_taps.py``), GELU, LayerNorm, the MLP's bias adds and drop path's scaling as vectorised
-kernels (``gelu.py``, ``layernorm.py``, ``dense.py``, ``droppath.py``);
-the attention's ``BatchMatMul`` cells serve every backend. Runs in GRAPH and PYNATIVE mode on CPU, GPU and
-Ascend. GELU form and LayerNorm epsilons are constructor arguments (``tnt_common.numerics``).
+``conv_taps.py``), GELU, LayerNorm, the bias adds, drop path's scaling and the inner
+attention as vectorised kernels (``gelu.py``, ``layernorm.py``, ``dense.py``, ``droppath.py``,
+``attention.py``); the outer attention's ``BatchMatMul`` cells serve every backend. Runs in
+GRAPH and PYNATIVE mode on CPU, GPU and Ascend. GELU form and LayerNorm epsilons are
+constructor arguments (``tnt_common.numerics``).
 """
 import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
+from mindspore_tnt.attention import SmallHeadAttention, takes
 from mindspore_tnt.conv_taps import conv_tap_index
 from mindspore_tnt import droppath
 from mindspore_tnt.dense import Dense
@@ -28,10 +30,11 @@ def resolve_impl(impl=None):
     """The formulation to build: ``impl``, else 'cpu' on the CPU device target, 'standard' elsewhere.
 
     'cpu': the pixel embedding's convolution as a gather and a matmul; the exact GELU, every
-    LayerNorm, the MLP's bias adds and drop path's scaling as vectorised kernels (MindSpore's
-    CPU Conv2D, erf, LayerNorm and BiasAddGrad are slow, its drop-path ops hold much memory in
-    training). 'standard': Conv2d, MindSpore's GELU and LayerNorm, the path for Ascend and GPU. Both compute the same function with the
-    same parameters.
+    LayerNorm, the MLP's and attention's bias adds, drop path's scaling and the attention over short sequences
+    as vectorised kernels (MindSpore's CPU Conv2D, erf, LayerNorm and BiasAddGrad are slow,
+    its drop-path ops hold much memory in training, its small-head attention mostly
+    transposes). 'standard': Conv2d, MindSpore's GELU, LayerNorm and attention ops, the path
+    for Ascend and GPU. Both compute the same function with the same parameters.
     """
     impl = impl or ('cpu' if ms.get_context('device_target') == 'CPU' else 'standard')
     if impl not in IMPLS:
@@ -106,9 +109,11 @@ class Mlp(nn.Cell):
 
 
 class Attention(nn.Cell):
-    """Multi-head self-attention with a fused q/k projection and a separate v."""
+    """Multi-head self-attention with a fused q/k projection and a separate v. With
+    ``impl='cpu'`` short sequences (the inner attention) run on one CPU kernel
+    (``attention.SmallHeadAttention``) where it ``takes`` them (``attention.takes``)."""
 
-    def __init__(self, dim, num_heads, attn_drop=0., proj_drop=0.):
+    def __init__(self, dim, num_heads, attn_drop=0., proj_drop=0., impl=None):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
@@ -116,16 +121,20 @@ class Attention(nn.Cell):
         self.qk = nn.Dense(dim, dim * 2, has_bias=False)
         self.v = nn.Dense(dim, dim, has_bias=False)
         self.attn_drop = nn.Dropout(p=attn_drop)
-        self.proj = nn.Dense(dim, dim)
+        self.proj = Dense(dim, dim, cpu_kernel=resolve_impl(impl) == 'cpu')
         self.proj_drop = nn.Dropout(p=proj_drop)
         self.matmul_qk = ops.BatchMatMul(transpose_b=True)
         self.matmul_av = ops.BatchMatMul()
+        self.fused = SmallHeadAttention(num_heads, self.scale, resolve_impl(impl) == 'cpu')
 
     def construct(self, x):
+        qk = self.qk(x)
+        if takes(self.fused.kernel, qk, self.training and self.attn_drop.p > 0):
+            return self.proj_drop(self.proj(self.fused(qk, self.v(x))))
         # q and k are unstacked, not indexed: a strided slice of the 5-D tensor costs more
         # than the attention itself on CPU. BatchMatMul(transpose_b) multiplies by kᵀ in place.
         B, L, D = x.shape
-        q, k = ops.unstack(ops.transpose(self.qk(x).reshape(B, L, 2, self.num_heads, self.head_dim),
+        q, k = ops.unstack(ops.transpose(qk.reshape(B, L, 2, self.num_heads, self.head_dim),
                                          (2, 0, 3, 1, 4)), 0)
         v = ops.transpose(self.v(x).reshape(B, L, self.num_heads, self.head_dim), (0, 2, 1, 3))
         attn = self.matmul_qk(q, k) * self.scale
@@ -144,7 +153,7 @@ class Block(nn.Cell):
         impl = resolve_impl(impl)
         self.legacy = legacy
         self.norm_in = LayerNorm((dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
-        self.attn_in = Attention(dim, num_heads_in, attn_drop, proj_drop)
+        self.attn_in = Attention(dim, num_heads_in, attn_drop, proj_drop, impl)
         self.norm_mlp_in = LayerNorm((dim,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.mlp_in = Mlp(dim, dim * INNER_MLP_RATIO, proj_drop, gelu, impl)
         if legacy:
@@ -155,7 +164,7 @@ class Block(nn.Cell):
             self.proj = nn.Dense(dim * num_pixel, dim_out, has_bias=False)
             self.norm2_proj = LayerNorm((dim_out,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.norm_out = LayerNorm((dim_out,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
-        self.attn_out = Attention(dim_out, num_heads_out, attn_drop, proj_drop)
+        self.attn_out = Attention(dim_out, num_heads_out, attn_drop, proj_drop, impl)
         self.drop_path = DropPath(drop_path, cpu_kernel=impl == 'cpu')
         self.norm_mlp = LayerNorm((dim_out,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio), proj_drop, gelu, impl)

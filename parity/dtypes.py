@@ -79,15 +79,19 @@ def precision_roles(calls):
     """``{role: [call]}`` for the roles an AMP level is judged on (see ``ROLES``).
 
     embed_proj: the pixel embedding's convolution, or its matmul with ``impl='cpu'``;
-    dense_matmul: the matmul of an ``nn.Dense`` (``mindspore_tnt.dense.Dense`` included); attention_matmul: a matmul of
-    ``Attention.construct`` itself (q·kᵀ and attn·v); layernorm: MindSpore's LayerNorm op, or
+    dense_matmul: the matmul of an ``nn.Dense`` (``mindspore_tnt.dense.Dense`` included);
+    attention_matmul: a matmul of ``Attention.construct`` itself (q·kᵀ and attn·v), or the
+    ``Custom`` op of ``mindspore_tnt.attention.SmallHeadAttention``'s CPU kernel (judged on its
+    projections in and its output, in this role and in softmax's); layernorm: MindSpore's LayerNorm op, or
     the ``Custom`` op of ``mindspore_tnt.layernorm.LayerNorm``'s CPU kernel; softmax; gelu: every op
     of an ``nn.GELU`` or of ``mindspore_tnt.gelu.GELU`` (its CPU kernel is a ``Custom``
     op); residual_add: an ``Add`` written in ``Block.construct`` itself.
     """
     from mindspore import nn
-    from mindspore_tnt import dense as tnt_dense, gelu as tnt_gelu, layernorm as tnt_layernorm, tnt
+    from mindspore_tnt import (attention as tnt_attention, dense as tnt_dense, gelu as tnt_gelu,
+                               layernorm as tnt_layernorm, tnt)
     denses = (_source_span(nn.Dense.construct), _source_span(tnt_dense.Dense.construct))
+    attention_kernel = _source_span(tnt_attention.SmallHeadAttention.construct)
     layernorm = _source_span(tnt_layernorm.LayerNorm.construct)
     gelus = (_source_span(nn.GELU.construct), _source_span(tnt_gelu.GELU.construct))
     attention, block = _source_span(tnt.Attention.construct), _source_span(tnt.Block.construct)
@@ -98,7 +102,10 @@ def precision_roles(calls):
         frames, op = c['frames'], c['op']
         own = [fr for fr in frames if fr[0] == model_file]
         innermost = own[-1:] if own else []
-        if op in MATMULS | CONVS and any(_inside(innermost, span) for span in embed):
+        if op == 'Custom' and _inside(frames, attention_kernel):
+            roles['attention_matmul'].append(dict(c, inputs=c['inputs'][:2]))
+            roles['softmax'].append(dict(c, inputs=c['inputs'][:2]))
+        elif op in MATMULS | CONVS and any(_inside(innermost, span) for span in embed):
             roles['embed_proj'].append(c)
         elif op in MATMULS and any(_inside(frames, span) for span in denses):
             roles['dense_matmul'].append(c)
