@@ -277,7 +277,7 @@ def shared_drop_path_step(mode):
 # --- The CPU kernels of ``impl='cpu'`` ---
 
 CPU_KERNELS = (('gelu', 'GELU'), ('layernorm', 'LayerNorm'), ('dense', 'BiasAdd'), ('droppath', 'DropPath'),
-               ('softmax', 'softmax'), ('attention', 'attention'))
+               ('attention', 'attention'), ('square_sum', 'square-sum'))
 
 
 def require_cpu_kernels():

@@ -12,6 +12,7 @@ schedule advances on every step, skipped or not.
 import mindspore as ms
 from mindspore import nn, ops
 
+from mindspore_tnt import square_sum
 from tnt_common.recipe import RECIPE
 
 _square_sum = ops.MultitypeFuncGraph('square_sum')
@@ -21,6 +22,14 @@ _scale = ops.MultitypeFuncGraph('scale')
 @_square_sum.register('Tensor')
 def _tensor_square_sum(grad):
     return ops.reduce_sum(ops.square(grad.astype(ms.float32)))
+
+
+@_square_sum.register('Function', 'Tensor')
+def _kernel_square_sum(kernel, grad):
+    """``kernel`` (``mindspore_tnt.square_sum``'s CPU kernel) on fp32 gradients, the ops on others."""
+    if grad.dtype != ms.float32:
+        return _tensor_square_sum(grad)
+    return kernel(grad).reshape(())
 
 
 @_scale.register('Tensor', 'Tensor')
@@ -68,6 +77,7 @@ class TrainStep(nn.Cell):
         self.world = world
         self.grad_fn = ms.value_and_grad(self.scaled_loss, None, self.weights, has_aux=True)
         self.hyper_map = ops.HyperMap()
+        self.square_sum_kernel = square_sum.kernel_ops() if ms.get_context('device_target') == 'CPU' else None
 
     def scaled_loss(self, images, targets, scale):
         loss = self.net_with_loss(images, targets)
@@ -87,7 +97,10 @@ class TrainStep(nn.Cell):
             loss = self.all_reduce(loss) / self.world
         if self.loss_scaler is not None:  # without one the scale is 1: no pass over the gradients
             grads = self.hyper_map(ops.partial(_scale, 1. / scale), grads)
-        grad_norm = ops.sqrt(ops.addn(self.hyper_map(_square_sum, grads)))
+        if self.square_sum_kernel is None:
+            grad_norm = ops.sqrt(ops.addn(self.hyper_map(_square_sum, grads)))
+        else:
+            grad_norm = ops.sqrt(ops.addn(self.hyper_map(ops.partial(_square_sum, self.square_sum_kernel), grads)))
         finite = ops.isfinite(grad_norm)
         if self.clip_grad > 0:
             factor = ops.minimum(self.clip_grad / (grad_norm + 1e-6), 1.)

@@ -1,0 +1,116 @@
+"""The kernels that sum: the square-sum kernel of the gradient norm against float64, and the
+same bits for any thread count from every kernel with a reduction (LayerNorm's dgamma/dbeta,
+the bias gradient, the square sum, the attention's gradient).
+
+``mindspore_tnt.square_sum``: within FP32_BOUND of the float64 sum of squares, on gradient
+shapes of TNT-S and ragged ones; a kernel that drops its last block must fail the same
+bound; ``TrainStep``'s gradient norm with the kernel equals the one of MindSpore's ops
+within FP32_BOUND.
+"""
+import os
+import subprocess
+import sys
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from mindspore_tnt import cpu_kernels, square_sum
+from parity.forward import set_mode
+from parity_tests.helpers import ROOT, require_cpu_kernels
+from tnt_common.compare import FP32_BOUND
+
+SHAPES = [(384, 1536), (1536,), (24, 3, 7, 7), (1,), (3, 5, 7), (16385,)]
+
+
+@pytest.fixture(scope='module')
+def kernel():
+    require_cpu_kernels()
+    return square_sum.kernel_ops()
+
+
+def relative_error(got, want):
+    return float(abs(got - want) / max(abs(want), 1e-30))
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+def test_square_sum_matches_float64(kernel, shape):
+    set_mode('pynative')
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 3 + 1
+    got = float(kernel(ms.Tensor(x)).asnumpy()[0])
+    assert relative_error(got, (x.astype(np.float64) ** 2).sum()) < FP32_BOUND
+
+
+def test_catches_a_dropped_block(kernel, tmp_path, monkeypatch):
+    set_mode('pynative')
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    old, new = 'for (int64_t k = 0; k < blocks; ++k) total +=', 'for (int64_t k = 1; k < blocks; ++k) total +='
+    text = open(f'{cpu_kernels.HERE}/square_sum_cpu.cc').read()
+    assert old in text
+    source = tmp_path / 'square_sum_faulty.cc'
+    source.write_text(text.replace(old, new))
+    bad = ms.ops.Custom(f"{cpu_kernels.build(str(source), 'g++')}:SquareSum", out_shape=lambda x: (1,),
+                        out_dtype=lambda x: x, func_type='aot')
+    x = np.random.default_rng(1).standard_normal((384, 1536)).astype(np.float32)
+    want = (x.astype(np.float64) ** 2).sum()
+    assert relative_error(float(kernel(ms.Tensor(x)).asnumpy()[0]), want) < FP32_BOUND
+    assert relative_error(float(bad(ms.Tensor(x)).asnumpy()[0]), want) > FP32_BOUND
+
+
+def test_train_step_gradient_norm_with_and_without_the_kernel(kernel, monkeypatch):
+    """The compiled step's gradient norm on the kernel equals the one of MindSpore's Square + ReduceSum."""
+    import mindspore_tnt
+    from tnt_common.fixtures import make_batch
+    from tnt_train.optim import create_optimizer
+    from tnt_train.train_step import TrainStep
+    set_mode('graph')
+    images = ms.Tensor(make_batch(2, 64, seed=3))
+    targets = ms.Tensor(np.eye(10, dtype=np.float32)[[1, 7]])
+    norms = []
+    for use in (True, False):
+        ms.set_seed(0)
+        net = mindspore_tnt.create_model('tnt_tiny_patch16_64', num_classes=10)
+        step = TrainStep(net, *create_optimizer(net, [1e-4]))
+        if not use:
+            step.square_sum_kernel = None
+        norms.append(float(step(images, targets)[1].asnumpy()))
+    assert relative_error(*norms) < FP32_BOUND
+
+
+THREADS_SCRIPT = """
+import sys
+import mindspore as ms
+import numpy as np
+from mindspore_tnt import attention, dense, layernorm, square_sum
+ms.set_device('CPU')
+rng = np.random.default_rng(0)
+def t(*shape):
+    return ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+rows, dy = t(3000, 384), t(3000, 384)
+norm = layernorm.LayerNorm((384,), epsilon=1e-6, cpu_kernel=True)
+fc = dense.Dense(96, 384, cpu_kernel=True)
+att = attention.SmallHeadAttention(4, 6 ** -0.5, cpu_kernel=True)
+assert None not in (norm.kernel, fc.kernel, att.kernel, square_sum.kernel_ops())
+_, (dx, (dgamma, dbeta)) = ms.value_and_grad(lambda x: (norm(x) * dy).sum(), 0, norm.trainable_params())(rows)
+_, (dw, db) = ms.value_and_grad(lambda x: (fc(x) * dy).sum(), None, fc.trainable_params())(t(3000, 96))
+qk, v, dout = t(1568, 16, 48), t(1568, 16, 24), t(1568, 16, 24)
+da, dv = ms.grad(lambda a, b: (att(a, b) * dout).sum(), (0, 1))(qk, v)
+out = [dx, dgamma, dbeta, db, square_sum.kernel_ops()(rows), att(qk, v), da, dv]
+np.savez(sys.argv[1], *[x.asnumpy() for x in out])
+"""
+
+
+def test_results_do_not_depend_on_the_thread_count(kernel, tmp_path):
+    """LayerNorm's dx/dgamma/dbeta, the bias gradient, the square sum and the attention and its
+    gradient give the same bits on 1, 2 or 3 threads (``TNT_CPU_THREADS``)."""
+    results = []
+    for threads in (1, 2, 3):
+        path = tmp_path / f'threads{threads}.npz'
+        env = dict(os.environ, TNT_CPU_THREADS=str(threads), PYTHONPATH=ROOT)
+        subprocess.run([sys.executable, '-c', THREADS_SCRIPT, str(path)], env=env, cwd=ROOT, check=True,
+                       capture_output=True)
+        with np.load(path) as f:
+            results.append([f[k] for k in sorted(f.files)])
+    assert len(results[0]) == 8
+    for other in results[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(results[0], other))
