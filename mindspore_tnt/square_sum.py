@@ -13,8 +13,12 @@ from mindspore import ops
 from mindspore_tnt import cpu_kernels
 
 
+def square_sum_op(path):
+    """The custom op ``x -> (sum x²,)`` of the library at ``path``."""
+    return ops.Custom(f'{path}:SquareSum', out_shape=lambda x: (1,), out_dtype=lambda x: x, func_type='aot')
+
+
 @functools.lru_cache(maxsize=None)
 def kernel_ops():
-    """The custom op ``x -> (sum x²,)`` of the CPU kernel, or None where it cannot run."""
-    return cpu_kernels.load('square_sum_cpu.cc', 'square-sum', lambda path: ops.Custom(
-        f'{path}:SquareSum', out_shape=lambda x: (1,), out_dtype=lambda x: x, func_type='aot'))
+    """The custom op of the CPU kernel (``square_sum_op``), or None where it cannot run."""
+    return cpu_kernels.load('square_sum_cpu.cc', 'square-sum', square_sum_op)

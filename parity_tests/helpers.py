@@ -276,6 +276,33 @@ def shared_drop_path_step(mode):
 
 # --- The CPU kernels of ``impl='cpu'`` ---
 
+class BackwardOf(nn.Cell):
+    """sum(net(*xs) * dout): its gradient is ``net``'s backward of ``dout``."""
+
+    def __init__(self, net, dout):
+        super().__init__()
+        self.net = net
+        self.dout = ms.Tensor(dout)
+
+    def construct(self, *xs):
+        return (self.net(*xs) * self.dout).sum()
+
+
+def faulty_kernel_library(tmp_path, monkeypatch, source, edits):
+    """Path of the kernel ``source`` (a file of ``mindspore_tnt``) built with each ``(old, new)``
+    of ``edits`` replaced (each ``old`` found once), cached apart under ``tmp_path``."""
+    from mindspore_tnt import cpu_kernels
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    with open(os.path.join(cpu_kernels.HERE, source)) as f:
+        text = f.read()
+    for old, new in edits:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    faulty = tmp_path / source.replace('.cc', '_faulty.cc')
+    faulty.write_text(text)
+    return cpu_kernels.build(str(faulty), 'g++')
+
+
 CPU_KERNELS = (('gelu', 'GELU'), ('layernorm', 'LayerNorm'), ('dense', 'BiasAdd'), ('droppath', 'DropPath'),
                ('attention', 'attention'), ('square_sum', 'square-sum'))
 

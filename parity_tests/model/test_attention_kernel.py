@@ -12,7 +12,6 @@ backward or the softmax's row sum dropped from it must fail the same checks. Whe
 kernel does not run -- no compiler, fp16, a long sequence -- ``Attention`` is MindSpore's
 formulation, bit for bit, and attention dropout in training never calls the kernel.
 """
-import shutil
 import warnings
 
 import mindspore as ms
@@ -21,11 +20,11 @@ import pytest
 import torch
 
 import torch_ref.tnt
-from mindspore_tnt import attention, cpu_kernels, ptnt, tnt
+from mindspore_tnt import attention, ptnt, tnt
 from parity.forward import set_mode
 from parity.gradients import GRAD_BOUND
-from parity_tests.helpers import require_cpu_kernels
-from tnt_common.compare import FP32_BOUND
+from parity_tests.helpers import BackwardOf, faulty_kernel_library, require_cpu_kernels
+from tnt_common.compare import FP32_BOUND, rel_err
 
 # (sequences, length, dim, heads, q/k/v layout): TNT-S and TNT-B inner attention (batch 4),
 # PyramidTNT-S stage 0's, and a length without the kernel's fixed-size path
@@ -87,22 +86,6 @@ def exact_grads(a, b, heads, scale, dout):
     return grad[..., :a.shape[-1]], grad[..., a.shape[-1]:]
 
 
-def relative_error(got, want):
-    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
-
-
-class Loss(ms.nn.Cell):
-    """sum(net(*xs) * dout): its gradient is the backward of ``dout``."""
-
-    def __init__(self, net, dout):
-        super().__init__()
-        self.net = net
-        self.dout = ms.Tensor(dout)
-
-    def construct(self, *xs):
-        return (self.net(*xs) * self.dout).sum()
-
-
 def kernel_cell(kernel, heads, scale):
     cell = attention.SmallHeadAttention(heads, scale, cpu_kernel=True)
     cell.kernel = kernel
@@ -113,10 +96,10 @@ def errors(kernel, a, b, heads, scale, dout):
     """(forward error, [d a error, d b error]) of ``kernel`` against float64."""
     cell = keep(kernel_cell(kernel, heads, scale))
     out = cell(ms.Tensor(a), ms.Tensor(b)).asnumpy()
-    grads = ms.grad(keep(Loss(cell, dout)), grad_position=(0, 1))(ms.Tensor(a), ms.Tensor(b))
+    grads = ms.grad(keep(BackwardOf(cell, dout)), grad_position=(0, 1))(ms.Tensor(a), ms.Tensor(b))
     want = exact_grads(a, b, heads, scale, dout)
-    return (relative_error(out, exact(a, b, heads, scale)),
-            [relative_error(g.asnumpy(), w) for g, w in zip(grads, want)])
+    return (rel_err(out, exact(a, b, heads, scale)),
+            [rel_err(g.asnumpy(), w) for g, w in zip(grads, want)])
 
 
 @pytest.fixture(scope='module')
@@ -170,7 +153,7 @@ def cell_results(cell, x, dout):
     """Output and gradients (input, then parameters by name) of ``cell``."""
     weights = cell.trainable_params()
     out = cell(ms.Tensor(x)).asnumpy()
-    dx, dw = ms.grad(keep(Loss(cell, dout)), grad_position=0, weights=weights)(ms.Tensor(x))
+    dx, dw = ms.grad(keep(BackwardOf(cell, dout)), grad_position=0, weights=weights)(ms.Tensor(x))
     return out, [dx.asnumpy()] + [g.asnumpy() for _, g in sorted(zip([p.name for p in weights], dw))]
 
 
@@ -191,8 +174,8 @@ def test_attention_matches_standard_and_torch(kernel, mode, dim, heads):
     assert not attention.takes(standard.fused.kernel, ms.Tensor(x), False)
     got = cell_results(fused, x, dout)
     for want in (cell_results(standard, x, dout), torch_results(ref, x, dout)):
-        assert relative_error(got[0], want[0]) < FP32_BOUND
-        assert max(relative_error(g, w) for g, w in zip(got[1], want[1])) < GRAD_BOUND
+        assert rel_err(got[0], want[0]) < FP32_BOUND
+        assert max(rel_err(g, w) for g, w in zip(got[1], want[1])) < GRAD_BOUND
 
 
 def test_pyramid_inner_attention_uses_the_kernel(kernel):
@@ -202,22 +185,13 @@ def test_pyramid_inner_attention_uses_the_kernel(kernel):
         p.set_data(q.data)
     x = ms.Tensor(np.random.default_rng(2).standard_normal((64, 16, 8)).astype(np.float32))
     assert attention.takes(cells[0].fused.kernel, x, False)
-    assert relative_error(cells[0](x, 4, 4).asnumpy(), cells[1](x, 4, 4).asnumpy()) < FP32_BOUND
+    assert rel_err(cells[0](x, 4, 4).asnumpy(), cells[1](x, 4, 4).asnumpy()) < FP32_BOUND
     assert ptnt.Attention(8, 2, sr_ratio=2, impl='cpu').fused.kernel is None
 
 
 def faulty_kernel(tmp_path, monkeypatch, edits):
     """The kernel built from its source with each ``old`` of ``edits`` replaced by its ``new``."""
-    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
-    with open(f'{cpu_kernels.HERE}/attention_cpu.cc') as f:
-        text = f.read()
-    for old, new in edits:
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    source = tmp_path / 'attention_faulty.cc'
-    source.write_text(text)
-    shutil.copy(f'{cpu_kernels.HERE}/cpu_parallel.h', tmp_path)
-    return keep(attention._attention_ops(cpu_kernels.build(str(source), 'g++')))
+    return keep(attention._attention_ops(faulty_kernel_library(tmp_path, monkeypatch, 'attention_cpu.cc', edits)))
 
 
 # (edits, whether the forward is wrong, whether the gradients are)

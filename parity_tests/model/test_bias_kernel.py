@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from mindspore_tnt import cpu_kernels, dense
+from mindspore_tnt import dense
 from parity.forward import set_mode
 from parity.gradients import GRAD_BOUND
-from parity_tests.helpers import require_cpu_kernels
-from tnt_common.compare import FP32_BOUND
+from parity_tests.helpers import BackwardOf, faulty_kernel_library, require_cpu_kernels
+from tnt_common.compare import FP32_BOUND, rel_err
 
 # (input shape, out features): TNT-S batch 2 inner fc1 / fc2, outer fc1 / fc2, ragged sizes
 SHAPES = [((2, 3136, 24), 96), ((2, 3136, 96), 24), ((2, 197, 384), 1536), ((2, 197, 1536), 384),
@@ -33,10 +33,6 @@ def inputs(shape, out, seed=0, offset=0.):
     return x, w, b, dy.astype(np.float32)
 
 
-def relative_error(got, want):
-    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
-
-
 def layer(kernel, w, b):
     net = dense.Dense(w.shape[1], w.shape[0], cpu_kernel=True)
     net.kernel = kernel
@@ -45,22 +41,10 @@ def layer(kernel, w, b):
     return net
 
 
-class Loss(ms.nn.Cell):
-    """sum(net(x) * dy): its gradient is the layer's backward of ``dy``."""
-
-    def __init__(self, net, dy):
-        super().__init__()
-        self.net = net
-        self.dy = ms.Tensor(dy)
-
-    def construct(self, x):
-        return (self.net(x) * self.dy).sum()
-
-
 def errors(kernel, x, w, b, dy):
     """Relative errors of (y, dx, dw, db) against torch in float64."""
     net = layer(kernel, w, b)
-    grad = ms.value_and_grad(Loss(net, dy), grad_position=0, weights=net.trainable_params())
+    grad = ms.value_and_grad(BackwardOf(net, dy), grad_position=0, weights=net.trainable_params())
     y = net(ms.Tensor(x)).asnumpy()
     _, (dx, (dw, db)) = grad(ms.Tensor(x))
     tx, tw, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
@@ -68,7 +52,7 @@ def errors(kernel, x, w, b, dy):
     ty.backward(torch.tensor(dy, dtype=torch.float64))
     got = (y, dx.asnumpy(), dw.asnumpy(), db.asnumpy())
     want = (ty.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy())
-    return [relative_error(g, t) for g, t in zip(got, want)]
+    return [rel_err(g, t) for g, t in zip(got, want)]
 
 
 @pytest.fixture(scope='module')
@@ -100,7 +84,7 @@ def test_matches_nn_dense(kernel):
     ref.weight.set_data(ms.Tensor(w))
     ref.bias.set_data(ms.Tensor(b))
     y = layer(kernel, w, b)(ms.Tensor(x)).asnumpy()
-    assert relative_error(y, ref(ms.Tensor(x)).asnumpy()) < FP32_BOUND
+    assert rel_err(y, ref(ms.Tensor(x)).asnumpy()) < FP32_BOUND
 
 
 @pytest.mark.parametrize('mode', ['pynative', 'graph'])
@@ -127,13 +111,7 @@ FAULTS = {
 @pytest.mark.parametrize('fault', FAULTS)
 def test_catches_planted_kernel_faults(kernel, tmp_path, monkeypatch, fault):
     set_mode('pynative')
-    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
-    old, new = FAULTS[fault]
-    text = open(f'{cpu_kernels.HERE}/bias_cpu.cc').read()
-    assert old in text
-    source = tmp_path / 'bias_faulty.cc'
-    source.write_text(text.replace(old, new))
-    bad = dense._bias_ops(cpu_kernels.build(str(source), 'g++'))
+    bad = dense._bias_ops(faulty_kernel_library(tmp_path, monkeypatch, 'bias_cpu.cc', [FAULTS[fault]]))
     args = inputs((2, 197, 384), 1536, seed=4)
     y_err, *grad_errs = errors(kernel, *args)
     assert y_err < FP32_BOUND and max(grad_errs) < GRAD_BOUND

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from mindspore_tnt import cpu_kernels, layernorm
+from mindspore_tnt import layernorm
 from parity.forward import set_mode
 from parity.gradients import GRAD_BOUND
-from parity_tests.helpers import require_cpu_kernels
-from tnt_common.compare import FP32_BOUND
+from parity_tests.helpers import BackwardOf, faulty_kernel_library, require_cpu_kernels
+from tnt_common.compare import FP32_BOUND, rel_err
 from tnt_common.numerics import PRESETS, PYTORCH
 
 EPS = sorted({PYTORCH.norm_eps, 1e-6} | {e for p in PRESETS.values() for e in (p.norm_eps, p.final_norm_eps)})
@@ -49,10 +49,6 @@ def torch_grads(x, gamma, beta, dy, eps):
     return [t.grad.numpy() for t in (tx, tg, tb)]
 
 
-def relative_error(got, want):
-    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
-
-
 def layer(kernel, gamma, beta, eps):
     net = layernorm.LayerNorm((gamma.size,), epsilon=eps, cpu_kernel=True)
     net.kernel = kernel
@@ -62,27 +58,15 @@ def layer(kernel, gamma, beta, eps):
 
 
 def forward_error(kernel, x, gamma, beta, eps):
-    return relative_error(layer(kernel, gamma, beta, eps)(ms.Tensor(x)).asnumpy(), exact(x, gamma, beta, eps))
-
-
-class Loss(ms.nn.Cell):
-    """sum(net(x) * dy): its gradient is the layer's backward of ``dy``."""
-
-    def __init__(self, net, dy):
-        super().__init__()
-        self.net = net
-        self.dy = ms.Tensor(dy)
-
-    def construct(self, x):
-        return (self.net(x) * self.dy).sum()
+    return rel_err(layer(kernel, gamma, beta, eps)(ms.Tensor(x)).asnumpy(), exact(x, gamma, beta, eps))
 
 
 def gradient_errors(kernel, x, gamma, beta, dy, eps):
     net = layer(kernel, gamma, beta, eps)
-    grad = ms.value_and_grad(Loss(net, dy), grad_position=0, weights=net.trainable_params())
+    grad = ms.value_and_grad(BackwardOf(net, dy), grad_position=0, weights=net.trainable_params())
     _, (dx, (dgamma, dbeta)) = grad(ms.Tensor(x))
     got = (dx.asnumpy(), dgamma.asnumpy(), dbeta.asnumpy())
-    return [relative_error(g, w) for g, w in zip(got, torch_grads(x, gamma, beta, dy, eps))]
+    return [rel_err(g, w) for g, w in zip(got, torch_grads(x, gamma, beta, dy, eps))]
 
 
 @pytest.fixture(scope='module')
@@ -103,9 +87,9 @@ def test_forward_matches_exact_and_torch(kernel, shape, eps):
     set_mode('pynative')
     x, gamma, beta, _ = inputs(shape)
     y = layer(kernel, gamma, beta, eps)(ms.Tensor(x)).asnumpy()
-    assert relative_error(y, exact(x, gamma, beta, eps)) < FP32_BOUND
+    assert rel_err(y, exact(x, gamma, beta, eps)) < FP32_BOUND
     want = torch.nn.functional.layer_norm(torch.tensor(x), (shape[-1],), torch.tensor(gamma), torch.tensor(beta), eps)
-    assert relative_error(y, want.numpy()) < FP32_BOUND
+    assert rel_err(y, want.numpy()) < FP32_BOUND
 
 
 @pytest.mark.parametrize('eps', EPS)
@@ -134,18 +118,12 @@ def test_matches_nn_layernorm(kernel):
     ref.gamma.set_data(ms.Tensor(gamma))
     ref.beta.set_data(ms.Tensor(beta))
     y = layer(kernel, gamma, beta, 1e-5)(ms.Tensor(x)).asnumpy()
-    assert relative_error(y, ref(ms.Tensor(x)).asnumpy()) < FP32_BOUND
+    assert rel_err(y, ref(ms.Tensor(x)).asnumpy()) < FP32_BOUND
 
 
 def faulty_kernel(tmp_path, monkeypatch, old, new):
     """The kernel built from its source with ``old`` replaced by ``new``."""
-    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
-    with open(f'{cpu_kernels.HERE}/layernorm_cpu.cc') as f:
-        text = f.read()
-    assert old in text
-    source = tmp_path / 'layernorm_faulty.cc'
-    source.write_text(text.replace(old, new))
-    return layernorm._layernorm_ops(cpu_kernels.build(str(source), 'g++'))
+    return layernorm._layernorm_ops(faulty_kernel_library(tmp_path, monkeypatch, 'layernorm_cpu.cc', [(old, new)]))
 
 
 FAULTS = {
