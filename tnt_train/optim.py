@@ -26,10 +26,20 @@ def _tensor_fused_update(kernel, shrink, lr, beta1, beta2, eps, zero, param, exp
     return True
 
 
+_fused_update_without_decay = ops.MultitypeFuncGraph('fused_adam_update')
+
+
+@_fused_update_without_decay.register('Function', 'Tensor', 'Tensor', 'Tensor', 'Tensor', 'Tensor', 'Tensor',
+                                      'Tensor', 'Tensor', 'Tensor')
+def _tensor_fused_update_without_decay(kernel, lr, beta1, beta2, eps, zero, param, exp_avg, exp_avg_sq, grad):
+    kernel(param, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, zero, grad.astype(param.dtype))
+    return True
+
+
 class FusedAdamW(AdamW):
     """torch's AdamW (bias-corrected, decoupled decay, no amsgrad) with one fused kernel per parameter.
 
-    As torch, the weights are first decayed, ``p *= 1 - lr * wd``; then ``ops.AdamWeightDecay``
+    As torch, the weights are first decayed, ``p *= 1 - lr * wd`` (in groups with a decay); then ``ops.AdamWeightDecay``
     (its own decay 0) computes ``p -= lr' * m / (sqrt(v) + eps')`` after updating ``m`` and
     ``v``, without bias correction. With ``c1 = 1 - beta1**t`` and ``c2 = sqrt(1 - beta2**t)``,
     ``lr' = lr * c2 / c1`` and ``eps' = eps * c2`` give torch's ``lr / c1 * m / (sqrt(v) / c2
@@ -50,11 +60,16 @@ class FusedAdamW(AdamW):
         step = self.state_step.astype(ms.float32)
         c1 = 1 - ops.pow(beta1, step)
         c2 = ops.sqrt(1 - ops.pow(beta2, step))
-        self.hyper_map(ops.partial(_fused_update, self.kernel, 1 - lr * weight_decay, lr * c2 / c1,
-                                   ms.Tensor(beta1, ms.float32), ms.Tensor(beta2, ms.float32), eps * c2,
-                                   ms.Tensor(0., ms.float32)),
-                       self.parameters[start_id:end_id], self.exp_avg[start_id:end_id],
-                       self.exp_avg_sq[start_id:end_id], grads)
+        lr_, beta1_, beta2_ = lr * c2 / c1, ms.Tensor(beta1, ms.float32), ms.Tensor(beta2, ms.float32)
+        eps_, zero = eps * c2, ms.Tensor(0., ms.float32)
+        params, exp_avg, exp_avg_sq = (self.parameters[start_id:end_id], self.exp_avg[start_id:end_id],
+                                       self.exp_avg_sq[start_id:end_id])
+        if weight_decay == 0.:  # p * 1 is p: no decay ops in the graph for this group
+            self.hyper_map(ops.partial(_fused_update_without_decay, self.kernel, lr_, beta1_, beta2_, eps_, zero),
+                           params, exp_avg, exp_avg_sq, grads)
+        else:
+            self.hyper_map(ops.partial(_fused_update, self.kernel, 1 - lr * weight_decay, lr_, beta1_, beta2_, eps_,
+                                       zero), params, exp_avg, exp_avg_sq, grads)
         return True
 
     def construct(self, gradients):
