@@ -25,56 +25,78 @@ namespace {
 constexpr int64_t kGrain = 1 << 14;       // elements per thread at least
 constexpr int64_t kBlockElems = 1 << 13;  // elements in a block of rows for dgamma and dbeta (or one longer row)
 
-// The mean of one row as hi + lo (two floats: x - hi - lo keeps the double mean's precision
-// where x is close to it) and 1 / sqrt(var + eps)
-void row_stats(const float *x, int64_t n, float eps, float *mean_hi, float *mean_lo, float *rstd_out) {
-  double sum = 0.0;
+constexpr int64_t kRowBlock = 16;     // rows whose statistics are computed together
+
+// For m <= kRowBlock consecutive rows of n values: each row's mean as hi + lo (two floats:
+// x - hi - lo keeps the double mean's precision where x is close to it) and 1 / sqrt(var + eps).
+// The divisions and square roots run over the rows as vectors.
+void row_stats(const float *x, int64_t m, int64_t n, float eps, float *mean_hi, float *mean_lo, float *rstd) {
+  double mean[kRowBlock], sq[kRowBlock];
+  for (int64_t j = 0; j < m; ++j) {
+    const float *xr = x + j * n;
+    double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) sum += x[i];
-  const double mean = sum / static_cast<double>(n);
-  double sq = 0.0;
-#pragma omp simd reduction(+ : sq)
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(x[i]) - mean;
-    sq += d * d;
+    for (int64_t i = 0; i < n; ++i) sum += xr[i];
+    mean[j] = sum;
   }
-  const double var = sq / static_cast<double>(n);
-  *mean_hi = static_cast<float>(mean);
-  *mean_lo = static_cast<float>(mean - static_cast<double>(*mean_hi));
-  *rstd_out = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
+  const double dn = static_cast<double>(n);
+#pragma omp simd
+  for (int64_t j = 0; j < m; ++j) mean[j] /= dn;
+  for (int64_t j = 0; j < m; ++j) {
+    const float *xr = x + j * n;
+    const double mu = mean[j];
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; ++i) {
+      const double d = static_cast<double>(xr[i]) - mu;
+      s += d * d;
+    }
+    sq[j] = s;
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < m; ++j) {
+    const double var = sq[j] / dn;
+    const float hi = static_cast<float>(mean[j]);
+    mean_hi[j] = hi;
+    mean_lo[j] = static_cast<float>(mean[j] - static_cast<double>(hi));
+    rstd[j] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
+  }
 }
 
 }  // namespace
 
 // params: x (..., n), gamma (n), beta (n), eps (1), y (..., n)
-extern "C" int LayerNormLastAxis(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                 void *stream, void *extra) {
-  if (nparam != 5 || !tnt_cpu::all_float32(nparam, dtypes) || ndims[0] < 1) return 1;
+TNT_AOT_KERNEL(LayerNormLastAxis) {
+  int64_t n, rows;
+  if (nparam != 5 || !tnt_cpu::all_float32(nparam, dtypes) || !tnt_cpu::last_axis(ndims, shapes, {1, 2}, &n, &rows))
+    return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float *gamma = static_cast<const float *>(params[1]);
   const float *beta = static_cast<const float *>(params[2]);
   const float eps = *static_cast<const float *>(params[3]);
   float *y = static_cast<float *>(params[4]);
-  const int64_t n = shapes[0][ndims[0] - 1];
-  if (n <= 0 || tnt_cpu::numel(ndims[1], shapes[1]) != n || tnt_cpu::numel(ndims[2], shapes[2]) != n) return 1;
-  const int64_t rows = tnt_cpu::numel(ndims[0], shapes[0]) / n;
-  tnt_cpu::parallel_for(rows, std::max<int64_t>(1, kGrain / n), [=](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float *xr = x + r * n;
-      float *yr = y + r * n;
-      float mean, mean_lo, rstd;
-      row_stats(xr, n, eps, &mean, &mean_lo, &rstd);
+  tnt_cpu::parallel_for(rows, std::max<int64_t>(kRowBlock, kGrain / n), [=](int64_t begin, int64_t end) {
+    float mean[kRowBlock], mean_lo[kRowBlock], rstd[kRowBlock];
+    for (int64_t r0 = begin; r0 < end; r0 += kRowBlock) {
+      const int64_t m = std::min(kRowBlock, end - r0);
+      row_stats(x + r0 * n, m, n, eps, mean, mean_lo, rstd);
+      for (int64_t j = 0; j < m; ++j) {
+        const float *xr = x + (r0 + j) * n;
+        float *yr = y + (r0 + j) * n;
+        const float mu = mean[j], lo = mean_lo[j], rs = rstd[j];
 #pragma omp simd
-      for (int64_t i = 0; i < n; ++i) yr[i] = ((xr[i] - mean) - mean_lo) * rstd * gamma[i] + beta[i];
+        for (int64_t i = 0; i < n; ++i) yr[i] = ((xr[i] - mu) - lo) * rs * gamma[i] + beta[i];
+      }
     }
   });
   return 0;
 }
 
 // params: x (..., n), dy (..., n), gamma (n), eps (1), dx (..., n), dgamma (n), dbeta (n)
-extern "C" int LayerNormLastAxisGrad(int nparam, void **params, int *ndims, int64_t **shapes,
-                                     const char **dtypes, void *stream, void *extra) {
-  if (nparam != 7 || !tnt_cpu::all_float32(nparam, dtypes) || ndims[0] < 1) return 1;
+TNT_AOT_KERNEL(LayerNormLastAxisGrad) {
+  int64_t n, rows;
+  if (nparam != 7 || !tnt_cpu::all_float32(nparam, dtypes) || !tnt_cpu::last_axis(ndims, shapes, {2}, &n, &rows))
+    return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float *dy = static_cast<const float *>(params[1]);
   const float *gamma = static_cast<const float *>(params[2]);
@@ -82,9 +104,6 @@ extern "C" int LayerNormLastAxisGrad(int nparam, void **params, int *ndims, int6
   float *dx = static_cast<float *>(params[4]);
   float *dgamma = static_cast<float *>(params[5]);
   float *dbeta = static_cast<float *>(params[6]);
-  const int64_t n = shapes[0][ndims[0] - 1];
-  if (n <= 0 || tnt_cpu::numel(ndims[2], shapes[2]) != n) return 1;
-  const int64_t rows = tnt_cpu::numel(ndims[0], shapes[0]) / n;
   const int64_t block_rows = std::max<int64_t>(1, kBlockElems / n);
   const int64_t blocks = (rows + block_rows - 1) / block_rows;
   // per block: its sums of dy * xhat (n) then of dy (n)
@@ -94,30 +113,35 @@ extern "C" int LayerNormLastAxisGrad(int nparam, void **params, int *ndims, int6
   tnt_cpu::parallel_for(blocks, std::max<int64_t>(1, kGrain / (block_rows * n)), [=](int64_t b0, int64_t b1) {
     std::vector<float> xhat(n);
     float *xh = xhat.data();
+    float means[kRowBlock], means_lo[kRowBlock], rstds[kRowBlock];
     for (int64_t b = b0; b < b1; ++b) {
       double *dga = part + b * 2 * n;
       double *dba = dga + n;
-      for (int64_t r = b * block_rows; r < std::min(rows, (b + 1) * block_rows); ++r) {
-        const float *xr = x + r * n;
-        const float *dyr = dy + r * n;
-        float *dxr = dx + r * n;
-        float mean, mean_lo, rstd;
-        row_stats(xr, n, eps, &mean, &mean_lo, &rstd);
-        double sum_g = 0.0, sum_gx = 0.0;
+      const int64_t last = std::min(rows, (b + 1) * block_rows);
+      for (int64_t r0 = b * block_rows; r0 < last; r0 += kRowBlock) {
+        const int64_t m = std::min(kRowBlock, last - r0);
+        row_stats(x + r0 * n, m, n, eps, means, means_lo, rstds);
+        for (int64_t j = 0; j < m; ++j) {
+          const float *xr = x + (r0 + j) * n;
+          const float *dyr = dy + (r0 + j) * n;
+          float *dxr = dx + (r0 + j) * n;
+          const float mean = means[j], mean_lo = means_lo[j], rstd = rstds[j];
+          double sum_g = 0.0, sum_gx = 0.0;
 #pragma omp simd reduction(+ : sum_g, sum_gx)
-        for (int64_t i = 0; i < n; ++i) {
-          const float h = ((xr[i] - mean) - mean_lo) * rstd;
-          const float g = dyr[i] * gamma[i];
-          xh[i] = h;
-          sum_g += g;
-          sum_gx += static_cast<double>(g) * h;
-          dga[i] += static_cast<double>(dyr[i]) * h;
-          dba[i] += dyr[i];
-        }
-        const float mean_g = static_cast<float>(sum_g * inv_n);
-        const float mean_gx = static_cast<float>(sum_gx * inv_n);
+          for (int64_t i = 0; i < n; ++i) {
+            const float h = ((xr[i] - mean) - mean_lo) * rstd;
+            const float g = dyr[i] * gamma[i];
+            xh[i] = h;
+            sum_g += g;
+            sum_gx += static_cast<double>(g) * h;
+            dga[i] += static_cast<double>(dyr[i]) * h;
+            dba[i] += dyr[i];
+          }
+          const float mean_g = static_cast<float>(sum_g * inv_n);
+          const float mean_gx = static_cast<float>(sum_gx * inv_n);
 #pragma omp simd
-        for (int64_t i = 0; i < n; ++i) dxr[i] = rstd * (dyr[i] * gamma[i] - mean_g - xh[i] * mean_gx);
+          for (int64_t i = 0; i < n; ++i) dxr[i] = rstd * (dyr[i] * gamma[i] - mean_g - xh[i] * mean_gx);
+        }
       }
     }
   });
