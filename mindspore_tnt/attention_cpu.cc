@@ -18,6 +18,7 @@
 #include <cstring>
 #include <vector>
 
+#include "aot_kernel.h"
 #include "cpu_parallel.h"
 
 extern "C" float expf(float) __attribute__((simd("notinbranch")));
@@ -78,6 +79,20 @@ void store_t(const float *xt, int64_t len_arg, int64_t d, float *x, int64_t stri
   }
 }
 
+// out[i] = sum over r < rows of a[r][i] * w[r * w_stride], for the (rows, L) rows of a, i < L
+template <int64_t kLen>
+inline void combine(const float *a, const float *w, int64_t w_stride, int64_t rows, int64_t len_arg, float *out) {
+  const int64_t len = kLen > 0 ? kLen : len_arg;
+#pragma omp simd
+  for (int64_t i = 0; i < len; ++i) out[i] = 0.0f;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float wr = w[r * w_stride];
+    const float *ar = a + r * len;
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) out[i] += ar[i] * wr;
+  }
+}
+
 // pt (L keys, L queries) = softmax over the keys of (k qᵀ) * scale, from qt, kt (d, L)
 template <int64_t kLen>
 void probabilities(const float *qt, const float *kt, int64_t len_arg, int64_t d, float scale, float *pt, float *rmax,
@@ -85,14 +100,7 @@ void probabilities(const float *qt, const float *kt, int64_t len_arg, int64_t d,
   const int64_t len = kLen > 0 ? kLen : len_arg;
   for (int64_t j = 0; j < len; ++j) {
     float *s = pt + j * len;
-#pragma omp simd
-    for (int64_t i = 0; i < len; ++i) s[i] = 0.0f;
-    for (int64_t c = 0; c < d; ++c) {
-      const float kjc = kt[c * len + j];
-      const float *q = qt + c * len;
-#pragma omp simd
-      for (int64_t i = 0; i < len; ++i) s[i] += q[i] * kjc;
-    }
+    combine<kLen>(qt, kt + j, len, d, len, s);  // s[i] = sum_c q[i][c] k[j][c]
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) s[i] *= scale;
   }
@@ -124,17 +132,7 @@ void probabilities(const float *qt, const float *kt, int64_t len_arg, int64_t d,
 template <int64_t kLen>
 void mul_t(const float *xt, const float *m, int64_t len_arg, int64_t d, float *yt) {
   const int64_t len = kLen > 0 ? kLen : len_arg;
-  for (int64_t c = 0; c < d; ++c) {
-    float *y = yt + c * len;
-#pragma omp simd
-    for (int64_t i = 0; i < len; ++i) y[i] = 0.0f;
-    for (int64_t j = 0; j < len; ++j) {
-      const float xcj = xt[c * len + j];
-      const float *mj = m + j * len;
-#pragma omp simd
-      for (int64_t i = 0; i < len; ++i) y[i] += xcj * mj[i];
-    }
-  }
+  for (int64_t c = 0; c < d; ++c) combine<kLen>(m, xt + c * len, 1, len, len, yt + c * len);
 }
 
 // mt (L, L) = m transposed
@@ -223,8 +221,7 @@ void backward(const Layout &lay, const float *const *in, float scale, const floa
 }  // namespace
 
 // params: a (N, L, Ca), b (N, L, Cb), scale (1), heads (1, int32), out (N, L, D)
-extern "C" int SmallHeadAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                  void *stream, void *extra) {
+TNT_AOT_KERNEL(SmallHeadAttention) {
   if (nparam != 5 || !dtypes_ok(nparam, dtypes)) return 1;
   Layout lay;
   if (!layout_of(ndims, shapes, *static_cast<const int32_t *>(params[3]), &lay)) return 1;
@@ -242,8 +239,7 @@ extern "C" int SmallHeadAttention(int nparam, void **params, int *ndims, int64_t
 }
 
 // params: a, b, scale, heads, dout (N, L, D), da (N, L, Ca), db (N, L, Cb)
-extern "C" int SmallHeadAttentionGrad(int nparam, void **params, int *ndims, int64_t **shapes,
-                                      const char **dtypes, void *stream, void *extra) {
+TNT_AOT_KERNEL(SmallHeadAttentionGrad) {
   if (nparam != 7 || !dtypes_ok(nparam, dtypes)) return 1;
   Layout lay;
   if (!layout_of(ndims, shapes, *static_cast<const int32_t *>(params[3]), &lay)) return 1;

@@ -19,15 +19,13 @@ constexpr int64_t kGrain = 1 << 15;  // elements per thread at least
 }  // namespace
 
 // params: x (..., n), b (n), y (..., n)
-extern "C" int BiasAddLastAxis(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                               void *stream, void *extra) {
-  if (nparam != 3 || !tnt_cpu::all_float32(nparam, dtypes) || ndims[0] < 1) return 1;
+TNT_AOT_KERNEL(BiasAddLastAxis) {
+  int64_t n, rows;
+  if (nparam != 3 || !tnt_cpu::all_float32(nparam, dtypes) || !tnt_cpu::last_axis(ndims, shapes, {1}, &n, &rows))
+    return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float *b = static_cast<const float *>(params[1]);
   float *y = static_cast<float *>(params[2]);
-  const int64_t n = shapes[0][ndims[0] - 1];
-  if (n <= 0 || tnt_cpu::numel(ndims[1], shapes[1]) != n) return 1;
-  const int64_t rows = tnt_cpu::numel(ndims[0], shapes[0]) / n;
   tnt_cpu::parallel_for(rows, kGrain / n + 1, [=](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float *xr = x + r * n;
@@ -40,14 +38,12 @@ extern "C" int BiasAddLastAxis(int nparam, void **params, int *ndims, int64_t **
 }
 
 // params: dy (..., n), b (n; only its shape is read), db (n)
-extern "C" int BiasAddLastAxisGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                   void *stream, void *extra) {
-  if (nparam != 3 || !tnt_cpu::all_float32(nparam, dtypes) || ndims[0] < 1) return 1;
+TNT_AOT_KERNEL(BiasAddLastAxisGrad) {
+  int64_t n, rows;
+  if (nparam != 3 || !tnt_cpu::all_float32(nparam, dtypes) || !tnt_cpu::last_axis(ndims, shapes, {1}, &n, &rows))
+    return 1;
   const float *dy = static_cast<const float *>(params[0]);
   float *db = static_cast<float *>(params[2]);
-  const int64_t n = shapes[0][ndims[0] - 1];
-  if (n <= 0 || tnt_cpu::numel(ndims[1], shapes[1]) != n) return 1;
-  const int64_t rows = tnt_cpu::numel(ndims[0], shapes[0]) / n;
   const int64_t blocks = (rows + kBlockRows - 1) / kBlockRows;
   std::vector<double> partial(blocks * n, 0.0);
   tnt_cpu::parallel_for(blocks, kGrain / (kBlockRows * n) + 1, [&](int64_t begin, int64_t end) {

@@ -46,13 +46,11 @@ int scale_rows(int nparam, void **params, int *ndims, int64_t **shapes, const ch
 }  // namespace
 
 // params: x, mask, keep (1 element), y
-extern "C" int DropPathScale(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                             void *stream, void *extra) {
+TNT_AOT_KERNEL(DropPathScale) {
   return scale_rows<false>(nparam, params, ndims, shapes, dtypes);
 }
 
 // params: dy, mask, keep (1 element), dx
-extern "C" int DropPathScaleGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                 void *stream, void *extra) {
+TNT_AOT_KERNEL(DropPathScaleGrad) {
   return scale_rows<true>(nparam, params, ndims, shapes, dtypes);
 }

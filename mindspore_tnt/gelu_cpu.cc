@@ -25,8 +25,7 @@ constexpr int64_t kGrain = 1 << 15;  // elements per thread at least
 }  // namespace
 
 // params: x, y
-extern "C" int GeluErf(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                       void *stream, void *extra) {
+TNT_AOT_KERNEL(GeluErf) {
   if (nparam != 2 || !tnt_cpu::all_float32(nparam, dtypes)) return 1;
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);
@@ -40,8 +39,7 @@ extern "C" int GeluErf(int nparam, void **params, int *ndims, int64_t **shapes, 
 }
 
 // params: x, dy, dx
-extern "C" int GeluErfGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                           void *stream, void *extra) {
+TNT_AOT_KERNEL(GeluErfGrad) {
   if (nparam != 3 || !tnt_cpu::all_float32(nparam, dtypes)) return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float *dy = static_cast<const float *>(params[1]);

@@ -20,8 +20,7 @@ constexpr int64_t kBlock = 1 << 14;  // elements summed apart, then added in ord
 }  // namespace
 
 // params: x (any shape), y (1)
-extern "C" int SquareSum(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                         void *stream, void *extra) {
+TNT_AOT_KERNEL(SquareSum) {
   if (nparam != 2 || !tnt_cpu::all_float32(nparam, dtypes) || tnt_cpu::numel(ndims[1], shapes[1]) != 1) return 1;
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);

@@ -7,6 +7,15 @@ def _cpu_device():
     ms.set_device('CPU')
 
 
+@pytest.fixture(params=['pynative', 'graph'])
+def mode(request):
+    """Runs the test in each MindSpore mode, set before it starts (a test that parametrizes
+    ``mode`` itself overrides this)."""
+    from parity.forward import set_mode
+    set_mode(request.param)
+    return request.param
+
+
 @pytest.fixture(scope='session', autouse=True)
 def _queue_commands(request, tmp_path_factory):
     """Before the first test: queue the commands of every selected test module (its

@@ -303,6 +303,26 @@ def faulty_kernel_library(tmp_path, monkeypatch, source, edits):
     return cpu_kernels.build(str(faulty), 'g++')
 
 
+@contextlib.contextmanager
+def without_compiler(monkeypatch, module, what):
+    """Inside: ``module``'s kernel as where no C++ compiler is found (``kernel_ops()`` warned
+    that MindSpore's ``what`` runs instead, and gave None). After: the kernel loads again, and
+    where it builds, without a warning."""
+    monkeypatch.setenv('CXX', '/nonexistent/c++')
+    module.kernel_ops.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match=f"using MindSpore's {what}"):
+            assert module.kernel_ops() is None
+        yield
+    finally:
+        monkeypatch.undo()
+        module.kernel_ops.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        built = module.kernel_ops() is not None
+    assert not (built and caught), [str(w.message) for w in caught]
+
+
 CPU_KERNELS = (('gelu', 'GELU'), ('layernorm', 'LayerNorm'), ('dense', 'BiasAdd'), ('droppath', 'DropPath'),
                ('attention', 'attention'), ('square_sum', 'square-sum'))
 

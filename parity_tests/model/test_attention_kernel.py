@@ -12,8 +12,6 @@ backward or the softmax's row sum dropped from it must fail the same checks. Whe
 kernel does not run -- no compiler, fp16, a long sequence -- ``Attention`` is MindSpore's
 formulation, bit for bit, and attention dropout in training never calls the kernel.
 """
-import warnings
-
 import mindspore as ms
 import numpy as np
 import pytest
@@ -23,7 +21,7 @@ import torch_ref.tnt
 from mindspore_tnt import attention, ptnt, tnt
 from parity.forward import set_mode
 from parity.gradients import GRAD_BOUND
-from parity_tests.helpers import BackwardOf, faulty_kernel_library, require_cpu_kernels
+from parity_tests.helpers import BackwardOf, faulty_kernel_library, require_cpu_kernels, without_compiler
 from tnt_common.compare import FP32_BOUND, rel_err
 
 # (sequences, length, dim, heads, q/k/v layout): TNT-S and TNT-B inner attention (batch 4),
@@ -106,12 +104,6 @@ def errors(kernel, a, b, heads, scale, dout):
 def kernel():
     require_cpu_kernels()
     return attention.kernel_ops()
-
-
-@pytest.fixture(params=['pynative', 'graph'])
-def mode(request):
-    set_mode(request.param)
-    return request.param
 
 
 @pytest.mark.parametrize('shape', SHAPES)
@@ -226,22 +218,11 @@ def assert_standard(cell, standard, x):
 
 def test_falls_back_without_a_compiler(monkeypatch):
     keep(attention.kernel_ops())
-    monkeypatch.setenv('CXX', '/nonexistent/c++')
-    attention.kernel_ops.cache_clear()
-    try:
-        with pytest.warns(RuntimeWarning, match="using MindSpore's attention"):
-            assert attention.kernel_ops() is None
+    with without_compiler(monkeypatch, attention, 'attention'):
         set_mode('pynative')
         fused, standard, _ = attention_pair(24, 4)
         assert fused.fused.kernel is None
         assert_standard(fused, standard, ms.Tensor(np.ones((4, 16, 24), np.float32)))
-    finally:
-        monkeypatch.undo()
-        attention.kernel_ops.cache_clear()
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        if attention.kernel_ops() is None:
-            pytest.skip('the CPU attention kernel does not build here')
 
 
 def test_fp16_long_sequences_and_dropout_fall_back(kernel):

@@ -15,7 +15,7 @@ import torch
 from mindspore_tnt import dense
 from parity.forward import set_mode
 from parity.gradients import GRAD_BOUND
-from parity_tests.helpers import BackwardOf, faulty_kernel_library, require_cpu_kernels
+from parity_tests.helpers import BackwardOf, faulty_kernel_library, require_cpu_kernels, without_compiler
 from tnt_common.compare import FP32_BOUND, rel_err
 
 # (input shape, out features): TNT-S batch 2 inner fc1 / fc2, outer fc1 / fc2, ragged sizes
@@ -120,11 +120,7 @@ def test_catches_planted_kernel_faults(kernel, tmp_path, monkeypatch, fault):
 
 
 def test_falls_back_to_nn_dense(monkeypatch):
-    monkeypatch.setenv('CXX', '/nonexistent/c++')
-    dense.kernel_ops.cache_clear()
-    try:
-        with pytest.warns(RuntimeWarning, match="using MindSpore's BiasAdd"):
-            assert dense.kernel_ops() is None
+    with without_compiler(monkeypatch, dense, 'BiasAdd'):
         set_mode('pynative')
         x, w, b, _ = inputs((3, 24), 96, seed=5)
         net = dense.Dense(24, 96, cpu_kernel=True)
@@ -134,6 +130,3 @@ def test_falls_back_to_nn_dense(monkeypatch):
             cell.bias.set_data(ms.Tensor(b))
         assert net.kernel is None
         assert np.array_equal(net(ms.Tensor(x)).asnumpy(), ref(ms.Tensor(x)).asnumpy())
-    finally:
-        monkeypatch.undo()
-        dense.kernel_ops.cache_clear()

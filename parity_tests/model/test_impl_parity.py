@@ -26,7 +26,7 @@ from tnt_common.compare import compare_outputs, describe_failure
 from parity.forward import set_mode
 from mindspore_tnt.outputs import mindspore_outputs
 from parity.gradients import compare_gradients, describe_gradients, mindspore_gradients
-from parity_tests.helpers import reference, require_cpu_kernels
+from parity_tests.helpers import reference, require_cpu_kernels, without_compiler
 from tnt_common.compare import format_rows
 from tnt_common.variants import VARIANTS
 
@@ -96,17 +96,10 @@ def test_unknown_impl_is_refused():
 
 
 def test_kernel_falls_back_without_a_compiler(monkeypatch):
-    monkeypatch.setenv('CXX', '/nonexistent/c++')
-    gelu.kernel_ops.cache_clear()
-    try:
-        with pytest.warns(RuntimeWarning, match="using MindSpore's GELU"):
-            assert gelu.kernel_ops() is None
+    with without_compiler(monkeypatch, gelu, 'GELU'):
         set_mode('pynative')
         x = ms.Tensor(np.linspace(-6, 6, 97, dtype=np.float32))
         assert np.array_equal(gelu.GELU(cpu_kernel=True)(x).asnumpy(), ms.nn.GELU(approximate=False)(x).asnumpy())
-    finally:
-        monkeypatch.undo()
-        gelu.kernel_ops.cache_clear()
 
 
 def test_kernel_builds_again_silently():
