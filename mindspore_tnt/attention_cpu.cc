@@ -61,6 +61,19 @@ bool layout_of(int *ndims, int64_t **shapes, int64_t heads, Layout *out) {
   return true;
 }
 
+// The kernel's first four params (a, b, scale, heads) of `expected` in all: their layout, a and b,
+// and the scale; false where the count, a dtype or a shape does not fit.
+bool inputs_of(int nparam, int expected, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+               Layout *lay, const float **in, float *scale) {
+  if (nparam != expected || !dtypes_ok(nparam, dtypes) ||
+      !layout_of(ndims, shapes, *static_cast<const int32_t *>(params[3]), lay))
+    return false;
+  in[0] = static_cast<const float *>(params[0]);
+  in[1] = static_cast<const float *>(params[1]);
+  *scale = *static_cast<const float *>(params[2]);
+  return true;
+}
+
 // xt (d, L) = the d columns from `col` of the (L, stride) rows at x, transposed
 template <int64_t kLen>
 void load_t(const float *x, int64_t stride, int64_t col, int64_t len_arg, int64_t d, float *xt) {
@@ -222,11 +235,10 @@ void backward(const Layout &lay, const float *const *in, float scale, const floa
 
 // params: a (N, L, Ca), b (N, L, Cb), scale (1), heads (1, int32), out (N, L, D)
 TNT_AOT_KERNEL(SmallHeadAttention) {
-  if (nparam != 5 || !dtypes_ok(nparam, dtypes)) return 1;
   Layout lay;
-  if (!layout_of(ndims, shapes, *static_cast<const int32_t *>(params[3]), &lay)) return 1;
-  const float *in[2] = {static_cast<const float *>(params[0]), static_cast<const float *>(params[1])};
-  const float scale = *static_cast<const float *>(params[2]);
+  const float *in[2];
+  float scale;
+  if (!inputs_of(nparam, 5, params, ndims, shapes, dtypes, &lay, in, &scale)) return 1;
   float *out = static_cast<float *>(params[4]);
   tnt_cpu::parallel_for(lay.n * lay.heads, grain(lay), [=](int64_t begin, int64_t end) {
     if (lay.len == 16) {
@@ -240,11 +252,10 @@ TNT_AOT_KERNEL(SmallHeadAttention) {
 
 // params: a, b, scale, heads, dout (N, L, D), da (N, L, Ca), db (N, L, Cb)
 TNT_AOT_KERNEL(SmallHeadAttentionGrad) {
-  if (nparam != 7 || !dtypes_ok(nparam, dtypes)) return 1;
   Layout lay;
-  if (!layout_of(ndims, shapes, *static_cast<const int32_t *>(params[3]), &lay)) return 1;
-  const float *in[2] = {static_cast<const float *>(params[0]), static_cast<const float *>(params[1])};
-  const float scale = *static_cast<const float *>(params[2]);
+  const float *in[2];
+  float scale;
+  if (!inputs_of(nparam, 7, params, ndims, shapes, dtypes, &lay, in, &scale)) return 1;
   const float *dout = static_cast<const float *>(params[4]);
   float *grad[2] = {static_cast<float *>(params[5]), static_cast<float *>(params[6])};
   tnt_cpu::parallel_for(lay.n * lay.heads, grain(lay), [=](int64_t begin, int64_t end) {

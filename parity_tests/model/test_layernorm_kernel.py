@@ -121,7 +121,8 @@ def faulty_kernel(tmp_path, monkeypatch, old, new):
 FAULTS = {
     'eps outside the square root': ('1.0 / std::sqrt(var + static_cast<double>(eps))',
                                     '1.0 / (std::sqrt(var) + static_cast<double>(eps))'),
-    'unbiased variance': ('const double var = sq[j] / dn;', 'const double var = sq[j] / (dn - 1.0);'),
+    'unbiased variance': ('const double var = sq[j] / dn;',
+                          'const double var = sq[j] / (dn - 1.0);'),
 }
 
 
