@@ -20,6 +20,10 @@ inline bool all_float32(int nparam, const char **dtypes) {
   return true;
 }
 
+// params[i] as float32 input or output data.
+inline const float *in(void **params, int i) { return static_cast<const float *>(params[i]); }
+inline float *out(void **params, int i) { return static_cast<float *>(params[i]); }
+
 inline int64_t numel(int ndim, const int64_t *shape) {
   int64_t n = 1;
   for (int i = 0; i < ndim; ++i) n *= shape[i];
@@ -36,6 +40,12 @@ inline bool last_axis(const int *ndims, int64_t *const *shapes, std::initializer
   }
   *rows = numel(ndims[0], shapes[0]) / *n;
   return true;
+}
+
+// `expected` float32 params, input 0 as rows of n with `vectors` of n (last_axis).
+inline bool float32_rows(int nparam, int expected, const char **dtypes, const int *ndims, int64_t *const *shapes,
+                         std::initializer_list<int> vectors, int64_t *n, int64_t *rows) {
+  return nparam == expected && all_float32(nparam, dtypes) && last_axis(ndims, shapes, vectors, n, rows);
 }
 
 }  // namespace tnt_cpu

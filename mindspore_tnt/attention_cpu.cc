@@ -68,9 +68,9 @@ bool inputs_of(int nparam, int expected, void **params, int *ndims, int64_t **sh
   if (nparam != expected || !dtypes_ok(nparam, dtypes) ||
       !layout_of(ndims, shapes, *static_cast<const int32_t *>(params[3]), lay))
     return false;
-  in[0] = static_cast<const float *>(params[0]);
-  in[1] = static_cast<const float *>(params[1]);
-  *scale = *static_cast<const float *>(params[2]);
+  in[0] = tnt_cpu::in(params, 0);
+  in[1] = tnt_cpu::in(params, 1);
+  *scale = *tnt_cpu::in(params, 2);
   return true;
 }
 
@@ -239,7 +239,7 @@ TNT_AOT_KERNEL(SmallHeadAttention) {
   const float *in[2];
   float scale;
   if (!inputs_of(nparam, 5, params, ndims, shapes, dtypes, &lay, in, &scale)) return 1;
-  float *out = static_cast<float *>(params[4]);
+  float *out = tnt_cpu::out(params, 4);
   tnt_cpu::parallel_for(lay.n * lay.heads, grain(lay), [=](int64_t begin, int64_t end) {
     if (lay.len == 16) {
       forward<16>(lay, in, scale, out, begin, end);
@@ -256,8 +256,8 @@ TNT_AOT_KERNEL(SmallHeadAttentionGrad) {
   const float *in[2];
   float scale;
   if (!inputs_of(nparam, 7, params, ndims, shapes, dtypes, &lay, in, &scale)) return 1;
-  const float *dout = static_cast<const float *>(params[4]);
-  float *grad[2] = {static_cast<float *>(params[5]), static_cast<float *>(params[6])};
+  const float *dout = tnt_cpu::in(params, 4);
+  float *grad[2] = {tnt_cpu::out(params, 5), tnt_cpu::out(params, 6)};
   tnt_cpu::parallel_for(lay.n * lay.heads, grain(lay), [=](int64_t begin, int64_t end) {
     if (lay.len == 16) {
       backward<16>(lay, in, scale, dout, grad, begin, end);

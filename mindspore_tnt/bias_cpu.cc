@@ -21,11 +21,9 @@ constexpr int64_t kGrain = 1 << 15;  // elements per thread at least
 // params: x (..., n), b (n), y (..., n)
 TNT_AOT_KERNEL(BiasAddLastAxis) {
   int64_t n, rows;
-  if (nparam != 3 || !tnt_cpu::all_float32(nparam, dtypes) || !tnt_cpu::last_axis(ndims, shapes, {1}, &n, &rows))
-    return 1;
-  const float *x = static_cast<const float *>(params[0]);
-  const float *b = static_cast<const float *>(params[1]);
-  float *y = static_cast<float *>(params[2]);
+  if (!tnt_cpu::float32_rows(nparam, 3, dtypes, ndims, shapes, {1}, &n, &rows)) return 1;
+  const float *x = tnt_cpu::in(params, 0), *b = tnt_cpu::in(params, 1);
+  float *y = tnt_cpu::out(params, 2);
   tnt_cpu::parallel_for(rows, kGrain / n + 1, [=](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float *xr = x + r * n;
@@ -40,10 +38,9 @@ TNT_AOT_KERNEL(BiasAddLastAxis) {
 // params: dy (..., n), b (n; only its shape is read), db (n)
 TNT_AOT_KERNEL(BiasAddLastAxisGrad) {
   int64_t n, rows;
-  if (nparam != 3 || !tnt_cpu::all_float32(nparam, dtypes) || !tnt_cpu::last_axis(ndims, shapes, {1}, &n, &rows))
-    return 1;
-  const float *dy = static_cast<const float *>(params[0]);
-  float *db = static_cast<float *>(params[2]);
+  if (!tnt_cpu::float32_rows(nparam, 3, dtypes, ndims, shapes, {1}, &n, &rows)) return 1;
+  const float *dy = tnt_cpu::in(params, 0);
+  float *db = tnt_cpu::out(params, 2);
   const int64_t blocks = (rows + kBlockRows - 1) / kBlockRows;
   std::vector<double> partial(blocks * n, 0.0);
   tnt_cpu::parallel_for(blocks, kGrain / (kBlockRows * n) + 1, [&](int64_t begin, int64_t end) {

@@ -20,10 +20,9 @@ constexpr int64_t kGrain = 1 << 15;  // elements per thread at least
 template <bool kGrad>
 int scale_rows(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   if (nparam != 4 || !tnt_cpu::all_float32(nparam, dtypes)) return 1;
-  const float *in = static_cast<const float *>(params[0]);
-  const float *mask = static_cast<const float *>(params[1]);
-  const float keep = *static_cast<const float *>(params[2]);
-  float *out = static_cast<float *>(params[3]);
+  const float *in = tnt_cpu::in(params, 0), *mask = tnt_cpu::in(params, 1);
+  const float keep = *tnt_cpu::in(params, 2);
+  float *out = tnt_cpu::out(params, 3);
   const int64_t n = tnt_cpu::numel(ndims[0], shapes[0]);
   const int64_t rows = tnt_cpu::numel(ndims[1], shapes[1]);
   if (rows <= 0 || n % rows != 0) return 1;

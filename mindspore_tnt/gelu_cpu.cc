@@ -27,8 +27,8 @@ constexpr int64_t kGrain = 1 << 15;  // elements per thread at least
 // params: x, y
 TNT_AOT_KERNEL(GeluErf) {
   if (nparam != 2 || !tnt_cpu::all_float32(nparam, dtypes)) return 1;
-  const float *x = static_cast<const float *>(params[0]);
-  float *y = static_cast<float *>(params[1]);
+  const float *x = tnt_cpu::in(params, 0);
+  float *y = tnt_cpu::out(params, 1);
   tnt_cpu::parallel_for(tnt_cpu::numel(ndims[0], shapes[0]), kGrain, [=](int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {
@@ -41,9 +41,8 @@ TNT_AOT_KERNEL(GeluErf) {
 // params: x, dy, dx
 TNT_AOT_KERNEL(GeluErfGrad) {
   if (nparam != 3 || !tnt_cpu::all_float32(nparam, dtypes)) return 1;
-  const float *x = static_cast<const float *>(params[0]);
-  const float *dy = static_cast<const float *>(params[1]);
-  float *dx = static_cast<float *>(params[2]);
+  const float *x = tnt_cpu::in(params, 0), *dy = tnt_cpu::in(params, 1);
+  float *dx = tnt_cpu::out(params, 2);
   tnt_cpu::parallel_for(tnt_cpu::numel(ndims[0], shapes[0]), kGrain, [=](int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {

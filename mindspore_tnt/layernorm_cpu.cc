@@ -68,13 +68,10 @@ void row_stats(const float *x, int64_t m, int64_t n, float eps, float *mean_hi, 
 // params: x (..., n), gamma (n), beta (n), eps (1), y (..., n)
 TNT_AOT_KERNEL(LayerNormLastAxis) {
   int64_t n, rows;
-  if (nparam != 5 || !tnt_cpu::all_float32(nparam, dtypes) || !tnt_cpu::last_axis(ndims, shapes, {1, 2}, &n, &rows))
-    return 1;
-  const float *x = static_cast<const float *>(params[0]);
-  const float *gamma = static_cast<const float *>(params[1]);
-  const float *beta = static_cast<const float *>(params[2]);
-  const float eps = *static_cast<const float *>(params[3]);
-  float *y = static_cast<float *>(params[4]);
+  if (!tnt_cpu::float32_rows(nparam, 5, dtypes, ndims, shapes, {1, 2}, &n, &rows)) return 1;
+  const float *x = tnt_cpu::in(params, 0), *gamma = tnt_cpu::in(params, 1), *beta = tnt_cpu::in(params, 2);
+  const float eps = *tnt_cpu::in(params, 3);
+  float *y = tnt_cpu::out(params, 4);
   tnt_cpu::parallel_for(rows, std::max<int64_t>(kRowBlock, kGrain / n), [=](int64_t begin, int64_t end) {
     float mean[kRowBlock], mean_lo[kRowBlock], rstd[kRowBlock];
     for (int64_t r0 = begin; r0 < end; r0 += kRowBlock) {
@@ -95,15 +92,10 @@ TNT_AOT_KERNEL(LayerNormLastAxis) {
 // params: x (..., n), dy (..., n), gamma (n), eps (1), dx (..., n), dgamma (n), dbeta (n)
 TNT_AOT_KERNEL(LayerNormLastAxisGrad) {
   int64_t n, rows;
-  if (nparam != 7 || !tnt_cpu::all_float32(nparam, dtypes) || !tnt_cpu::last_axis(ndims, shapes, {2}, &n, &rows))
-    return 1;
-  const float *x = static_cast<const float *>(params[0]);
-  const float *dy = static_cast<const float *>(params[1]);
-  const float *gamma = static_cast<const float *>(params[2]);
-  const float eps = *static_cast<const float *>(params[3]);
-  float *dx = static_cast<float *>(params[4]);
-  float *dgamma = static_cast<float *>(params[5]);
-  float *dbeta = static_cast<float *>(params[6]);
+  if (!tnt_cpu::float32_rows(nparam, 7, dtypes, ndims, shapes, {2}, &n, &rows)) return 1;
+  const float *x = tnt_cpu::in(params, 0), *dy = tnt_cpu::in(params, 1), *gamma = tnt_cpu::in(params, 2);
+  const float eps = *tnt_cpu::in(params, 3);
+  float *dx = tnt_cpu::out(params, 4), *dgamma = tnt_cpu::out(params, 5), *dbeta = tnt_cpu::out(params, 6);
   const int64_t block_rows = std::max<int64_t>(1, kBlockElems / n);
   const int64_t blocks = (rows + block_rows - 1) / block_rows;
   // per block: its sums of dy * xhat (n) then of dy (n)

@@ -22,8 +22,8 @@ constexpr int64_t kBlock = 1 << 14;  // elements summed apart, then added in ord
 // params: x (any shape), y (1)
 TNT_AOT_KERNEL(SquareSum) {
   if (nparam != 2 || !tnt_cpu::all_float32(nparam, dtypes) || tnt_cpu::numel(ndims[1], shapes[1]) != 1) return 1;
-  const float *x = static_cast<const float *>(params[0]);
-  float *y = static_cast<float *>(params[1]);
+  const float *x = tnt_cpu::in(params, 0);
+  float *y = tnt_cpu::out(params, 1);
   const int64_t n = tnt_cpu::numel(ndims[0], shapes[0]);
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   std::vector<double> partial(blocks, 0.0);
