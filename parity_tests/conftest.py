@@ -3,9 +3,9 @@ import pytest
 
 def pytest_configure(config):
     """One thread for MindSpore's CPU kernels in the test process: the queued commands
-    (``helpers.Command``) keep the other core busy, and two kernel threads then wait on each
-    other at every parallel step (docs/parity.md, Running the suites). torch keeps its default:
-    its references' summation order depends on its thread count."""
+    (``helpers.Command``) keep the other core busy, where two kernel threads wait on each other
+    at parallel steps (docs/parity.md, Running the suites). torch keeps its default: its
+    references' summation order follows its thread count."""
     import mindspore as ms
     ms.device_context.cpu.op_tuning.threads_num(1)
 
