@@ -19,7 +19,7 @@ from tnt_common.files import atomic_output
 HERE = os.path.dirname(os.path.abspath(__file__))
 COMPILE_FLAGS = ('-std=c++17', '-O3', '-march=native', '-fno-math-errno', '-fopenmp-simd', '-pthread', '-shared',
                  '-fPIC')
-HEADERS = ('aot_kernel.h', 'cpu_parallel.h')
+HEADERS = ('aot_kernel.h', 'cpu_parallel.h', 'vector_math.h')
 LINK_FLAGS = ('-lmvec',)
 
 

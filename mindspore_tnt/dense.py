@@ -16,9 +16,13 @@ from mindspore import nn, ops
 from mindspore_tnt import cpu_kernels
 
 
-def _bias_ops(path):
-    grad = ops.Custom(f'{path}:BiasAddLastAxisGrad', out_shape=lambda dy, b: b, out_dtype=lambda dy, b: b,
+def _bias_grad_op(path):
+    return ops.Custom(f'{path}:BiasAddLastAxisGrad', out_shape=lambda dy, b: b, out_dtype=lambda dy, b: b,
                       func_type='aot')
+
+
+def _bias_ops(path):
+    grad = _bias_grad_op(path)
 
     def bprop(x, b, out, dout):
         return dout, grad(dout, b)
@@ -33,6 +37,12 @@ def kernel_ops():
     return cpu_kernels.load('bias_cpu.cc', 'BiasAdd', _bias_ops)
 
 
+@functools.lru_cache(maxsize=None)
+def bias_grad_op():
+    """The custom op of the bias gradient alone (``db``), or None where it cannot run."""
+    return cpu_kernels.load('bias_cpu.cc', 'BiasAdd', _bias_grad_op)
+
+
 class Dense(nn.Dense):
     """``nn.Dense(in_channels, out_channels, has_bias)``; with ``cpu_kernel=True`` an fp32 bias
     add and its gradient run on the CPU kernel."""
@@ -44,10 +54,13 @@ class Dense(nn.Dense):
     def construct(self, x):
         if self.kernel is None:
             return super().construct(x)
-        shape = x.shape
-        y = self.matmul(x.reshape(-1, shape[-1]), self.weight)
+        y = self.product(x)
         if y.dtype == ms.float32 and self.bias.dtype == ms.float32:
             y = self.kernel(y, self.bias)
         else:
             y = self.bias_add(y, self.bias)
-        return y.reshape(shape[:-1] + (-1,))
+        return y.reshape(x.shape[:-1] + (-1,))
+
+    def product(self, x):
+        """``x Wᵀ`` over the rows of ``x``: (rows, out_channels), the layer before its bias."""
+        return self.matmul(x.reshape(-1, x.shape[-1]), self.weight)

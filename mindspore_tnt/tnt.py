@@ -19,7 +19,7 @@ from mindspore_tnt.attention import SmallHeadAttention, takes
 from mindspore_tnt.conv_taps import conv_tap_index
 from mindspore_tnt import droppath
 from mindspore_tnt.dense import Dense
-from mindspore_tnt.gelu import GELU
+from mindspore_tnt.gelu import GELU, bias_inside
 from mindspore_tnt.layernorm import LayerNorm
 from mindspore_tnt.reuse import reusable
 from tnt_common.architecture import INNER_MLP_RATIO, NO_DECAY_NAMES, PIXEL_KERNEL, drop_path_rates, word_side
@@ -107,8 +107,17 @@ class Mlp(nn.Cell):
         self.drop2 = nn.Dropout(p=drop)
 
     def construct(self, x):
-        x = self.drop1(self.act(self.fc1(x)))
+        x = self.drop1(self.fc1_act(x))
         return self.drop2(self.fc2(x))
+
+    def fc1_act(self, x):
+        """act(fc1(x)); on the CPU kernels with an fp32 product, fc1's bias is added inside the GELU kernel."""
+        if bias_inside(self.act, self.fc1):
+            y = self.fc1.product(x)
+            if y.dtype == ms.float32 and self.fc1.bias.dtype == ms.float32:
+                return self.act.bias_kernel(y, self.fc1.bias).reshape(x.shape[:-1] + (-1,))
+            return self.act(self.fc1.bias_add(y, self.fc1.bias).reshape(x.shape[:-1] + (-1,)))
+        return self.act(self.fc1(x))
 
 
 class Attention(nn.Cell):

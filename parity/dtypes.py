@@ -85,15 +85,18 @@ def precision_roles(calls):
     projections in and its output, in this role and in softmax's); layernorm: MindSpore's LayerNorm op, or
     the ``Custom`` op of ``mindspore_tnt.layernorm.LayerNorm``'s CPU kernel; softmax; gelu: every op
     of an ``nn.GELU`` or of ``mindspore_tnt.gelu.GELU`` (its CPU kernel is a ``Custom``
-    op); residual_add: an ``Add`` written in ``Block.construct`` itself.
+    op), or the ``Custom`` op called by ``Mlp.fc1_act`` itself (fc1's bias add and the GELU in
+    one kernel); residual_add: an ``Add`` written in ``Block.construct`` itself.
     """
     from mindspore import nn
     from mindspore_tnt import (attention as tnt_attention, dense as tnt_dense, gelu as tnt_gelu,
                                layernorm as tnt_layernorm, tnt)
-    denses = (_source_span(nn.Dense.construct), _source_span(tnt_dense.Dense.construct))
+    denses = (_source_span(nn.Dense.construct), _source_span(tnt_dense.Dense.construct),
+              _source_span(tnt_dense.Dense.product))
     attention_kernel = _source_span(tnt_attention.SmallHeadAttention.construct)
     layernorm = _source_span(tnt_layernorm.LayerNorm.construct)
     gelus = (_source_span(nn.GELU.construct), _source_span(tnt_gelu.GELU.construct))
+    fused_gelu = _source_span(tnt.Mlp.fc1_act)
     attention, block = _source_span(tnt.Attention.construct), _source_span(tnt.Block.construct)
     embed = (_source_span(tnt.PixelEmbed.construct), _source_span(tnt.PixelEmbed.gather_taps))
     model_file = block[0]
@@ -115,7 +118,8 @@ def precision_roles(calls):
             roles['layernorm'].append(c)
         elif op == 'Softmax':
             roles['softmax'].append(c)
-        elif op != 'Cast' and any(_inside(frames, span) for span in gelus):
+        elif (op != 'Cast' and any(_inside(frames, span) for span in gelus)
+              or op == 'Custom' and _inside(frames[-1:], fused_gelu)):
             roles['gelu'].append(c)
         elif op == 'Add' and _inside(innermost, block):
             roles['residual_add'].append(c)

@@ -173,12 +173,14 @@ def test_catches_wrong_tap_index(plant):
 
 
 def _gelu_gradient_without_pdf_term(net):
-    """Block 2's inner GELU with the kernel's forward but dx = dy·Φ(x): the x·φ(x) term lost."""
-    def bprop(x, out, dout):
-        return (dout * 0.5 * (1. + ops.erf(x * 0.7071067811865476)),)
-    forward = net.blocks[2].mlp_in.act.kernel
-    net.blocks[2].mlp_in.act.kernel = ops.Custom(forward.func, out_shape=lambda x: x, out_dtype=lambda x: x,
-                                                 func_type='aot', bprop=bprop)
+    """Block 2's inner GELU (fc1's bias added inside it) with the kernel's forward but
+    dz = dy·Φ(z), z = x + b: the z·φ(z) term lost."""
+    def bprop(x, b, out, dout):
+        dz = dout * 0.5 * (1. + ops.erf((x + b) * 0.7071067811865476))
+        return dz, dz.sum(axis=0)
+    act = net.blocks[2].mlp_in.act
+    act.bias_kernel = ops.Custom(act.bias_kernel.func, out_shape=lambda x, b: x, out_dtype=lambda x, b: x,
+                                 func_type='aot', bprop=bprop)
 
 
 def test_catches_wrong_gelu_gradient():

@@ -1,6 +1,7 @@
 """The kernels that sum: the square-sum kernel of the gradient norm against float64, and the
 same bits for any thread count from every kernel with a reduction (LayerNorm's dgamma/dbeta,
-the bias gradient, the square sum, the attention's gradient).
+the bias gradient, the square sum, the attention's gradient) or a vector-math call (the
+GELU's erf and exp, remainders of the vector lanes included).
 
 ``mindspore_tnt.square_sum``: within FP32_BOUND of the float64 sum of squares, on gradient
 shapes of TNT-S and ragged ones; a kernel that drops its last block must fail the same
@@ -72,6 +73,7 @@ import sys
 import mindspore as ms
 import numpy as np
 from mindspore_tnt import attention, dense, layernorm, square_sum
+from mindspore_tnt.tnt import Mlp
 ms.set_device('CPU')
 rng = np.random.default_rng(0)
 def t(*shape):
@@ -85,14 +87,24 @@ _, (dx, (dgamma, dbeta)) = ms.value_and_grad(lambda x: (norm(x) * dy).sum(), 0, 
 _, (dw, db) = ms.value_and_grad(lambda x: (fc(x) * dy).sum(), None, fc.trainable_params())(t(3000, 96))
 qk, v, dout = t(1568, 16, 48), t(1568, 16, 24), t(1568, 16, 24)
 da, dv = ms.grad(lambda a, b: (att(a, b) * dout).sum(), (0, 1))(qk, v)
-out = [dx, dgamma, dbeta, db, square_sum.kernel_ops()(rows), att(qk, v), da, dv]
+mlp = Mlp(33, 37, impl='cpu')
+act, fc1 = mlp.act, mlp.fc1
+assert None not in (act.kernel, act.bias_kernel)
+fc1.weight.set_data(t(37, 33))
+fc1.bias.set_data(t(37))
+z, dz, h, dh = t(100003), t(100003), t(2701, 33), t(2701, 37)
+dzx = ms.grad(lambda x: (act(x) * dz).sum())(z)
+_, (dhx, (dw1, db1)) = ms.value_and_grad(lambda x: (mlp.fc1_act(x) * dh).sum(), 0, fc1.trainable_params())(h)
+out = [dx, dgamma, dbeta, db, square_sum.kernel_ops()(rows), att(qk, v), da, dv,
+       act(z), dzx, mlp.fc1_act(h), dhx, dw1, db1]
 np.savez(sys.argv[1], *[x.asnumpy() for x in out])
 """
 
 
 def test_results_do_not_depend_on_the_thread_count(kernel, tmp_path):
-    """LayerNorm's dx/dgamma/dbeta, the bias gradient, the square sum and the attention and its
-    gradient give the same bits on 1, 2 or 3 threads (``TNT_CPU_THREADS``)."""
+    """LayerNorm's dx/dgamma/dbeta, the bias gradient, the square sum, the attention, the GELU
+    (alone and with fc1's bias inside) and their gradients give the same bits on 1, 2 or 3
+    threads (``TNT_CPU_THREADS``)."""
     results = []
     for threads in (1, 2, 3):
         path = tmp_path / f'threads{threads}.npz'
@@ -101,6 +113,6 @@ def test_results_do_not_depend_on_the_thread_count(kernel, tmp_path):
                        capture_output=True)
         with np.load(path) as f:
             results.append([f[k] for k in sorted(f.files)])
-    assert len(results[0]) == 8
+    assert len(results[0]) == 14
     for other in results[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(results[0], other))

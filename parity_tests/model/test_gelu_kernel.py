@@ -1,0 +1,134 @@
+"""The CPU GELU kernels (``mindspore_tnt.gelu``) against float64 numerics, torch, and each other.
+
+``GELU(cpu_kernel=True)``: within FP32_BOUND of the float64 ``x·Φ(x)`` and its gradient
+within GRAD_BOUND of torch.autograd in float64. ``Mlp.fc1_act``, fc1's bias added inside the
+GELU kernel (``GeluErfBias``): the same bits as ``GELU(fc1(x))`` on the bias and GELU kernels,
+output and every gradient (x, weight, bias), in both modes, on TNT-S's fc1 shapes and on rows
+that are not whole vector lanes. A fused kernel that drops the bias, forward or backward,
+must fail the same comparison. Under AMP the two agree bit for bit (the fused kernel takes fp32 only).
+"""
+import math
+
+import mindspore as ms
+import numpy as np
+import pytest
+import torch
+
+from mindspore_tnt import dense, gelu
+from mindspore_tnt.tnt import Mlp
+from parity.forward import set_mode
+from parity.gradients import GRAD_BOUND
+from parity_tests.helpers import BackwardOf, faulty_kernel_library, require_cpu_kernels
+from tnt_common.compare import FP32_BOUND, rel_err
+
+# (input shape, fc1 out features): TNT-S batch 2 inner and outer fc1, rows of 37 and 5 (lane remainders)
+SHAPES = [((2, 3136, 24), 96), ((2, 197, 384), 1536), ((9, 11, 7), 37), ((517, 33), 5)]
+
+
+def inputs(shape, out, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (2 * rng.standard_normal(shape)).astype(np.float32)
+    w = (rng.standard_normal((out, shape[-1])) / np.sqrt(shape[-1])).astype(np.float32)
+    b = rng.standard_normal(out).astype(np.float32)
+    dy = rng.standard_normal(shape[:-1] + (out,)).astype(np.float32)
+    return x, w, b, dy
+
+
+class FcGelu(ms.nn.Cell):
+    """An MLP's act(fc1(x)), through ``Mlp.fc1_act`` (``fused``) or as two calls."""
+
+    def __init__(self, w, b, fused, bias_kernel=None):
+        super().__init__()
+        self.mlp = Mlp(w.shape[1], w.shape[0], impl='cpu')
+        self.mlp.fc1.weight.set_data(ms.Tensor(w))
+        self.mlp.fc1.bias.set_data(ms.Tensor(b))
+        if bias_kernel is not None:
+            self.mlp.act.bias_kernel = bias_kernel
+        self.fused = fused
+
+    def construct(self, x):
+        return self.mlp.fc1_act(x) if self.fused else self.mlp.act(self.mlp.fc1(x))
+
+
+def outputs(net, x, dy):
+    """(y, dx, dw, db) of ``net`` as numpy (w, b: fc1's)."""
+    grad = ms.value_and_grad(BackwardOf(net, dy), grad_position=0, weights=net.mlp.fc1.trainable_params())
+    _, (dx, (dw, db)) = grad(ms.Tensor(x))
+    return [net(ms.Tensor(x)).asnumpy(), dx.asnumpy(), dw.asnumpy(), db.asnumpy()]
+
+
+@pytest.fixture(scope='module')
+def kernel():
+    require_cpu_kernels()
+    assert gelu.bias_kernel_ops() is not None
+    return gelu.kernel_ops()
+
+
+@pytest.mark.parametrize('mode', ['pynative', 'graph'])
+def test_gelu_matches_float64(kernel, mode):
+    set_mode(mode)
+    rng = np.random.default_rng(1)
+    x = np.concatenate([np.linspace(-10, 10, 2001), 3 * rng.standard_normal(100003)]).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    net = gelu.GELU(cpu_kernel=True)
+    assert net.kernel is not None
+    y = net(ms.Tensor(x)).asnumpy()
+    dx = ms.grad(BackwardOf(net, dy))(ms.Tensor(x)).asnumpy()
+    x64 = x.astype(np.float64)
+    want = x64 * 0.5 * (1 + np.vectorize(math.erf)(x64 / math.sqrt(2)))
+    tx = torch.tensor(x64, requires_grad=True)
+    torch.nn.functional.gelu(tx).backward(torch.tensor(dy, dtype=torch.float64))
+    assert rel_err(y, want) < FP32_BOUND
+    assert rel_err(dx, tx.grad.numpy()) < GRAD_BOUND
+
+
+@pytest.mark.parametrize('mode', ['pynative', 'graph'])
+@pytest.mark.parametrize('shape,out', SHAPES)
+def test_bias_inside_the_kernel_changes_no_bit(kernel, mode, shape, out):
+    set_mode(mode)
+    x, w, b, dy = inputs(shape, out)
+    fused, separate = (outputs(FcGelu(w, b, f), x, dy) for f in (True, False))
+    for name, got, want in zip(('y', 'dx', 'dw', 'db'), fused, separate):
+        assert np.array_equal(got, want), name
+
+
+FAULTS = {
+    'bias dropped in the forward': ('''inline void gelu(const float *x, const float *b, float *y) {
+  float z[kLanes], e[kLanes];
+#pragma omp simd
+  for (int i = 0; i < kLanes; ++i) {
+    z[i] = b ? x[i] + b[i] : x[i];''', '''inline void gelu(const float *x, const float *b, float *y) {
+  float z[kLanes], e[kLanes];
+#pragma omp simd
+  for (int i = 0; i < kLanes; ++i) {
+    z[i] = x[i];'''),
+    'bias dropped in the gradient': ('''  float z[kLanes], e[kLanes], p[kLanes];
+#pragma omp simd
+  for (int i = 0; i < kLanes; ++i) {
+    z[i] = b ? x[i] + b[i] : x[i];''', '''  float z[kLanes], e[kLanes], p[kLanes];
+#pragma omp simd
+  for (int i = 0; i < kLanes; ++i) {
+    z[i] = x[i];'''),
+}
+
+
+@pytest.mark.parametrize('fault', FAULTS)
+def test_catches_planted_kernel_faults(kernel, tmp_path, monkeypatch, fault):
+    set_mode('pynative')
+    path = faulty_kernel_library(tmp_path, monkeypatch, 'gelu_cpu.cc', [FAULTS[fault]])
+    bad = gelu._gelu_bias_ops(path, dense.bias_grad_op())
+    x, w, b, dy = inputs((2, 197, 384), 1536, seed=2)
+    separate = outputs(FcGelu(w, b, False), x, dy)
+    assert [np.array_equal(g, s) for g, s in zip(outputs(FcGelu(w, b, True), x, dy), separate)] == [True] * 4
+    errors = [rel_err(g, s) for g, s in zip(outputs(FcGelu(w, b, True, bad), x, dy), separate)]
+    assert max(errors) > GRAD_BOUND, errors
+
+
+@pytest.mark.parametrize('level', ['auto', 'O3'])
+def test_amp_keeps_the_separate_path(kernel, level):
+    """Under AMP ``fc1_act`` computes what act(fc1(x)) computes, bit for bit."""
+    set_mode('graph')
+    x, w, b, _ = inputs((4, 5, 24), 96, seed=3)
+    outs = [ms.amp.auto_mixed_precision(FcGelu(w, b, f), level, ms.float16)(ms.Tensor(x)).asnumpy()
+            for f in (True, False)]
+    assert np.array_equal(*outs)
