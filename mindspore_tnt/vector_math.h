@@ -10,41 +10,38 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
 #if defined(__AVX512F__)
+#include <immintrin.h>
 extern "C" __m512 _ZGVeN16v_erff(__m512);
 extern "C" __m512 _ZGVeN16v_expf(__m512);
+#define TNT_VECTOR_MATH(f) _ZGVeN16v_##f
 #elif defined(__AVX2__)
+#include <immintrin.h>
 extern "C" __m256 _ZGVdN8v_erff(__m256);
 extern "C" __m256 _ZGVdN8v_expf(__m256);
+#define TNT_VECTOR_MATH(f) _ZGVdN8v_##f
+#else
+#define TNT_VECTOR_MATH(f) nullptr
 #endif
 
 namespace tnt_cpu {
 
 constexpr int kLanes = 16;
 
-inline void erf_lanes(const float *x, float *y) {
+// y = f(x) on kLanes floats: `vector` (a libmvec variant) over its width, else `scalar`.
+template <typename Vector, typename Scalar>
+inline void on_lanes(Vector vector, Scalar scalar, const float *x, float *y) {
 #if defined(__AVX512F__)
-  _mm512_storeu_ps(y, _ZGVeN16v_erff(_mm512_loadu_ps(x)));
+  _mm512_storeu_ps(y, vector(_mm512_loadu_ps(x)));
 #elif defined(__AVX2__)
-  for (int h = 0; h < kLanes; h += 8) _mm256_storeu_ps(y + h, _ZGVdN8v_erff(_mm256_loadu_ps(x + h)));
+  for (int h = 0; h < kLanes; h += 8) _mm256_storeu_ps(y + h, vector(_mm256_loadu_ps(x + h)));
 #else
-  for (int i = 0; i < kLanes; ++i) y[i] = erff(x[i]);
+  for (int i = 0; i < kLanes; ++i) y[i] = scalar(x[i]);
 #endif
 }
 
-inline void exp_lanes(const float *x, float *y) {
-#if defined(__AVX512F__)
-  _mm512_storeu_ps(y, _ZGVeN16v_expf(_mm512_loadu_ps(x)));
-#elif defined(__AVX2__)
-  for (int h = 0; h < kLanes; h += 8) _mm256_storeu_ps(y + h, _ZGVdN8v_expf(_mm256_loadu_ps(x + h)));
-#else
-  for (int i = 0; i < kLanes; ++i) y[i] = expf(x[i]);
-#endif
-}
+inline void erf_lanes(const float *x, float *y) { on_lanes(TNT_VECTOR_MATH(erff), erff, x, y); }
+inline void exp_lanes(const float *x, float *y) { on_lanes(TNT_VECTOR_MATH(expf), expf, x, y); }
 
 // fn(ins, out) on lanes of kLanes elements covering [0, n) of the `kIn` arrays `in` and of `out`:
 // ins[k] points at in[k] + i. The last lane, when n is not a multiple of kLanes, runs on

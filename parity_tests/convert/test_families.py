@@ -87,6 +87,9 @@ FAMILIES = {
 }
 # The layout each family's files are written back into (None: not a layout of its own).
 BACK = {'mmpretrain.pth': 'mmpretrain', 'mindcv.ckpt': 'mindcv', 'zoo.ckpt': 'zoo', 'official.pth.tar': 'official'}
+# Other spellings of a family's keys (here mmpretrain.pth's head): reading them is what differs,
+# so they are read and compared; the written files and the commands are the family's, tested on it.
+READ_ONLY = {'mmpretrain_vit_head.pth'}
 
 
 def source_model(name, weights, numerics):
@@ -143,6 +146,8 @@ def test_family_converts_with_its_function(family, sources, tmp_path):
     assert net.numerics == PRESETS[numerics]
     assert_parity(mindspore_outputs(net, x), ref)
     assert_same(mindspore_to_numpy(net), weights)
+    if family in READ_ONLY:
+        return
 
     out = tmp_path / 'out.ckpt'
     p = convert_cli(src, out, '--to', 'mindspore')
