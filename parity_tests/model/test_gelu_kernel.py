@@ -1,7 +1,8 @@
 """The CPU GELU kernels (``mindspore_tnt.gelu``) against float64 numerics, torch, and each other.
 
 ``GELU(cpu_kernel=True)``: within FP32_BOUND of the float64 ``x·Φ(x)`` and its gradient
-within GRAD_BOUND of torch.autograd in float64. ``Mlp.fc1_act``, fc1's bias added inside the
+within GRAD_BOUND of torch.autograd in float64; a kernel with Φ taken from erf(x), or φ
+without its 1/√(2π), must fail them. ``Mlp.fc1_act``, fc1's bias added inside the
 GELU kernel (``GeluErfBias``): the same bits as ``GELU(fc1(x))`` on the bias and GELU kernels,
 output and every gradient (x, weight, bias), in both modes, on TNT-S's fc1 shapes and on rows
 that are not whole vector lanes. A fused kernel that drops the bias, forward or backward,
@@ -64,22 +65,42 @@ def kernel():
     return gelu.kernel_ops()
 
 
-@pytest.mark.parametrize('mode', ['pynative', 'graph'])
-def test_gelu_matches_float64(kernel, mode):
-    set_mode(mode)
+def gelu_errors(kernel):
+    """Relative errors of (y, dx) of a GELU on ``kernel`` against float64 and torch's float64 autograd."""
     rng = np.random.default_rng(1)
     x = np.concatenate([np.linspace(-10, 10, 2001), 3 * rng.standard_normal(100003)]).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
     net = gelu.GELU(cpu_kernel=True)
-    assert net.kernel is not None
+    net.kernel = kernel
     y = net(ms.Tensor(x)).asnumpy()
     dx = ms.grad(BackwardOf(net, dy))(ms.Tensor(x)).asnumpy()
     x64 = x.astype(np.float64)
     want = x64 * 0.5 * (1 + np.vectorize(math.erf)(x64 / math.sqrt(2)))
     tx = torch.tensor(x64, requires_grad=True)
     torch.nn.functional.gelu(tx).backward(torch.tensor(dy, dtype=torch.float64))
-    assert rel_err(y, want) < FP32_BOUND
-    assert rel_err(dx, tx.grad.numpy()) < GRAD_BOUND
+    return rel_err(y, want), rel_err(dx, tx.grad.numpy())
+
+
+@pytest.mark.parametrize('mode', ['pynative', 'graph'])
+def test_gelu_matches_float64(kernel, mode):
+    set_mode(mode)
+    y_err, dx_err = gelu_errors(kernel)
+    assert y_err < FP32_BOUND and dx_err < GRAD_BOUND
+
+
+GELU_FAULTS = {
+    'Φ from erf(x), not erf(x/√2)': ('y[i] = z[i] * 0.5f * (1.0f + e[i]);',
+                                     'y[i] = z[i] * 0.5f * (1.0f + erff(z[i]));'),
+    'φ without 1/√(2π)': ('const float pdf = kInvSqrt2Pi * p[i];', 'const float pdf = p[i];'),
+}
+
+
+@pytest.mark.parametrize('fault', GELU_FAULTS)
+def test_float64_check_catches_planted_faults(kernel, tmp_path, monkeypatch, fault):
+    set_mode('pynative')
+    bad = gelu._gelu_ops(faulty_kernel_library(tmp_path, monkeypatch, 'gelu_cpu.cc', [GELU_FAULTS[fault]]))
+    y_err, dx_err = gelu_errors(bad)
+    assert y_err > FP32_BOUND or dx_err > GRAD_BOUND, (y_err, dx_err)
 
 
 @pytest.mark.parametrize('mode', ['pynative', 'graph'])
