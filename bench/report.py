@@ -90,10 +90,10 @@ def markdown(results):
             'than the median.' + (f" MindSpore model arguments: `{run['ms_kwargs']}`." if run['ms_kwargs'] else ''),
             '', '## Goals', '', f"On {m['cpu']} ({' '.join(m['isa']) or 'ISA flags unknown'}), "
             f"{m['usable_cores']} cores.", '', '| goal | target | measured best (median) | met |', '|---|---|---|---|']
-        for g in results['goals']:
-            median = '' if g['median'] is None else f" ({g['median']:.2f})"
+        for g in results['goals']:  # three decimals: a value just under its target does not read as on it
+            median = '' if g['median'] is None else f" ({g['median']:.3f})"
             verdict = {True: 'yes', False: 'no', None: 'not run'}[g['met']]
-            lines.append(f"| {g['goal']} | {g['target']} | {_fmt(g['measured'], '.2f')}{median} | {verdict} |")
+            lines.append(f"| {g['goal']} | {g['target']} | {_fmt(g['measured'], '.3f')}{median} | {verdict} |")
     for task, title in TASK_TITLES.items():
         if any(r['task'] == task for r in rows):
             lines += ['', f'## {title}', '', '| model | batch | variant | img/s | step ms | vs torch | compile s '
