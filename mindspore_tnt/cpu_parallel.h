@@ -7,7 +7,8 @@
 // chunks in turn until none is left, and the caller waits only for chunks a helper has
 // taken: on a busy machine a helper the scheduler has not started yet costs nothing (it
 // finds no chunk when it runs). Chunks never overlap and their bounds depend on n and the
-// thread count alone, so a kernel whose items are independent gives the same bits for any
+// thread count alone, so a kernel whose items are independent, and computed the same way
+// wherever a chunk starts or ends (vector_math.h for libm calls), gives the same bits for any
 // thread count and any order in which the chunks run.
 #pragma once
 
