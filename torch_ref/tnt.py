@@ -67,8 +67,12 @@ class Mlp(nn.Module):
         self.drop2 = nn.Dropout(drop)
 
     def forward(self, x):
-        x = self.drop1(self.act(self.fc1(x)))
+        x = self.drop1(self.fc1_act(x))
         return self.drop2(self.fc2(x))
+
+    def fc1_act(self, x):
+        """act(fc1(x))."""
+        return self.act(self.fc1(x))
 
 
 class Attention(nn.Module):
