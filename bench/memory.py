@@ -57,8 +57,8 @@ def main(argv=None):
                 model=args.model, batch=args.batch, model_kwargs={})
     drop_path = RECIPE['drop_path'] if args.drop_path is None and args.task != 'infer' else (args.drop_path or 0.)
     if args.task == 'grad':
-        ms.set_device('CPU')
-        ms.set_context(mode=ms.GRAPH_MODE)
+        from mindspore_tnt.context import select
+        select('graph', 'CPU')
         net = mindspore_tnt.create_model(args.model, drop_path_rate=drop_path)
         net.set_train(True)
         out['model'] = rss()[0]

@@ -33,8 +33,8 @@ def build(spec):
 def mindspore_step(spec, kwargs):
     import mindspore as ms
     import mindspore_tnt
-    ms.set_device('CPU')
-    ms.set_context(mode=ms.GRAPH_MODE if spec['mode'] == 'graph' else ms.PYNATIVE_MODE)
+    from mindspore_tnt.context import select
+    select(spec['mode'], 'CPU')
     net = mindspore_tnt.create_model(spec['model'], **kwargs)
     images, targets = (ms.Tensor(a) for a in inputs(spec))
     net.set_train(spec['task'] == 'train')

@@ -14,6 +14,9 @@ def select(mode=None, device=None):
     """Set the execution ``mode`` ('graph' or 'pynative') and ``device`` ('CPU', 'GPU', 'Ascend') for the process.
 
     A ``device`` that is already the current target is kept where MindSpore refuses to set it again.
+    On CPU, operators launch synchronously: PyNative's asynchronous launch pipeline hands every
+    operator to another thread, which on CPU costs more than it overlaps (docs/performance.md,
+    "PyNative on CPU"); GRAPH mode runs as fast either way.
     """
     import mindspore as ms
     if device is not None:
@@ -23,6 +26,8 @@ def select(mode=None, device=None):
         except RuntimeError:
             if not current:
                 raise
+        if device == 'CPU':
+            ms.runtime.launch_blocking()
     if mode is not None:
         ms.set_context(mode=MODES[mode])
 

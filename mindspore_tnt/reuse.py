@@ -11,6 +11,7 @@ Parameters are the subgraph's inputs, never part of the key. For cells whose ``c
 takes tensors only (TNT's ``Block``): a Python number argument would not be part of the key.
 PYNATIVE mode is untouched.
 """
+import functools
 import hashlib
 import types
 
@@ -69,12 +70,26 @@ def structure_key(cell):
 
 def reusable(cls):
     """``cls`` with its instances of the same ``structure_key`` compiled once per graph, on the
-    device targets where that was run (``DEVICES``); elsewhere each instance is its own."""
+    device targets where that was run (``DEVICES``); elsewhere each instance is its own.
+
+    No key while ``__init__`` runs: MindSpore reads it (and formats the sub-cell) at every sub-cell
+    assignment, only to append to it, which made building TNT-S's blocks cost more than their
+    weights' initialisation."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def building(self, *args, **kwargs):
+        object.__setattr__(self, '_reuse_building', True)
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            del self.__dict__['_reuse_building']
+
     def key(self):
-        if ms.get_context('device_target') not in DEVICES:
+        if '_reuse_building' in self.__dict__ or ms.get_context('device_target') not in DEVICES:
             raise AttributeError('_cell_init_args')   # no key: compiled as any cell
         return f'lazy_inline_{cls.__qualname__}_{structure_key(self)}'
 
-    cls.__init__ = lazy_inline(cls.__init__, policy='front')
+    cls.__init__ = lazy_inline(building, policy='front')
     cls._cell_init_args = property(key, lambda self, value: None)
     return cls

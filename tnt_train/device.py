@@ -40,11 +40,11 @@ def setup(device='auto', pynative=False, seed=0):
     weights on all ranks (MindSpore does not broadcast initial weights).
     """
     import mindspore as ms
+    from mindspore_tnt.context import select
     if device not in DEVICES:
         raise ValueError(f'unknown device {device!r}; choose one of {", ".join(DEVICES)}')
     device = available_device() if device == 'auto' else device
-    ms.set_device(device)
-    ms.set_context(mode=ms.PYNATIVE_MODE if pynative else ms.GRAPH_MODE)
+    select('pynative' if pynative else 'graph', device)
     rank, world = 0, 1
     if launched_by_msrun():
         from mindspore.communication import get_group_size, get_rank, init

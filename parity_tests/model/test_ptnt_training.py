@@ -18,6 +18,8 @@ PYNATIVE mode computes wrong gradients on MindSpore 2.10 where a stage has a sin
 (the tiny variant at its 64 px: the last stage's grid is 1x1; the forward pass agrees, GRAPH
 mode agrees with torch; docs/ptnt.md): the tiny variant's checks at its 64 px run in GRAPH
 mode, and PYNATIVE's gradients are checked against GRAPH's at 128 px, where no stage is 1x1.
+The planted faults run in PYNATIVE at 128 px: a plant changes the graph, so each would
+compile one of its own in GRAPH mode.
 """
 import re
 
@@ -109,7 +111,7 @@ def test_catches_stop_gradient_in_the_inner_mlp():
     def plant(net):
         block = net.stages[1].blocks[0]
         block.inner_mlp = StopGradient(block.inner_mlp)
-    forward, grads, _, _, _ = gradient_reports(plant)
+    forward, grads, _, _, _ = gradient_reports(plant, 'pynative', PYNATIVE_SIZE)
     assert forward['passed'], 'the plant must leave the forward pass intact'
     assert not grads['passed']
     assert {'stages.1.blocks.0.inner_mlp.fc1.weight', 'stages.1.blocks.0.inner_mlp.fc2.bias'} <= set(grads['failing'])
@@ -120,7 +122,7 @@ def test_catches_running_statistics_in_train_mode():
     def plant(net):  # BatchNorm normalising with its running statistics while training
         bn = net.patch_embed.outer_convs[4]
         bn.use_batch_statistics = False
-    forward, grads, _, _, _ = gradient_reports(plant)
+    forward, grads, _, _, _ = gradient_reports(plant, 'pynative', PYNATIVE_SIZE)
     assert forward['passed'], 'eval mode uses the running statistics anyway'
     assert not grads['passed']
     assert 'patch_embed.outer_convs.3.weight' in grads['failing']
