@@ -7,11 +7,12 @@ independently of ``convert.keymap``. Each file is converted to MindSpore through
 and through the API, loaded strictly, and must pass the fp32 parity bound against the torch
 model; converting back must reproduce every tensor bit for bit. ``tnt-convert`` runs as
 ``convert.cli.main`` in this process (``helpers.convert_cli``); the real-size TNT-S
-conversion runs it as a command, as a user does.
+conversion runs it as a command, as a user does, queued beside the tests (``helpers.Command``).
 """
 import argparse
 import json
 import os
+import sys
 
 import mindspore as ms
 import numpy as np
@@ -29,7 +30,8 @@ from tnt_common.fixtures import make_batch
 from parity.forward import set_mode
 from mindspore_tnt.outputs import mindspore_outputs
 from torch_ref.outputs import torch_outputs
-from parity_tests.helpers import TINY, convert_cli, random_state, run_cli, save_mindspore, tensors, to_official
+from parity_tests.helpers import (TINY, Command, convert_cli, random_state, save_mindspore, started, tensors,
+                                  to_official)
 from tnt_common.numerics import PYTORCH
 
 
@@ -220,19 +222,27 @@ def test_half_precision_outputs(dtype, reference, tmp_path):
         assert v.dtype == torch_dtype and torch.equal(v, want[k]), k
 
 
-def test_tnt_s_legacy_conversion(tmp_path):
+LEGACY = 'tnt_s_legacy_patch16_224'
+
+
+def start_commands(tmp_path_factory):
+    """``tnt-convert`` of a TNT-S (legacy graph) file, queued (``helpers.Command``): (folder, command)."""
+    folder = tmp_path_factory.mktemp('tnt_s_legacy')
+    torch.save(tensors(random_state(LEGACY)), folder / 'tnt_s_legacy.pth')
+    return folder, Command([sys.executable, '-m', 'convert.cli', '--no-progress', folder / 'tnt_s_legacy.pth',
+                            folder / 'tnt_s_legacy.ckpt'])
+
+
+def test_tnt_s_legacy_conversion(tmp_path_factory):
     """One real-size conversion: TNT-S (legacy graph), torch -> MindSpore -> torch."""
-    name = 'tnt_s_legacy_patch16_224'
-    state = random_state(name)
-    src = tmp_path / 'tnt_s_legacy.pth'
-    torch.save(tensors(state), src)
-    out = tmp_path / 'tnt_s_legacy.ckpt'
-    p = run_cli(src, out)      # the command itself
+    name, state = LEGACY, random_state(LEGACY)
+    folder, command = started(start_commands, tmp_path_factory)
+    p, out = command.result(), folder / 'tnt_s_legacy.ckpt'      # the command itself
     assert 'layout    timm, legacy graph' in p.stdout and f'variant   {name}' in p.stdout
     assert 'PASS' in p.stdout and '23,755,336 parameters' in p.stdout
     assert_same_tensors(mindspore_to_numpy(load_ckpt_strict(out, name)), state)
-    convert_cli(out, tmp_path / 'back.safetensors', '--no-verify')
-    assert_same_tensors({k: v.numpy() for k, v in load_file(tmp_path / 'back.safetensors').items()}, state)
+    convert_cli(out, folder / 'back.safetensors', '--no-verify')
+    assert_same_tensors({k: v.numpy() for k, v in load_file(folder / 'back.safetensors').items()}, state)
 
 
 def test_parity_catches_a_wrong_inner_pos_transform(reference, tmp_path):

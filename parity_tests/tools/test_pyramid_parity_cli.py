@@ -1,12 +1,15 @@
-"""``tnt-parity --model ptnt_tiny_patch16_64``: PyramidTNT's stem, blocks and merges in the table."""
+"""``tnt-parity --model ptnt_tiny_patch16_64``: PyramidTNT's stem, blocks and merges in the table.
+
+The command runs queued (``helpers.Command``), as a user runs it, beside the tests before this one."""
 import json
+import sys
 
 import torch
 
-from parity import cli
 from parity.gradients import zero_gradient_scales
 from tnt_common.pyramid import stage_names
 from tnt_common.variants import model_args
+from parity_tests.helpers import Command, started
 from torch_ref.ptnt import create_model
 
 NAME = 'ptnt_tiny_patch16_64'
@@ -20,11 +23,14 @@ def test_batchnorm_fed_biases():
         assert zero_gradient_scales(create_model(NAME)) == STEM_BIASES
 
 
-def test_report(tmp_path, capsys):
-    out = tmp_path / 'report'
-    code = cli.main(['--model', NAME, '--output-dir', str(out)])   # GRAPH mode
-    text = capsys.readouterr().out
-    assert code == 0, text
+def start_commands(tmp_path_factory):
+    out = tmp_path_factory.mktemp('ptnt_parity') / 'report'
+    return out, Command([sys.executable, '-m', 'parity.cli', '--model', NAME, '--output-dir', out])   # GRAPH mode
+
+
+def test_report(tmp_path_factory):
+    out, command = started(start_commands, tmp_path_factory)
+    text = command.result().stdout
     names = stage_names(model_args(NAME)['depths'])
     assert names[0] == 'stem' and 'merge 3' in names
     for name in names:
