@@ -6,7 +6,8 @@ without its 1/√(2π), must fail them. ``Mlp.fc1_act``, fc1's bias added inside
 GELU kernel (``GeluErfBias``): the same bits as ``GELU(fc1(x))`` on the bias and GELU kernels,
 output and every gradient (x, weight, bias), in both modes, on TNT-S's fc1 shapes and on rows
 that are not whole vector lanes. A fused kernel that drops the bias, forward or backward,
-must fail the same comparison. Under AMP the two agree bit for bit (the fused kernel takes fp32 only).
+must fail the same comparison. Under AMP the two agree bit for bit (the fused kernel takes fp32 only),
+and a bias subtracted on fc1_act's fp16 path must break that agreement.
 """
 import math
 
@@ -14,6 +15,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 import torch
+from mindspore import ops
 
 from mindspore_tnt import dense, gelu
 from mindspore_tnt.tnt import Mlp
@@ -133,11 +135,24 @@ def test_catches_planted_kernel_faults(kernel, tmp_path, monkeypatch, fault):
         assert max(errors) > GRAD_BOUND, errors
 
 
+def amp_outputs(level, plant=lambda net: None):
+    """Outputs of ``fc1_act`` (``plant(net)`` applied) and of act(fc1(x)) under AMP ``level``, GRAPH mode."""
+    set_mode('graph')
+    x, w, b, _ = inputs((4, 5, 24), 96, seed=3)
+    fused, separate = FcGelu(w, b, True), FcGelu(w, b, False)
+    plant(fused)
+    return [ms.amp.auto_mixed_precision(net, level, ms.float16)(ms.Tensor(x)).asnumpy() for net in (fused, separate)]
+
+
 @pytest.mark.parametrize('level', ['auto', 'O3'])
 def test_amp_keeps_the_separate_path(kernel, level):
     """Under AMP ``fc1_act`` computes what act(fc1(x)) computes, bit for bit."""
-    set_mode('graph')
-    x, w, b, _ = inputs((4, 5, 24), 96, seed=3)
-    outs = [ms.amp.auto_mixed_precision(FcGelu(w, b, f), level, ms.float16)(ms.Tensor(x)).asnumpy()
-            for f in (True, False)]
-    assert np.array_equal(*outs)
+    assert np.array_equal(*amp_outputs(level))
+
+
+@pytest.mark.parametrize('level', ['auto', 'O3'])
+def test_amp_comparison_catches_a_wrong_bias(kernel, level):
+    """Planted: fc1_act's fp16 path subtracts fc1's bias (its ``bias_add`` replaced)."""
+    def plant(net):
+        net.mlp.fc1.bias_add = ops.Sub()
+    assert not np.array_equal(*amp_outputs(level, plant))
