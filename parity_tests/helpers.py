@@ -370,13 +370,12 @@ class Command:
     training run keeps about one core busy (mostly compiling its graph), so it overlaps with
     the tests that come before the one that reads it. ``argv`` is a list, or a function that
     gives it when the command starts (a free port, a folder copied from an earlier run).
-    ``kill_when()`` true while it runs: SIGKILL. ``result()`` starts it at once if still
-    queued and waits for its completed process (stdout, stderr as text); with ``check``,
-    exit status 0 is asserted.
+    ``result()`` starts it at once if still queued and waits for its completed process
+    (stdout, stderr as text); with ``check``, exit status 0 is asserted.
     """
 
-    def __init__(self, argv, after=(), kill_when=None, timeout=900):
-        self.argv, self.after, self.kill_when, self.timeout = argv, tuple(after), kill_when, timeout
+    def __init__(self, argv, after=(), timeout=900):
+        self.argv, self.after, self.timeout = argv, tuple(after), timeout
         self.proc = self.completed = self.error = None
         with _LOCK:
             _QUEUED.append(self)
@@ -433,15 +432,12 @@ class Command:
 
 @functools.lru_cache(maxsize=None)
 def _scheduler():
-    """The thread that starts queued commands and kills those whose ``kill_when`` came true."""
+    """The thread that starts queued commands."""
     def loop():
         while True:
             with _LOCK:
-                for c in list(_RUNNING):
-                    if c.kill_when is not None and not c.ended() and c.kill_when():   # a path check
-                        c.kill()
-                    if c.ended():
-                        _RUNNING.remove(c)
+                for c in [c for c in _RUNNING if c.ended()]:
+                    _RUNNING.remove(c)
                 free = SLOTS + len(_WAITING) - len(_RUNNING)
                 for c in [c for c in _QUEUED if all(a.ended() for a in c.after)][:max(free, 0)]:
                     _QUEUED.remove(c)

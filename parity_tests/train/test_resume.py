@@ -1,5 +1,7 @@
 """Killing training with SIGKILL mid-epoch and resuming reproduces the uninterrupted run exactly.
 
+The killed run dies by SIGKILL while it writes a checkpoint (``DYING``): the point where a
+kill can do most harm, and a point the test chooses, so the kill does not race the run.
 The runs use the recipe's random augmentations (RandAugment, erasing, Mixup/CutMix) and
 drop path, so the data order, every augmentation and every drop-path mask must be
 restored too. Every run is queued at the start of the session; the resumes work on copies
@@ -17,8 +19,27 @@ from parity_tests.helpers import SCRIPT, Command, rows, started, train_command, 
 
 ARGS = ['--epochs', 2, '--save-every', 5, '--rand-augment', 'rand-m9-mstd0.5-inc1', '--reprob', 0.25,
         '--mixup', 0.8, '--cutmix', 1.0, '--drop-path', 0.1]
-KILL_AFTER = 'epoch0001_step00000030.ckpt'    # 8 steps into the second epoch of 22 steps
+LAST_WHOLE = 'epoch0001_step00000030.ckpt'    # 8 steps into the second epoch of 22 steps
+KILLED_WRITING = 'epoch0001_step00000035.ckpt'
 COMPARED = ('global_step', 'epoch', 'loss', 'lr', 'grad_norm', 'loss_scale', 'overflow')
+
+# Training that SIGKILLs itself halfway through writing the checkpoint named by argv[1]: the
+# temporary is cut to half its bytes first, as a kill during the write leaves it.
+DYING = '''
+import contextlib, os, runpy, signal, sys
+import tnt_train.checkpoint as ckpt
+atomic_output, name = ckpt.atomic_output, sys.argv[1]
+@contextlib.contextmanager
+def dying(path, *args, **kwargs):
+    with atomic_output(path, *args, **kwargs) as tmp:
+        yield tmp
+        if os.path.basename(path) == name:
+            os.truncate(tmp, os.path.getsize(tmp) // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+ckpt.atomic_output = dying
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+'''
 
 # A resume that forgets the AdamW moments: the planted fault the comparison must catch.
 FORGETFUL = '''
@@ -50,17 +71,18 @@ def resume(killed, folder, *command):
 
 
 def start_commands(tmp_path_factory):
-    """The uninterrupted run, the run killed once ``KILL_AFTER`` is written, and two resumes of it:
-    as a user resumes, and forgetting the AdamW moments (``FORGETFUL``)."""
+    """The uninterrupted run, the run killed while writing ``KILLED_WRITING``, and two resumes of
+    it: as a user resumes, and forgetting the AdamW moments (``FORGETFUL``)."""
     base = tmp_path_factory.mktemp('resume')
     full, killed = base / 'full', base / 'killed'
-    script = base / 'forgetful_resume.py'
-    script.write_text(FORGETFUL)
+    dying, forgetful = base / 'dying_train.py', base / 'forgetful_resume.py'
+    dying.write_text(DYING)
+    forgetful.write_text(FORGETFUL)
     runs = dict(full=train_command(*ARGS, '--output', full),
-                killed=train_command(*ARGS, '--output', killed,
-                                     kill_when=lambda: (killed / 'checkpoints' / KILL_AFTER).exists()))
+                killed=Command([sys.executable, dying, KILLED_WRITING, SCRIPT, '--device', 'CPU', *ARGS,
+                                '--output', killed]))
     runs['resumed'] = Command(resume(killed, base / 'resumed', sys.executable, SCRIPT), after=[runs['killed']])
-    runs['forgetful'] = Command(resume(killed, base / 'forgetful', sys.executable, script, SCRIPT),
+    runs['forgetful'] = Command(resume(killed, base / 'forgetful', sys.executable, forgetful, SCRIPT),
                                 after=[runs['killed']])
     return base, runs
 
@@ -69,21 +91,28 @@ def start_commands(tmp_path_factory):
 def runs(tmp_path_factory):
     base, commands = started(start_commands, tmp_path_factory)
     killed = commands['killed'].result(check=False)
-    assert killed.returncode == -signal.SIGKILL, f'the run ended before {KILL_AFTER} appeared:\n{killed.stderr[-3000:]}'
+    assert killed.returncode == -signal.SIGKILL, f'the run did not die writing {KILLED_WRITING}:\n{killed.stderr[-3000:]}'
     commands['full'].result()
     return base, commands
 
 
 def test_kill_leaves_only_whole_checkpoints(runs):
-    from tnt_train.checkpoint import read
+    from tnt_train.errors import InputError
+    from tnt_train.checkpoint import read, resolve_resume
     base, _ = runs
-    killed = base / 'killed'
-    files = [f for f in os.listdir(killed / 'checkpoints') if f.endswith('.ckpt')]
-    assert KILL_AFTER in files
-    for f in files:
-        saved, meta, _ = read(str(killed / 'checkpoints' / f))   # CRC-checked
+    folder = base / 'killed' / 'checkpoints'
+    files = os.listdir(folder)
+    half_written = [f for f in files if f.startswith(f'.{KILLED_WRITING}.tmp-')]
+    assert len(half_written) == 1 and KILLED_WRITING not in files      # it died writing one
+    with pytest.raises(InputError, match='corrupt'):
+        read(str(folder / half_written[0]))
+    whole = [f for f in files if f.endswith('.ckpt') and not f.startswith('.')]
+    assert LAST_WHOLE in whole
+    for f in whole:
+        saved, meta, _ = read(str(folder / f))   # CRC-checked
         assert meta['global_step'] > 0 and 'exp_avg.head.weight' in saved
-    assert len(step_rows(killed / 'steps.csv')) < 44          # it really died mid-epoch
+    assert resolve_resume(str(base / 'killed')) == str(folder / LAST_WHOLE)
+    assert len(step_rows(base / 'killed' / 'steps.csv')) < 44          # it really died mid-epoch
 
 
 def test_resume_reproduces_the_uninterrupted_run(runs):
@@ -91,7 +120,8 @@ def test_resume_reproduces_the_uninterrupted_run(runs):
     full, resumed = base / 'full', base / 'resumed'
     proc = commands['resumed'].result()
     resumed_at = int(proc.stdout.split('resumed at epoch 2 step ')[1].split()[0])
-    assert 8 <= resumed_at < 22
+    assert resumed_at == 8
+    assert not [f for f in os.listdir(resumed / 'checkpoints') if f.startswith('.')]   # the temporary removed
     want, got = step_rows(full / 'steps.csv'), step_rows(resumed / 'steps.csv')
     assert len(got) == len(want) == 44
     assert got == want          # loss, LR, gradient norm of every step, bit for bit
