@@ -42,8 +42,10 @@ def _load(path, framework, model_name, num_classes, img_size, ema, numerics, mod
     build, to_numpy, load = model_io(framework, family(can.variant))
     nc = can.num_classes if num_classes is None else num_classes
     size = can.img_size if img_size is None else img_size
+    skip = 'skip' if nc in (0, can.num_classes) else ''   # every weight comes from the file
     try:
-        model = build(can.variant, num_classes=nc, img_size=size, **dict(can.numerics.model_kwargs(), **model_kwargs))
+        model = build(can.variant, num_classes=nc, img_size=size,
+                      **{**can.numerics.model_kwargs(), 'weight_init': skip, **model_kwargs})
     except (TypeError, ValueError) as e:
         raise ConversionError(f'{ckpt.path}: cannot build {can.variant}: {e}') from None
 

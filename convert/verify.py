@@ -118,7 +118,8 @@ def _load_output(path, target, layout, variant, nc, size):
 def _model(framework, variant, nc, size, numerics, arrays):
     from convert.transfer import model_io
     create_model, _, load = model_io(framework, family(variant))
-    return load(arrays, create_model(variant, num_classes=nc, img_size=size, **numerics.model_kwargs()))
+    return load(arrays, create_model(variant, num_classes=nc, img_size=size, weight_init='skip',
+                                     **numerics.model_kwargs()))
 
 
 def _outputs(framework, model, x):

@@ -23,6 +23,7 @@ from mindspore_tnt.conv_taps import image_tap_index
 from mindspore_tnt.dense import Dense
 from mindspore_tnt.layernorm import LayerNorm
 from mindspore_tnt.tnt import DropPath, Mlp, init_layer, resolve_impl, trunc_normal_
+from tnt_common.architecture import initialise
 from tnt_common.numerics import PYTORCH, Numerics
 from tnt_common.pyramid import (CONV_KERNEL, MERGE_STRIDE, MLP_RATIO, NO_DECAY_NAMES, NUM_WORDS, SR_RATIOS,
                                 WORD_SIDE, drop_path_rates, grid_sides, has_inner, stage_dims, stage_names)
@@ -270,12 +271,13 @@ class PyramidTNT(nn.Cell):
     ``outer_dim``, ``inner_dim``, ``outer_heads`` and ``inner_heads`` are stage 0's; later
     stages scale them by ``STAGE_SCALE``. ``gelu``, ``norm_eps`` and ``final_norm_eps`` are
     the numerics, kept as ``numerics``; ``impl`` picks the GELU kernel as in ``TNT``.
+    ``weight_init='skip'`` leaves out the official init, for weights loaded right after.
     """
 
     def __init__(self, img_size=224, in_chans=3, num_classes=1000, outer_dim=128, inner_dim=8,
                  depths=(2, 8, 4, 2), outer_heads=4, inner_heads=2, drop_rate=0., pos_drop_rate=0.,
                  proj_drop_rate=0., attn_drop_rate=0., drop_path_rate=0., gelu=PYTORCH.gelu,
-                 norm_eps=PYTORCH.norm_eps, final_norm_eps=PYTORCH.final_norm_eps, impl=None):
+                 norm_eps=PYTORCH.norm_eps, final_norm_eps=PYTORCH.final_norm_eps, impl=None, weight_init=''):
         super().__init__()
         self.numerics = Numerics(gelu, norm_eps, final_norm_eps)
         self.num_classes = num_classes
@@ -303,7 +305,7 @@ class PyramidTNT(nn.Cell):
         self.norm = LayerNorm((outer_dims[-1],), epsilon=final_norm_eps, cpu_kernel=impl == 'cpu')
         self.head_drop = nn.Dropout(p=drop_rate)
         self.head = nn.Dense(outer_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.init_weights()
+        initialise(self, weight_init)
 
     def init_weights(self):
         """The official init: trunc-normal 0.02 on positions and Dense weights, normal

@@ -22,7 +22,8 @@ from mindspore_tnt.dense import Dense
 from mindspore_tnt.gelu import GELU, bias_inside
 from mindspore_tnt.layernorm import LayerNorm
 from mindspore_tnt.reuse import reusable
-from tnt_common.architecture import INNER_MLP_RATIO, NO_DECAY_NAMES, PIXEL_KERNEL, drop_path_rates, word_side
+from tnt_common.architecture import (INNER_MLP_RATIO, NO_DECAY_NAMES, PIXEL_KERNEL, drop_path_rates, initialise,
+                                     word_side)
 from tnt_common.numerics import PYTORCH, Numerics
 from tnt_common.variants import feature_take_indices, model_args, pretrained_cfg, split_tag
 
@@ -277,7 +278,8 @@ class TNT(nn.Cell):
     ``final_norm_eps`` (the final ``norm``) are the model's numerics, kept as ``numerics``.
     ``impl`` ('cpu' or 'standard', by default 'cpu' on the CPU device target) picks how
     the pixel embedding's convolution and GELU are computed (see ``resolve_impl``);
-    parameters and results are the same either way.
+    parameters and results are the same either way. ``weight_init='skip'`` leaves out
+    timm's init, for weights loaded right after.
     """
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000,
@@ -285,7 +287,7 @@ class TNT(nn.Cell):
                  num_heads_inner=4, num_heads_outer=12, mlp_ratio=4., drop_rate=0.,
                  pos_drop_rate=0., proj_drop_rate=0., attn_drop_rate=0., drop_path_rate=0.,
                  first_stride=4, legacy=False, gelu=PYTORCH.gelu, norm_eps=PYTORCH.norm_eps,
-                 final_norm_eps=PYTORCH.final_norm_eps, impl=None):
+                 final_norm_eps=PYTORCH.final_norm_eps, impl=None, weight_init=''):
         super().__init__()
         assert global_pool in ('', 'token', 'avg'), global_pool
         self.numerics = Numerics(gelu, norm_eps, final_norm_eps)
@@ -314,7 +316,7 @@ class TNT(nn.Cell):
         self.norm = LayerNorm((embed_dim,), epsilon=final_norm_eps, cpu_kernel=impl == 'cpu')
         self.head_drop = nn.Dropout(p=drop_rate)
         self.head = nn.Dense(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.init_weights()
+        initialise(self, weight_init)
 
     def init_weights(self):
         """timm's init: trunc-normal 0.02 on tokens, positions and Dense weights."""

@@ -13,10 +13,10 @@ def random_models(name, seed=0, **kwargs):
     import torch_ref
     from convert.transfer import numpy_to_mindspore, numpy_to_torch
     from tnt_common.fixtures import random_timm_weights
-    torch_model = torch_ref.create_model(name, **kwargs)
+    torch_model = torch_ref.create_model(name, weight_init='skip', **kwargs)
     weights = random_timm_weights({k: v.shape for k, v in torch_model.state_dict().items()}, seed)
     numpy_to_torch(weights, torch_model)
-    net = numpy_to_mindspore(weights, mindspore_tnt.create_model(name, **kwargs))
+    net = numpy_to_mindspore(weights, mindspore_tnt.create_model(name, weight_init='skip', **kwargs))
     return torch_model, net
 
 
@@ -28,8 +28,8 @@ def random_pyramid_models(name, seed=0, **kwargs):
     from mindspore_tnt.ptnt import create_model as create_mindspore
     from tnt_common.fixtures import random_pyramid_weights
     from torch_ref.ptnt import create_model as create_torch
-    torch_model = create_torch(name, **kwargs)
+    torch_model = create_torch(name, weight_init='skip', **kwargs)
     weights = random_pyramid_weights({k: v.shape for k, v in torch_model.state_dict().items()}, seed)
     numpy_to_torch(weights, torch_model)
-    net = numpy_to_mindspore(weights, create_mindspore(name, **kwargs), PYRAMID_TO_MINDSPORE)
+    net = numpy_to_mindspore(weights, create_mindspore(name, weight_init='skip', **kwargs), PYRAMID_TO_MINDSPORE)
     return torch_model, net

@@ -29,7 +29,7 @@ import torch
 from mindspore import nn, ops
 
 import mindspore_tnt
-import torch_ref
+from convert.layouts import timm_shapes
 from convert.transfer import numpy_to_mindspore, torch_to_numpy
 from parity.forward import random_models
 from torch_ref.outputs import torch_outputs
@@ -182,8 +182,7 @@ def tensors(arrays, prefix=''):
 
 def random_state(name=TINY, seed=0):
     """Distinct, variance-preserving random weights of variant ``name`` (``tnt_common.fixtures``)."""
-    shapes = {k: v.shape for k, v in torch_ref.create_model(name).state_dict().items()}
-    return random_timm_weights(shapes, seed)
+    return random_timm_weights(timm_shapes(name), seed)
 
 
 class WithLoss(ms.nn.Cell):
@@ -196,7 +195,7 @@ class WithLoss(ms.nn.Cell):
 
 def save_mindspore(arrays, path, prefix=False, fmt='ckpt'):
     """``arrays`` in a mindspore_tnt model saved by ``ms.save_checkpoint`` (``prefix``: inside ``WithLoss``)."""
-    net = numpy_to_mindspore(arrays, mindspore_tnt.create_model(TINY))
+    net = numpy_to_mindspore(arrays, mindspore_tnt.create_model(TINY, weight_init='skip'))
     ms.save_checkpoint(WithLoss(net) if prefix else net, str(path), format=fmt,
                        append_dict={'epoch_num': 3, 'step_num': 120} if fmt == 'ckpt' else None)
 
@@ -225,7 +224,7 @@ def reference(name):
 
 def fresh_net(name, impl=None):
     """A new MindSpore TNT (of formulation ``impl``, default the device's) holding ``reference(name)``'s weights."""
-    return numpy_to_mindspore(reference(name)[0], mindspore_tnt.create_model(name, impl=impl))
+    return numpy_to_mindspore(reference(name)[0], mindspore_tnt.create_model(name, impl=impl, weight_init='skip'))
 
 
 @functools.lru_cache(maxsize=None)
@@ -250,7 +249,8 @@ def drop_path_step():
     from tnt_train.train_step import TrainStep
     ms.set_seed(0)
     init = mindspore_to_numpy(mindspore_tnt.create_model(TINY, num_classes=10, img_size=32))
-    net = numpy_to_mindspore(init, mindspore_tnt.create_model(TINY, num_classes=10, img_size=32, drop_path_rate=0.3))
+    net = numpy_to_mindspore(init, mindspore_tnt.create_model(TINY, num_classes=10, img_size=32, drop_path_rate=0.3,
+                                                              weight_init='skip'))
     optimizer, schedule = create_optimizer(net, [1e-3] * 10)
     noise = DropPathNoise(net, 4)
     step = TrainStep(net, optimizer, schedule, clip_grad=5., drop_path_noise=noise)

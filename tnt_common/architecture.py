@@ -25,3 +25,13 @@ def word_side(patch_size, first_stride):
 def drop_path_rates(rate, depth):
     """Drop-path probability of each of ``depth`` blocks: linear from 0 to ``rate``."""
     return [rate * i / max(depth - 1, 1) for i in range(depth)]
+
+
+def initialise(model, weight_init):
+    """Give ``model`` timm's init (``model.init_weights()``) unless ``weight_init`` is 'skip',
+    which keeps the layers' framework defaults for weights loaded right after (timm's option
+    of that name)."""
+    if weight_init not in ('', 'skip'):
+        raise ValueError(f"weight_init {weight_init!r}: '' (timm's init) or 'skip'")
+    if weight_init != 'skip':
+        model.init_weights()

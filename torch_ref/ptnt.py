@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tnt_common.architecture import initialise
 from tnt_common.numerics import PYTORCH, Numerics
 from tnt_common.pyramid import (CONV_KERNEL, MERGE_STRIDE, MLP_RATIO, NO_DECAY_NAMES, NUM_WORDS, SR_RATIOS,
                                 WORD_SIDE, drop_path_rates, grid_sides, has_inner, stage_dims, stage_names)
@@ -191,13 +192,14 @@ class PyramidTNT(nn.Module):
 
     ``outer_dim``, ``inner_dim``, ``outer_heads`` and ``inner_heads`` are stage 0's; later
     stages scale them by ``STAGE_SCALE``. ``gelu``, ``norm_eps`` and ``final_norm_eps`` are
-    the numerics, kept as ``numerics``.
+    the numerics, kept as ``numerics``. ``weight_init='skip'`` leaves out the official init,
+    for weights loaded right after.
     """
 
     def __init__(self, img_size=224, in_chans=3, num_classes=1000, outer_dim=128, inner_dim=8,
                  depths=(2, 8, 4, 2), outer_heads=4, inner_heads=2, drop_rate=0., pos_drop_rate=0.,
                  proj_drop_rate=0., attn_drop_rate=0., drop_path_rate=0., gelu=PYTORCH.gelu,
-                 norm_eps=PYTORCH.norm_eps, final_norm_eps=PYTORCH.final_norm_eps):
+                 norm_eps=PYTORCH.norm_eps, final_norm_eps=PYTORCH.final_norm_eps, weight_init=''):
         super().__init__()
         self.numerics = Numerics(gelu, norm_eps, final_norm_eps)
         self.num_classes = num_classes
@@ -223,7 +225,7 @@ class PyramidTNT(nn.Module):
         self.norm = nn.LayerNorm(outer_dims[-1], eps=final_norm_eps)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(outer_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.init_weights()
+        initialise(self, weight_init)
 
     def init_weights(self):
         """The official init: trunc-normal 0.02 on positions and Linear weights, normal

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tnt_common.architecture import INNER_MLP_RATIO, NO_DECAY_NAMES, PIXEL_KERNEL, drop_path_rates, word_side
+from tnt_common.architecture import (INNER_MLP_RATIO, NO_DECAY_NAMES, PIXEL_KERNEL, drop_path_rates, initialise,
+                                     word_side)
 from tnt_common.numerics import PYTORCH, Numerics
 from tnt_common.variants import feature_take_indices, model_args, pretrained_cfg, split_tag
 
@@ -186,6 +187,7 @@ class TNT(nn.Module):
 
     ``gelu`` ('erf' or 'tanh'), ``norm_eps`` (every LayerNorm but the final one) and
     ``final_norm_eps`` (the final ``norm``) are the model's numerics, kept as ``numerics``.
+    ``weight_init='skip'`` leaves out timm's init, for weights loaded right after.
     """
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000,
@@ -193,7 +195,7 @@ class TNT(nn.Module):
                  num_heads_inner=4, num_heads_outer=12, mlp_ratio=4., drop_rate=0.,
                  pos_drop_rate=0., proj_drop_rate=0., attn_drop_rate=0., drop_path_rate=0.,
                  first_stride=4, legacy=False, gelu=PYTORCH.gelu, norm_eps=PYTORCH.norm_eps,
-                 final_norm_eps=PYTORCH.final_norm_eps):
+                 final_norm_eps=PYTORCH.final_norm_eps, weight_init=''):
         super().__init__()
         assert global_pool in ('', 'token', 'avg'), global_pool
         self.numerics = Numerics(gelu, norm_eps, final_norm_eps)
@@ -220,7 +222,7 @@ class TNT(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=final_norm_eps)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.init_weights()
+        initialise(self, weight_init)
 
     def init_weights(self):
         """timm's init: trunc-normal 0.02 on tokens, positions and Linear weights."""

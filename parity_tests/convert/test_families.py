@@ -93,7 +93,7 @@ READ_ONLY = {'mmpretrain_vit_head.pth'}
 
 
 def source_model(name, weights, numerics):
-    model = torch_ref.create_model(name, **PRESETS[numerics].model_kwargs())
+    model = torch_ref.create_model(name, weight_init='skip', **PRESETS[numerics].model_kwargs())
     return numpy_to_torch(weights, model)
 
 

@@ -23,6 +23,7 @@ import torch_ref
 from convert.api import read_hub
 from convert.canonical import to_timm
 from convert.errors import ConversionError
+from convert.layouts import timm_shapes
 from mindspore_tnt.outputs import mindspore_outputs
 from mindspore_tnt.tnt import IMPLS
 from parity.forward import random_models, set_mode
@@ -120,7 +121,7 @@ def test_same_shapes_other_patch_size_is_ambiguous_until_named(monkeypatch):
     file fits both, and each reads the patch grid at its own patch size."""
     twin = 'tnt_tiny_patch8_32'
     register(monkeypatch, twin, dict(variants.VARIANTS[TINY], patch_size=8, first_stride=2, img_size=32))
-    arrays = {k: np.zeros(v.shape, np.float32) for k, v in torch_ref.create_model(TINY).state_dict().items()}
+    arrays = {k: np.zeros(shape, np.float32) for k, shape in timm_shapes(TINY).items()}
     with pytest.raises(ConversionError, match=f'ambiguous: the shapes fit {TINY}, {twin}'):
         to_timm(dict(arrays))
     assert to_timm(dict(arrays), TINY).img_size == 64

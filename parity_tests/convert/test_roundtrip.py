@@ -36,11 +36,11 @@ from tnt_common.numerics import PYTORCH
 
 
 def torch_model(arrays, name=TINY):
-    return numpy_to_torch(arrays, torch_ref.create_model(name))
+    return numpy_to_torch(arrays, torch_ref.create_model(name, weight_init='skip'))
 
 
 def mindspore_net(arrays, name=TINY):
-    return numpy_to_mindspore(arrays, mindspore_tnt.create_model(name))
+    return numpy_to_mindspore(arrays, mindspore_tnt.create_model(name, weight_init='skip'))
 
 
 # Every source file: (file name, writer(state, path), stored layout for the way back).
@@ -69,7 +69,7 @@ def load_ckpt_strict(path, name=TINY, **kwargs):
     """MindSpore's own loader, strict: every parameter loaded, nothing left over (half
     precision files are cast to the model's fp32 first, as strict loading requires; the
     numerics string entry of a ``.ckpt`` is not a parameter)."""
-    net = mindspore_tnt.create_model(name, **kwargs)
+    net = mindspore_tnt.create_model(name, weight_init='skip', **kwargs)
     fmt = 'safetensors' if str(path).endswith('.safetensors') else 'ckpt'
     loaded = ms.load_checkpoint(str(path), format=fmt)
     if fmt == 'ckpt':

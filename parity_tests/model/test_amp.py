@@ -140,14 +140,14 @@ def scaled_reference(words, outer):
     weights, x, y, _, _ = reference(NAME)
     weights = {k: (v * np.float32(words)).astype(np.float32) if k in WORD_SOURCES else v for k, v in weights.items()}
     weights = small_outer_stream(weights, outer)
-    model = numpy_to_torch(weights, torch_ref.create_model(NAME))
+    model = numpy_to_torch(weights, torch_ref.create_model(NAME, weight_init='skip'))
     return weights, torch_outputs(model, x), torch_gradients(model, x, y)
 
 
 def scaled_net(words, outer, fault=None):
     """The MindSpore TNT on ``scaled_reference(words, outer)``'s weights, with the planted ``fault``."""
     return numpy_to_mindspore(scaled_reference(words, outer)[0],
-                              mindspore_tnt.create_model(NAME, **FAULTS.get(fault, {})))
+                              mindspore_tnt.create_model(NAME, weight_init='skip', **FAULTS.get(fault, {})))
 
 
 @pytest.mark.parametrize('level,check,fault,words,outer', [

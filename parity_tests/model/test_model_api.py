@@ -281,3 +281,13 @@ def test_prune_intermediate_layers(models, framework):
         tokens = pruned(x)
     assert np.array_equal(numpy(got[0]), numpy(want[0]))
     assert tuple(tokens.shape) == (2, 17, 96)   # no norm, no pooling, no head: the outer tokens
+
+
+@pytest.mark.parametrize('framework', FRAMEWORKS)
+def test_weight_init_skip_leaves_out_timms_init(framework):
+    to_numpy = torch_to_numpy if framework == 'torch' else mindspore_to_numpy
+    timm_init, skipped = (to_numpy(FRAMEWORKS[framework].create_model(NAME, weight_init=w)) for w in ('', 'skip'))
+    assert timm_init['cls_token'].any() and not skipped['cls_token'].any()   # trunc-normal 0.02 / zeros
+    assert timm_init['head.weight'].std() < 0.025 < skipped['head.weight'].std()   # 0.02 / the framework's default
+    with pytest.raises(ValueError, match="weight_init 'jax'"):
+        FRAMEWORKS[framework].create_model(NAME, weight_init='jax')

@@ -23,6 +23,7 @@ import torch
 
 import mindspore_tnt
 import torch_ref
+from convert.layouts import timm_shapes
 from convert.transfer import numpy_to_mindspore, numpy_to_torch
 from mindspore_tnt.gelu import GELU
 from tnt_common.compare import FP32_BOUND, compare_outputs, describe_failure
@@ -47,7 +48,7 @@ MINDCV, ZOO = PRESETS['mindcv'], PRESETS['zoo']
 @functools.lru_cache(maxsize=None)
 def weights(outer_scale=1.):
     """Random timm-named weights, the outer stream's sources multiplied by ``outer_scale``."""
-    shapes = {k: v.shape for k, v in torch_ref.create_model(NAME).state_dict().items()}
+    shapes = timm_shapes(NAME)
     w = random_timm_weights(shapes, seed=0)
     return {k: v * np.float32(outer_scale) if k in ('cls_token', 'patch_pos') or k.endswith(OUTER_OUTPUTS) else v
             for k, v in w.items()}
@@ -61,7 +62,7 @@ def batch():
 @functools.lru_cache(maxsize=None)
 def torch_reference(numerics, outer_scale=1.):
     """Outputs of torch_ref built with ``numerics``, on ``weights(outer_scale)``."""
-    model = torch_ref.create_model(NAME, **numerics.model_kwargs())
+    model = torch_ref.create_model(NAME, weight_init='skip', **numerics.model_kwargs())
     numpy_to_torch(weights(outer_scale), model)
     return torch_outputs(model, batch())
 

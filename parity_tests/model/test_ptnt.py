@@ -189,7 +189,7 @@ def reference():
 def fresh_net():
     """A new MindSpore PyramidTNT holding the reference weights."""
     from convert.transfer import numpy_to_mindspore
-    return numpy_to_mindspore(reference()[1], ms_ptnt.create_model(TINY), PYRAMID_TO_MINDSPORE)
+    return numpy_to_mindspore(reference()[1], ms_ptnt.create_model(TINY, weight_init='skip'), PYRAMID_TO_MINDSPORE)
 
 
 

@@ -18,6 +18,7 @@ from safetensors.numpy import save_file
 import convert
 import mindspore_tnt
 import torch_ref
+from convert.layouts import timm_shapes
 from convert.transfer import mindspore_to_numpy, numpy_to_mindspore, numpy_to_torch
 from tnt_common.compare import FP32_BOUND
 from tnt_common.fixtures import make_batch
@@ -33,7 +34,7 @@ TINY = 'tnt_tiny_patch16_64'
 
 @pytest.fixture(scope='module')
 def weights():
-    shapes = {k: tuple(v.shape) for k, v in torch_ref.create_model(TINY).state_dict().items()}
+    shapes = timm_shapes(TINY)
     return random_timm_weights(shapes, seed=3)
 
 

@@ -37,12 +37,12 @@ def call(main, args, capfd):
 
 def write_files(d):
     """Two 1000-class tnt_tiny timm files (weight seeds 0 and 1) and the sample photos as JPEG and PNG."""
-    import torch_ref
     from PIL import Image
     from safetensors.numpy import save_file
     from sklearn.datasets import load_sample_images
+    from convert.layouts import timm_shapes
     from tnt_common.fixtures import random_timm_weights
-    shapes = {k: tuple(v.shape) for k, v in torch_ref.create_model('tnt_tiny_patch16_64').state_dict().items()}
+    shapes = timm_shapes('tnt_tiny_patch16_64')
     for seed in (0, 1):
         save_file(random_timm_weights(shapes, seed), str(d / f'tiny{seed}.safetensors'), metadata={'format': 'pt'})
     china, flower = load_sample_images().images

@@ -21,7 +21,7 @@ NAME = 'tnt_tiny_patch16_64'
 
 
 def torch_file(path, num_classes, seed=0):
-    model = torch_ref.create_model(NAME, num_classes=num_classes)
+    model = torch_ref.create_model(NAME, num_classes=num_classes, weight_init='skip')
     numpy_to_torch(random_timm_weights({k: v.shape for k, v in model.state_dict().items()}, seed), model)
     torch.save(model.state_dict(), path)
     return model
@@ -54,7 +54,7 @@ def mindcv_file(path):
     import mindspore as ms
     from parity_tests.helpers import small_outer_stream, to_mindcv
     from tnt_common.numerics import PRESETS
-    model = torch_ref.create_model(NAME, num_classes=10, **PRESETS['mindcv'].model_kwargs())
+    model = torch_ref.create_model(NAME, num_classes=10, weight_init='skip', **PRESETS['mindcv'].model_kwargs())
     state = small_outer_stream(random_timm_weights({k: v.shape for k, v in model.state_dict().items()}, 2))
     numpy_to_torch(state, model)
     ms.save_checkpoint([{'name': k, 'data': ms.Tensor(v)} for k, v in to_mindcv(state).items()], str(path))
