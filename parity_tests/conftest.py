@@ -4,12 +4,13 @@ import pytest
 
 
 def pytest_configure(config):
-    """One thread for MindSpore's CPU kernels in the test process: the queued commands
+    """One thread for each framework's CPU kernels in the test process: the queued commands
     (``helpers.Command``) keep the other core busy, where two kernel threads wait on each other
-    at parallel steps (docs/parity.md, Running the suites). torch keeps its default: its
-    references' summation order follows its thread count."""
+    at parallel steps (docs/parity.md, Running the suites)."""
     import mindspore as ms
+    import torch
     ms.device_context.cpu.op_tuning.threads_num(1)
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
