@@ -28,10 +28,10 @@ def drop_path_rates(rate, depth):
 
 
 def initialise(model, weight_init):
-    """Give ``model`` timm's init (``model.init_weights()``) unless ``weight_init`` is 'skip',
-    which keeps the layers' framework defaults for weights loaded right after (timm's option
-    of that name)."""
+    """Give ``model`` its init (``model.init_weights()``: timm's, or the official PyramidTNT one)
+    unless ``weight_init`` is 'skip', which keeps the layers' framework defaults for weights
+    loaded right after (timm's option of that name)."""
     if weight_init not in ('', 'skip'):
-        raise ValueError(f"weight_init {weight_init!r}: '' (timm's init) or 'skip'")
+        raise ValueError(f"weight_init {weight_init!r}: '' (the model's init) or 'skip'")
     if weight_init != 'skip':
         model.init_weights()

@@ -32,7 +32,8 @@ from mindspore_tnt.tnt import DropPath
 from parity.forward import random_pyramid_models, set_mode
 from parity.gradients import compare_gradients, describe_gradients, make_labels, mindspore_gradients, torch_gradients
 from parity.train_step import DROP_PATH, LOSS_BOUND, describe_training, run_training
-from parity_tests.helpers import BATCH, PTNT_NAMES as NAMES, PTNT_TINY as TINY, StopGradient, stem_batchnorms, with_momentum
+from parity_tests.helpers import (BATCH, PTNT_NAMES as NAMES, PTNT_TINY as TINY, StopGradient, commands_paused,
+                                  stem_batchnorms, with_momentum)
 from tnt_common.compare import compare_outputs
 from tnt_common.fixtures import make_batch
 from tnt_common.pyramid import drop_path_rates, has_inner
@@ -172,13 +173,15 @@ def drop_path_models():
 
 def test_training_steps_with_drop_path_agree():
     """PYNATIVE at 128 px, drop path on with the same masks in both frameworks. torch runs on
-    two threads (the test process gives it one): its stem BatchNorm weight's update depends
-    on its thread count, and MindSpore's matches the two-thread order (docs/parity.md)."""
+    two threads (the test process gives it one) with the queued commands paused: its stem
+    BatchNorm weight's update depends on its thread count, and MindSpore's matches the
+    two-thread order (docs/parity.md)."""
     torch_model, net = drop_path_models()
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        report, _, _ = run_training(TINY, steps=STEPS, models=(torch_model, net), mode='pynative')
+        with commands_paused():
+            report, _, _ = run_training(TINY, steps=STEPS, models=(torch_model, net), mode='pynative')
     finally:
         torch.set_num_threads(threads)
     print(describe_training(report))
