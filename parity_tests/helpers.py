@@ -448,8 +448,8 @@ def _scheduler():
 
 @contextlib.contextmanager
 def commands_paused():
-    """The running commands stopped (SIGSTOP) and none started while the block runs, which so
-    has both cores: two torch threads beside a busy core wait on each other at every parallel step."""
+    """The running commands stopped (SIGSTOP), and none started, while the block runs: it has
+    both cores (two torch threads beside a busy core wait on each other at every parallel step)."""
     with _LOCK:
         running = [c for c in _RUNNING if not c.ended()]
         for c in running:
