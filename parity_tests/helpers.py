@@ -397,9 +397,9 @@ class Command:
     def ended(self):
         return self.error is not None or (self.proc is not None and self.proc.poll() is not None)
 
-    def kill(self, sig=signal.SIGKILL):
+    def kill(self):
         try:
-            os.killpg(self.proc.pid, sig)   # msrun's workers too
+            os.killpg(self.proc.pid, signal.SIGKILL)   # msrun's workers too
         except ProcessLookupError:
             pass
 
@@ -444,21 +444,6 @@ def _scheduler():
                     c._start()
             time.sleep(0.05)
     threading.Thread(target=loop, name='commands', daemon=True).start()
-
-
-@contextlib.contextmanager
-def commands_paused():
-    """The running commands stopped (SIGSTOP), and none started, while the block runs: it has
-    both cores (two torch threads beside a busy core wait on each other at every parallel step)."""
-    with _LOCK:
-        running = [c for c in _RUNNING if not c.ended()]
-        for c in running:
-            c.kill(signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            for c in running:
-                c.kill(signal.SIGCONT)
 
 
 @atexit.register

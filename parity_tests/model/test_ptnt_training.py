@@ -24,7 +24,6 @@ compile one of its own in GRAPH mode.
 import re
 
 import numpy as np
-import torch
 
 from convert.keymap import PYRAMID_TO_MINDSPORE
 from mindspore_tnt.outputs import mindspore_outputs
@@ -32,8 +31,7 @@ from mindspore_tnt.tnt import DropPath
 from parity.forward import random_pyramid_models, set_mode
 from parity.gradients import compare_gradients, describe_gradients, make_labels, mindspore_gradients, torch_gradients
 from parity.train_step import DROP_PATH, LOSS_BOUND, describe_training, run_training
-from parity_tests.helpers import (BATCH, PTNT_NAMES as NAMES, PTNT_TINY as TINY, StopGradient, commands_paused,
-                                  stem_batchnorms, with_momentum)
+from parity_tests.helpers import BATCH, PTNT_NAMES as NAMES, PTNT_TINY as TINY, StopGradient, stem_batchnorms, with_momentum
 from tnt_common.compare import compare_outputs
 from tnt_common.fixtures import make_batch
 from tnt_common.pyramid import drop_path_rates, has_inner
@@ -172,18 +170,11 @@ def drop_path_models():
 
 
 def test_training_steps_with_drop_path_agree():
-    """PYNATIVE at 128 px, drop path on with the same masks in both frameworks. torch runs on
-    two threads (the test process gives it one) with the queued commands paused: its stem
-    BatchNorm weight's update depends on its thread count, and MindSpore's matches the
-    two-thread order (docs/parity.md)."""
+    """PYNATIVE at 128 px, drop path on with the same masks in both frameworks. torch's own
+    fp32 updates of the stem's BatchNorm weights lie further than the median bound from the
+    exact ones, so those are also judged against torch in float64 (``EXACT_FACTOR``)."""
     torch_model, net = drop_path_models()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with commands_paused():
-            report, _, _ = run_training(TINY, steps=STEPS, models=(torch_model, net), mode='pynative')
-    finally:
-        torch.set_num_threads(threads)
+    report, _, _ = run_training(TINY, steps=STEPS, models=(torch_model, net), mode='pynative', exact=True)
     print(describe_training(report))
     assert report['passed'], describe_training(report)
     # every block of non-zero rate drew a mask per residual branch: 4 with the inner transformer, else 2
@@ -206,9 +197,12 @@ def test_training_catches_unscaled_drop_path_in_one_block():
     torch_model, net = drop_path_models()
     block = net.stages[2].blocks[0]
     block.drop_path = UnscaledDropPath(block.drop_path.drop_prob)
-    report, _, _ = run_training(TINY, steps=2, models=(torch_model, net), mode='pynative')
+    report, _, _ = run_training(TINY, steps=2, models=(torch_model, net), mode='pynative', exact=True)
     print(describe_training(report))
     assert not report['passed']
     first = report['steps'][0]
     assert first['loss_rel'] > LOSS_BOUND
     assert 'stages.2.blocks.0.outer_mlp.fc2.weight' in first['failing'], describe_training(report)
+    # over the median bound, also far from the exact update: the float64 reference does not excuse it
+    norm = next(r for r in report['steps'][1]['rows'] if r['name'] == 'norm.weight')
+    assert 'exact_rel_median' in norm and not norm['median_ok'] and 'norm.weight' in report['steps'][1]['failing']
