@@ -218,13 +218,13 @@ def run_training(name, batch=2, steps=STEPS, seed=0, create_optimizer=None, mode
     lrs = schedule(steps)
     ms_noise, pt_noise = (mindspore_noise(seed), torch_noise(seed)) if masks else (None, None)
     test = mindspore_train(net, data, lrs, ms_noise, create_optimizer, PYRAMID_TO_MINDSPORE if pyramid else None)
-    if exact:
-        data64 = [(x.astype(np.float64), y.astype(np.float64)) for x, y in data]
-        exact = torch_train(copy.deepcopy(torch_model).double(), data64, lrs, torch_noise(seed) if masks else None)
+    exact_ref = torch_train(copy.deepcopy(torch_model).double(),
+                            [(x.astype(np.float64), y.astype(np.float64)) for x, y in data], lrs,
+                            torch_noise(seed) if masks else None) if exact else None
     ref = torch_train(torch_model, data, lrs, pt_noise)
     if masks and ms_noise.source.shapes != pt_noise.source.shapes:
         raise AssertionError('the frameworks drew different drop-path masks: '
                              f'{len(ms_noise.source.shapes)} vs {len(pt_noise.source.shapes)} draws')
-    report = compare_training(test, ref, initial, exact=exact or None)
+    report = compare_training(test, ref, initial, exact=exact_ref)
     report['mask_draws'] = len(pt_noise.source.shapes) if masks else 0
     return report, test, ref
