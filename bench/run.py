@@ -24,6 +24,7 @@ from bench.conversion import run_conversion
 from bench.report import goals, markdown
 from bench.worker import PREFIX
 from tnt_common.cli import parser
+from tnt_common.files import atomic_output
 from tnt_common.variants import list_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,38 +34,21 @@ SCOPE = ('models', 'batches', 'tasks', 'variants', 'train_pynative', 'ms_kwargs'
 ISA = ('sse', 'ssse', 'avx', 'fma', 'f16c', 'amx', 'asimd', 'sve', 'bf16', 'i8mm')   # vector extensions
 
 
-def proc_value(path, key):
-    """The value of the first ``key...: value`` line of a /proc file, or None."""
-    try:
-        with open(path) as f:
-            return next((ln.split(':', 1)[1].strip() for ln in f if ln.startswith(key)), None)
-    except OSError:
-        return None
-
-
-def git_revision():
-    """The short hash of this checkout, with ``+dirty`` if it has uncommitted changes; None without git."""
-    try:
-        return subprocess.run(['git', '-C', ROOT, 'describe', '--always', '--dirty=+dirty', '--exclude=*'],
-                              capture_output=True, text=True).stdout.strip() or None
-    except OSError:
-        return None
-
-
-def version(package):
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def machine_facts(revision):
     """The machine and software, without importing the frameworks; ``isa``: the CPU's vector extensions."""
-    memory = proc_value('/proc/meminfo', 'MemTotal')
-    flags = proc_value('/proc/cpuinfo', 'flags') or proc_value('/proc/cpuinfo', 'Features') or ''
-    return dict(cpu=proc_value('/proc/cpuinfo', 'model name') or platform.processor() or platform.machine(),
-                logical_cores=os.cpu_count(),
-                usable_cores=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
+    def proc(path, key):
+        with open(path) as f:
+            return next((ln.split(':', 1)[1].strip() for ln in f if ln.startswith(key)), None)
+
+    def version(package):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+    memory = proc('/proc/meminfo', 'MemTotal')
+    flags = proc('/proc/cpuinfo', 'flags') or proc('/proc/cpuinfo', 'Features') or ''
+    return dict(cpu=proc('/proc/cpuinfo', 'model name') or platform.processor() or platform.machine(),
+                logical_cores=os.cpu_count(), usable_cores=len(os.sched_getaffinity(0)),
                 memory_gib=memory and round(int(memory.split()[0]) / 2 ** 20, 1), os=platform.platform(),
                 python=platform.python_version(), **{p: version(p) for p in ('mindspore', 'torch', 'numpy')},
                 revision=revision, isa=sorted(f for f in flags.split() if f.startswith(ISA)))
@@ -203,7 +187,8 @@ def main(argv=None):
     args = parse_args(argv)
     echo = lambda msg: print(msg, flush=True)  # noqa: E731
     started, load_before, rows, conversions = time.time(), os.getloadavg(), [], []
-    revision = git_revision()
+    revision = subprocess.run(['git', '-C', ROOT, 'describe', '--always', '--dirty=+dirty', '--exclude=*'],
+                              capture_output=True, text=True).stdout.strip() or None
     with tempfile.TemporaryDirectory(prefix='bench-') as workdir:
         for task, model, batch in itertools.product([t for t in args.tasks if t != 'convert'], args.models,
                                                      args.batches):
@@ -234,7 +219,7 @@ def main(argv=None):
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         for ext, text in (('.json', json.dumps(results, indent=1) + '\n'), ('.md', table)):
-            with open(out + ext, 'w') as f:
+            with atomic_output(out + ext) as tmp, open(tmp, 'w') as f:
                 f.write(text)
         echo(f'wrote {out}.md and {out}.json')
     elif args.full_run:
