@@ -7,10 +7,10 @@
 // place of x: a Dense layer's bias add and the GELU after it in one pass over memory, the
 // same bits as the bias add followed by GeluErf.
 //
-// erff and expf run on glibc's vector math library, every element through the same variant
-// (vector_math.h): IEEE semantics are kept and only the libm calls change. Elements are
-// independent, so the loops are split over the machine's threads (cpu_parallel.h) in whole
-// lanes: the same bits for any thread count.
+// erf and exp run on vector_math.h's lanes, every element through the same code (erf as
+// polynomials within 1.42 ulp, exp on glibc's vector math library). Elements are independent,
+// so the loops are split over the machine's threads (cpu_parallel.h) in whole lanes: the same
+// bits for any thread count.
 // Built and loaded by mindspore_tnt/gelu.py; float32 only (it falls back otherwise).
 #include <cstdint>
 

@@ -8,7 +8,12 @@ output and every gradient (x, weight, bias), in both modes, on TNT-S's fc1 shape
 that are not whole vector lanes. A fused kernel that drops the bias, forward or backward,
 must fail the same comparison. Under AMP the two agree bit for bit (the fused kernel takes fp32 only),
 and a bias subtracted on fc1_act's fp16 path must break that agreement.
+
+The erf the kernels use (``vector_math.h``'s polynomials): within ``ERF_ULPS`` of float64 on
+every 251st float in [0, 4.5] and their negatives, exact at 0, ±inf and NaN; the lower
+polynomial stretched past its interval must fail that bound (it passes FP32_BOUND).
 """
+import ctypes
 import math
 
 import mindspore as ms
@@ -17,7 +22,9 @@ import pytest
 import torch
 from mindspore import ops
 
-from mindspore_tnt import dense, gelu
+from scipy.special import erf
+
+from mindspore_tnt import cpu_kernels, dense, gelu
 from mindspore_tnt.tnt import Mlp
 from parity.forward import set_mode
 from parity.gradients import GRAD_BOUND
@@ -156,3 +163,53 @@ def test_amp_comparison_catches_a_wrong_bias(kernel, level):
     def plant(net):
         net.mlp.fc1.bias_add = ops.Sub()
     assert not np.array_equal(*amp_outputs(level, plant))
+
+
+ERF_ULPS = 1.5   # largest error found over every float in [0, 4.5]: 1.42 ulp (at x = 1.0355)
+ERF_PROBE = """
+extern "C" void erf_probe(int64_t n, const float *x, float *y) {
+  for (int64_t i = 0; i < n; i += tnt_cpu::kLanes) tnt_cpu::erf_lanes(x + i, y + i);
+}
+"""
+
+
+def erf_of(x, tmp_path, monkeypatch, edits=()):
+    """``erf_lanes`` of ``vector_math.h`` (each ``(old, new)`` of ``edits`` applied) on float32 ``x``."""
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    with open(f'{cpu_kernels.HERE}/vector_math.h') as f:
+        text = f.read().replace('#pragma once', '')
+    for old, new in edits:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    (tmp_path / 'erf_probe.cc').write_text(text + ERF_PROBE)
+    probe = ctypes.CDLL(cpu_kernels.build(str(tmp_path / 'erf_probe.cc'), 'g++')).erf_probe
+    n = -(-x.size // 16) * 16   # whole lanes
+    x_in, y = np.zeros(n, np.float32), np.empty(n, np.float32)
+    x_in[:x.size] = x
+    probe(ctypes.c_int64(n), x_in.ctypes.data_as(ctypes.c_void_p), y.ctypes.data_as(ctypes.c_void_p))
+    return y[:x.size]
+
+
+def erf_ulps(tmp_path, monkeypatch, edits=()):
+    """Largest error of ``erf_of``, in float32 ulps of erf's value, on every 251st float in [0, 4.5] and
+    their negatives."""
+    x = np.arange(0, np.float32(4.5).view(np.int32), 251, dtype=np.int32).view(np.float32)
+    x = np.concatenate([x, -x])
+    want = erf(x.astype(np.float64))
+    ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+    return float(np.max(np.abs(erf_of(x, tmp_path, monkeypatch, edits) - want) / ulp))
+
+
+def test_erf_within_its_ulps(kernel, tmp_path, monkeypatch):
+    assert erf_ulps(tmp_path, monkeypatch) <= ERF_ULPS
+    special = np.array([0., -0., np.inf, -np.inf, np.nan, 1e-45, 5., -5.], np.float32)
+    got = erf_of(special, tmp_path, monkeypatch)
+    assert np.array_equal(np.signbit(got[:2]), [False, True]) and np.array_equal(got[2:4], [1, -1])
+    assert np.isnan(got[4]) and got[5] > 0 and np.array_equal(got[6:], [1, -1])
+
+
+def test_erf_bound_catches_a_polynomial_past_its_interval(kernel, tmp_path, monkeypatch):
+    edits = [('a >= 1.f ? 1.f - q', 'a >= 1.25f ? 1.f - q')]
+    assert erf_ulps(tmp_path, monkeypatch, edits) > ERF_ULPS
+    x = np.linspace(-3, 3, 60001).astype(np.float32)
+    assert rel_err(erf_of(x, tmp_path, monkeypatch, edits), erf(x.astype(np.float64))) < FP32_BOUND
