@@ -42,7 +42,11 @@ STEPS = 3
 PYNATIVE_SIZE = 128  # the tiny variant's grids 16, 8, 4, 2
 # Convolution biases right before a train-mode BatchNorm: zero gradient in exact arithmetic.
 BEFORE_BN = re.compile(r'patch_embed\.\w+\.[036]\.bias')
-NOISE_BOUND = 1e-6  # their gradients' max|g|, against the largest gradient of their convolution
+# Their gradients' max|g|, against the largest gradient of their convolution: rounding noise
+# of a sum that is zero in exact arithmetic, measured at 4.2e-7 to 2.5e-6 over five weight and
+# batch seeds in both frameworks (torch 1.8e-6 at 128 px); a BatchNorm normalising with its
+# running statistics gives 0.55 (docs/ptnt.md).
+NOISE_BOUND = 1e-5
 
 
 def split_noise(grads):
@@ -113,7 +117,6 @@ def test_catches_stop_gradient_in_the_inner_mlp():
         block.inner_mlp = StopGradient(block.inner_mlp)
     forward, grads, _, _, _ = gradient_reports(plant, 'pynative', PYNATIVE_SIZE)
     assert forward['passed'], 'the plant must leave the forward pass intact'
-    assert not grads['passed']
     assert {'stages.1.blocks.0.inner_mlp.fc1.weight', 'stages.1.blocks.0.inner_mlp.fc2.bias'} <= set(grads['failing'])
     assert 'head.weight' not in grads['failing']
 
@@ -122,10 +125,10 @@ def test_catches_running_statistics_in_train_mode():
     def plant(net):  # BatchNorm normalising with its running statistics while training
         bn = net.patch_embed.outer_convs[4]
         bn.use_batch_statistics = False
-    forward, grads, _, _, _ = gradient_reports(plant, 'pynative', PYNATIVE_SIZE)
+    forward, grads, noise, _, _ = gradient_reports(plant, 'pynative', PYNATIVE_SIZE)
     assert forward['passed'], 'eval mode uses the running statistics anyway'
-    assert not grads['passed']
     assert 'patch_embed.outer_convs.3.weight' in grads['failing']
+    assert noise > NOISE_BOUND   # the batch mean no longer cancels the bias before that BatchNorm
 
 
 def frozen_models(**kwargs):
