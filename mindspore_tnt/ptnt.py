@@ -3,8 +3,10 @@
 Reads line by line like ``torch_ref/ptnt.py``: same classes, attributes and order.
 ``DropPath``, ``Mlp`` (with its ``impl``: the CPU GELU and bias kernels) and the trunc-normal
 init are TNT's (``mindspore_tnt.tnt``); with ``impl='cpu'`` the inner attention runs on the CPU
-attention kernel (``attention.py``), the attention's bias adds on the bias kernel (``dense.py``). Runs in GRAPH and PYNATIVE mode on CPU. GELU form and
-LayerNorm epsilons are constructor arguments (``tnt_common.numerics``).
+attention kernel (``attention.py``), the attention's bias adds on the bias kernel (``dense.py``),
+the convolutions as gather + matmul, channels last (``Conv2d``, ``BatchNorm2d``). Runs in GRAPH
+and PYNATIVE mode on CPU. GELU form and LayerNorm epsilons are constructor arguments
+(``tnt_common.numerics``).
 
 Parameter names are the official torch keys but for MindSpore's own names of norm
 parameters (``convert.keymap.PYRAMID_TO_MINDSPORE``): LayerNorm ``weight``/``bias`` ->
@@ -63,10 +65,28 @@ class Conv2d(nn.Conv2d):
         return y.reshape(-1, self.out_channels, 1, 1)
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` of ``Conv2d``'s output. With ``impl='cpu'`` in training, the
+    (pixels, C, 1, 1) view is normalised as (1, C, pixels, 1): MindSpore's CPU BatchNorm sums
+    its batch axis less accurately than its spatial ones, and the error grows with the pixels
+    (docs/ptnt.md). In inference (running statistics, no sums) the view is normalised as it is."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.9, impl='standard'):
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.impl = impl
+
+    def construct(self, x):
+        if self.impl != 'cpu' or not self.training:
+            return super().construct(x)
+        rows, C = x.shape[0], x.shape[1]
+        y = super().construct(ops.transpose(x.reshape(rows, C), (1, 0)).reshape(1, C, rows, 1))
+        return ops.transpose(y.reshape(C, rows), (1, 0)).reshape(rows, C, 1, 1)
+
+
 def conv_bn_relu(dim_in, dim_out, stride, in_side=1, impl='standard'):
     """Conv3x3 (bias, zero padding 1) -> BatchNorm (eps 1e-5, momentum 0.9 = torch's 0.1) -> ReLU."""
-    return [Conv2d(dim_in, dim_out, stride, in_side, impl),
-            nn.BatchNorm2d(dim_out, eps=1e-5, momentum=0.9), nn.ReLU()]
+    return [Conv2d(dim_in, dim_out, stride, in_side, impl), BatchNorm2d(dim_out, eps=1e-5, momentum=0.9, impl=impl),
+            nn.ReLU()]
 
 
 class Attention(nn.Cell):

@@ -536,8 +536,8 @@ class StopGradient(nn.Cell):
 
 
 def with_momentum(bn, momentum):
-    """A BatchNorm2d like ``bn`` (its parameters and statistics) with ``momentum``."""
-    new = nn.BatchNorm2d(bn.num_features, eps=bn.eps, momentum=momentum)
+    """A BatchNorm2d like ``bn`` (its class, ``impl``, parameters and statistics) with ``momentum``."""
+    new = type(bn)(bn.num_features, eps=bn.eps, momentum=momentum, impl=bn.impl)
     for name in ('gamma', 'beta', 'moving_mean', 'moving_variance'):
         getattr(new, name).set_data(getattr(bn, name).value())
     return new
