@@ -37,8 +37,11 @@ ISA = ('sse', 'ssse', 'avx', 'fma', 'f16c', 'amx', 'asimd', 'sve', 'bf16', 'i8mm
 def machine_facts(revision):
     """The machine and software, without importing the frameworks; ``isa``: the CPU's vector extensions."""
     def proc(path, key):
-        with open(path) as f:
-            return next((ln.split(':', 1)[1].strip() for ln in f if ln.startswith(key)), None)
+        try:
+            with open(path) as f:
+                return next((ln.split(':', 1)[1].strip() for ln in f if ln.startswith(key)), None)
+        except OSError:   # not Linux
+            return None
 
     def version(package):
         try:
@@ -48,7 +51,8 @@ def machine_facts(revision):
     memory = proc('/proc/meminfo', 'MemTotal')
     flags = proc('/proc/cpuinfo', 'flags') or proc('/proc/cpuinfo', 'Features') or ''
     return dict(cpu=proc('/proc/cpuinfo', 'model name') or platform.processor() or platform.machine(),
-                logical_cores=os.cpu_count(), usable_cores=len(os.sched_getaffinity(0)),
+                logical_cores=os.cpu_count(),
+                usable_cores=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
                 memory_gib=memory and round(int(memory.split()[0]) / 2 ** 20, 1), os=platform.platform(),
                 python=platform.python_version(), **{p: version(p) for p in ('mindspore', 'torch', 'numpy')},
                 revision=revision, isa=sorted(f for f in flags.split() if f.startswith(ISA)))
@@ -187,8 +191,11 @@ def main(argv=None):
     args = parse_args(argv)
     echo = lambda msg: print(msg, flush=True)  # noqa: E731
     started, load_before, rows, conversions = time.time(), os.getloadavg(), [], []
-    revision = subprocess.run(['git', '-C', ROOT, 'describe', '--always', '--dirty=+dirty', '--exclude=*'],
-                              capture_output=True, text=True).stdout.strip() or None
+    try:   # the checkout's short hash, +dirty with uncommitted changes
+        revision = subprocess.run(['git', '-C', ROOT, 'describe', '--always', '--dirty=+dirty', '--exclude=*'],
+                                  capture_output=True, text=True).stdout.strip() or None
+    except OSError:   # no git
+        revision = None
     with tempfile.TemporaryDirectory(prefix='bench-') as workdir:
         for task, model, batch in itertools.product([t for t in args.tasks if t != 'convert'], args.models,
                                                      args.batches):

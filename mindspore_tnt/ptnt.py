@@ -71,8 +71,8 @@ class BatchNorm2d(nn.BatchNorm2d):
     its batch axis less accurately than its spatial ones, and the error grows with the pixels
     (docs/ptnt.md). In inference (running statistics, no sums) the view is normalised as it is."""
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.9, impl='standard'):
-        super().__init__(num_features, eps=eps, momentum=momentum)
+    def __init__(self, num_features, impl='standard', **kwargs):
+        super().__init__(num_features, **kwargs)
         self.impl = impl
 
     def construct(self, x):
