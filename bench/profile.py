@@ -1,9 +1,9 @@
 """Where a step's time goes, per operator type: MindSpore (its profiler) next to torch_ref.
 
-``python -m bench.profile --model tnt_s_patch16_224 --batch 8 --task infer`` profiles one
-step of MindSpore graph mode and one of torch_ref eager, each in a fresh ``bench.worker``
-after warm-up, and prints both tables: operator type, calls and total time, largest first.
-MindSpore reports kernel time per op; torch reports self CPU time per aten op.
+``python -m bench.profile --task infer`` profiles one step of each configuration (default: TNT-S,
+batch 8, MindSpore graph and torch_ref eager; ``python -m bench``'s options choose others), each in
+a fresh ``bench.worker`` after warm-up, and prints a table per configuration: operator type, calls
+and total time, largest first. MindSpore reports kernel time per op; torch self CPU time per aten op.
 """
 import csv
 import glob
@@ -11,11 +11,7 @@ import os
 import sys
 import tempfile
 
-from bench.run import Worker, csv_list
-from tnt_common.cli import parser
-from tnt_common.variants import list_models
-
-FRAMEWORKS = {'mindspore': 'graph', 'torch': 'eager'}
+from bench.run import Worker, arg_parser, groups, parse
 
 
 def operator_times(framework, run):
@@ -52,29 +48,22 @@ def table(title, rows, top):
 
 
 def main(argv=None):
-    p = parser('python -m bench.profile', __doc__.split('\n\n')[0])
-    p.add_argument('--model', choices=list_models(None), default='tnt_s_patch16_224')
-    p.add_argument('--batch', type=int, default=8)
-    p.add_argument('--task', choices=('infer', 'train'), default='infer')
-    p.add_argument('--frameworks', type=csv_list(str, list(FRAMEWORKS)), default=list(FRAMEWORKS),
-                   help='comma-separated: mindspore, torch')
-    p.add_argument('--ms-impl', choices=('cpu', 'standard'), help="mindspore_tnt's impl (default: by device)")
+    p = arg_parser('python -m bench.profile', __doc__.split('\n\n')[0])
+    p.set_defaults(models=['tnt_s_patch16_224'], batches=[8], tasks=['infer'], variants=['ms-graph', 'torch'])
     p.add_argument('--top', type=int, default=15, help='rows per table (default 15)')
-    args = p.parse_args(argv)
-    if args.batch < 1 or args.top < 1:
-        p.error('--batch and --top must be >= 1')
-    for framework in args.frameworks:
-        title = f'{framework} {FRAMEWORKS[framework]}, {args.task}, {args.model}, batch {args.batch}'
-        row = dict(label=framework, framework=framework, mode=FRAMEWORKS[framework], task=args.task, warmup=2,
-                   model=args.model, batch=args.batch, model_kwargs={'impl': args.ms_impl}
-                   if args.ms_impl and framework == 'mindspore' else {})
-        with tempfile.TemporaryDirectory(prefix='bench-prof-') as workdir:
-            worker = Worker(row, workdir, print)
-            reply = 'error' not in row and worker.ask('profile')
-            if not reply:
-                sys.exit(f"bench.profile: {framework} failed: {row['error']}")
-            worker.ask('quit')
-        print(table(title, reply['ops'], args.top) + '\n', flush=True)
+    args = parse(p, argv)
+    if args.top < 1:
+        p.error('--top must be >= 1')
+    with tempfile.TemporaryDirectory(prefix='bench-prof-') as workdir:
+        for _, rows in groups(args):
+            for row in rows:
+                worker = Worker(row, workdir, print)
+                reply = 'error' not in row and worker.ask('profile')
+                if not reply:
+                    sys.exit(f"bench.profile: {row['label']} failed: {row['error']}")
+                worker.ask('quit')
+                print(table(f"{row['framework']} {row['mode']}, {row['task']}, {row['model']}, batch {row['batch']}",
+                            reply['ops'], args.top) + '\n', flush=True)
 
 
 if __name__ == '__main__':

@@ -15,22 +15,29 @@ def goals(rows):
                                                           ('torch', 'train')))
     rss = train.get('peak_rss_mib') and torch_train.get('peak_rss_mib') and \
         train['peak_rss_mib'] / torch_train['peak_rss_mib']
-    out = []
-    for name, op, target, value, median in (
-            ('inference img/s, MindSpore / torch_ref', '>=', 1.0, infer.get('vs_torch_best'),
-             infer.get('vs_torch_median')),
-            ('training step img/s, MindSpore / torch_ref', '>=', 0.8, train.get('vs_torch_best'),
-             train.get('vs_torch_median')),
-            ('training peak RSS, MindSpore / torch_ref', '<=', 2.0, rss, None),
-            ('training graph compile, s', '<=', 20., train.get('compile_s'), None)):
-        out.append(dict(goal=f'TNT-S batch {GOAL_BATCH}: {name}', target=f'{op} {target:g}', measured=value,
-                        median=median, met=None if value is None else value >= target if op == '>=' else
-                        value <= target))
-    return out
+    return [dict(goal=f'TNT-S batch {GOAL_BATCH}: {name}', target=f'{op} {target:g}', measured=value, median=median,
+                 met=None if value is None else value >= target if op == '>=' else value <= target)
+            for name, op, target, value, median in (
+                ('inference img/s, MindSpore / torch_ref', '>=', 1.0, infer.get('vs_torch_best'),
+                 infer.get('vs_torch_median')),
+                ('training step img/s, MindSpore / torch_ref', '>=', 0.8, train.get('vs_torch_best'),
+                 train.get('vs_torch_median')),
+                ('training peak RSS, MindSpore / torch_ref', '<=', 2.0, rss, None),
+                ('training graph compile, s', '<=', 20., train.get('compile_s'), None))]
 
 
 def _fmt(value, spec):
     return '–' if value is None else format(value, spec)
+
+
+def _table(header, lines):
+    return ['', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)] + lines
+
+
+def _goal(g):  # three decimals: a value just under its target does not read as on it
+    median = '' if g['median'] is None else f" ({g['median']:.3f})"
+    verdict = {True: 'yes', False: 'no', None: 'not run'}[g['met']]
+    return f"| {g['goal']} | {g['target']} | {_fmt(g['measured'], '.3f')}{median} | {verdict} |"
 
 
 def _row(r):
@@ -46,12 +53,7 @@ def _row(r):
 
 
 def _conversion(rows):
-    lines = ['', '## Checkpoint conversion', '',
-             'Each run is a fresh process; floor = read the source file and write as many bytes. Time: fastest run '
-             '(without `import torch`); peak RSS: `VmHWM`. Goals: conversion <= 1.5x the floor\'s time (without the '
-             'import), peak RSS <= 2.5x the checkpoint.', '',
-             '| model | direction | run | time s | x floor | process s | peak RSS MiB | x checkpoint |',
-             '|---|---|---|---|---|---|---|---|']
+    lines = []
     for r in rows:
         if 'error' in r:
             lines.append(f"| {r['model']} | | failed: {r['error']} | | | | | |")
@@ -63,40 +65,39 @@ def _conversion(rows):
             lines.append(f"| {r['model']} | {r['direction']} | {label} | {m['seconds']:.2f} ({no_import:.2f}) | "
                          f"{ratio} | {m['process_s']:.2f} | {m['peak_rss_mib']:.0f} | "
                          f"{m['peak_rss_mib'] / r['source_mib']:.2f} |")
-    return lines
+    return ['', '## Checkpoint conversion', '',
+            'Each run is a fresh process; floor = read the source file and write as many bytes. Time: fastest run '
+            '(without `import torch`); peak RSS: `VmHWM`. Goals: conversion <= 1.5x the floor\'s time (without the '
+            'import), peak RSS <= 2.5x the checkpoint.'] + _table(
+        ('model', 'direction', 'run', 'time s', 'x floor', 'process s', 'peak RSS MiB', 'x checkpoint'), lines)
 
 
 def markdown(results):
     run, m, rows = results['run'], results['run']['machine'], results['rows']
     loads = [r['load_average_1min'] for r in rows]
+    isa = ' '.join(m['isa']) or 'ISA flags unknown'
     lines = [
         '# TNT benchmarks: MindSpore next to torch_ref', '',
         f"`{run['command']}`: {run['date']}, revision `{m['revision']}`, {run['duration_s'] / 60:.1f} min. "
-        + m['cpu'] + (f" ({' '.join(m['isa'])})" if m['isa'] else '')
-        + f", {m['usable_cores']} of {m['logical_cores']} cores, "
-        f"{m['memory_gib']} GiB; {m['os']}; Python {m['python']}, MindSpore {m['mindspore']}, torch {m['torch']}, "
-        f"numpy {m['numpy']}. Load average (1/5/15 min) {'/'.join(map(str, run['load_average_before']))} before, "
+        f"{m['cpu']} ({isa}), {m['usable_cores']} of {m['logical_cores']} cores, {m['memory_gib']} GiB; {m['os']}; "
+        f"Python {m['python']}, MindSpore {m['mindspore']}, torch {m['torch']}, numpy {m['numpy']}. Load average "
+        f"(1/5/15 min) {'/'.join(map(str, run['load_average_before']))} before, "
         f"{'/'.join(map(str, run['load_average_after']))} after"
         + (f"; 1-min load {min(loads):g} to {max(loads):g} at the start of the row groups." if loads else '.')]
     if rows:
         lines += [
-            '', f"Each configuration runs in its own process: graph compile, first call, {run['warmup']} more "
-            f"warm-up call(s), then {run['repeats']} timed steps, each MindSpore step alternating with a torch_ref "
-            f"step and each started once the rest of the machine was quiet (waiting at most {run['quiet_wait_s']:g} "
-            's). img/s = batch / step time, best (median); "vs torch" = img/s over torch_ref\'s in the same rounds, '
-            'best (median). Peak RSS is the whole process (its growth after importing the framework in '
-            'parentheses). "others\' CPU" is the mean share of all cores that other processes used during the '
-            'timed steps. The machine is shared and absolute numbers are noisy; read the ratios, and the best more '
-            'than the median.' + (f" MindSpore model arguments: `{run['ms_kwargs']}`." if run['ms_kwargs'] else ''),
-            '', '## Goals', '', f"On {m['cpu']} ({' '.join(m['isa']) or 'ISA flags unknown'}), "
-            f"{m['usable_cores']} cores.", '', '| goal | target | measured best (median) | met |', '|---|---|---|---|']
-        for g in results['goals']:  # three decimals: a value just under its target does not read as on it
-            median = '' if g['median'] is None else f" ({g['median']:.3f})"
-            verdict = {True: 'yes', False: 'no', None: 'not run'}[g['met']]
-            lines.append(f"| {g['goal']} | {g['target']} | {_fmt(g['measured'], '.3f')}{median} | {verdict} |")
+            '', f"Each configuration in its own process: compile, first call, {run['warmup']} more warm-up call(s), "
+            f"{run['repeats']} timed steps, each MindSpore step alternating with a torch_ref step, each started once "
+            f"the rest of the machine was quiet (waiting at most {run['quiet_wait_s']:g} s). img/s and \"vs torch\" "
+            '(img/s over torch_ref\'s in the same rounds): best (median). Peak RSS: the process (its growth after '
+            'importing the framework). "others\' CPU": the share of all cores other processes used during the timed '
+            'steps. Absolute numbers are noisy; read the ratios, the best more than the median.'
+            + (f" MindSpore model arguments: `{run['ms_kwargs']}`." if run['ms_kwargs'] else ''),
+            '', '## Goals', '', f"On {m['cpu']} ({isa}), {m['usable_cores']} cores."]
+        lines += _table(('goal', 'target', 'measured best (median)', 'met'), [_goal(g) for g in results['goals']])
     for task, title in TASK_TITLES.items():
         if any(r['task'] == task for r in rows):
-            lines += ['', f'## {title}', '', '| model | batch | variant | img/s | step ms | vs torch | compile s '
-                      '| peak RSS MiB | others\' CPU % |', '|---|---|---|---|---|---|---|---|---|']
-            lines += [_row(r) for r in rows if r['task'] == task]
+            lines += ['', f'## {title}'] + _table(('model', 'batch', 'variant', 'img/s', 'step ms', 'vs torch',
+                                                   'compile s', 'peak RSS MiB', "others' CPU %"),
+                                                  [_row(r) for r in rows if r['task'] == task])
     return '\n'.join(lines + (_conversion(results['conversion']) if 'conversion' in results else [])) + '\n'

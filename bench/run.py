@@ -1,11 +1,7 @@
 """Run the benchmarks side by side and write the Markdown table and the JSON results.
 
-Every configuration (framework and mode, task, model, batch) runs in a fresh worker process
-(``bench.worker``), so compile times and peak memory never mix. In a row group (task, model,
-batch) the torch_ref worker stays up while the MindSpore workers run one after another, each
-timed in rounds alternating with torch_ref steps; its ratio to torch_ref uses the torch_ref
-steps of those rounds. Before each step the worker waits (at most ``--quiet-wait``) for the
-rest of the machine to be quiet, and it records the CPU share other processes took during it.
+Each configuration runs in a fresh ``bench.worker``; every MindSpore step alternates with a torch_ref
+step (docs/performance.md, "What is measured, and how").
 """
 import argparse
 import datetime
@@ -20,7 +16,6 @@ import tempfile
 import time
 from importlib import metadata
 
-from bench.conversion import run_conversion
 from bench.report import goals, markdown
 from bench.worker import PREFIX
 from tnt_common.cli import parser
@@ -43,23 +38,19 @@ def machine_facts(revision):
         except OSError:   # not Linux
             return None
 
-    def version(package):
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None
-    memory = proc('/proc/meminfo', 'MemTotal')
-    flags = proc('/proc/cpuinfo', 'flags') or proc('/proc/cpuinfo', 'Features') or ''
+    memory, flags = proc('/proc/meminfo', 'MemTotal'), proc('/proc/cpuinfo', 'flags')
+    flags = flags or proc('/proc/cpuinfo', 'Features')
+    versions = {d.metadata['Name'].lower(): d.version for d in metadata.distributions()}
     return dict(cpu=proc('/proc/cpuinfo', 'model name') or platform.processor() or platform.machine(),
                 logical_cores=os.cpu_count(),
                 usable_cores=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
                 memory_gib=memory and round(int(memory.split()[0]) / 2 ** 20, 1), os=platform.platform(),
-                python=platform.python_version(), **{p: version(p) for p in ('mindspore', 'torch', 'numpy')},
-                revision=revision, isa=sorted(f for f in flags.split() if f.startswith(ISA)))
+                python=platform.python_version(), **{p: versions.get(p) for p in ('mindspore', 'torch', 'numpy')},
+                revision=revision, isa=sorted(f for f in (flags or '').split() if f.startswith(ISA)))
 
 
 class Worker:
-    """A ready ``bench.worker`` process for ``row``, its set-up facts merged into the row.
+    """A ``bench.worker`` process for ``row``; ``ready``: its first reply, also merged into the row.
 
     A worker that fails (here or in ``ask``) sets ``row['error']``."""
 
@@ -69,9 +60,10 @@ class Worker:
             [sys.executable, '-m', 'bench.worker', json.dumps(row), str(quiet_wait_s)], cwd=workdir, text=True,
             env=dict(os.environ, PYTHONPATH=ROOT, GLOG_v='3'), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=self.log)
-        ready = self.ask()
-        if ready:
-            row.update({k: v for k, v in ready.items() if k != 'ready'}, times_s=[], others_cpu=[])
+        self.ready = self.ask()
+        if self.ready:
+            self.ready.pop('ready')
+            row.update(self.ready, times_s=[], others_cpu=[])
 
     def ask(self, command=None):
         """The reply to ``command`` (None: the next reply), or None if the worker failed."""
@@ -94,50 +86,73 @@ class Worker:
             self.log.close()
         return reply
 
+    def rounds(self, repeats, ref=None):
+        """``repeats`` steps of this worker, alternating with steps of ``ref`` (a Worker) and who goes first."""
+        pairs = [self] + ([ref] if ref and 'error' not in ref.row else [])
+        for r in range(repeats):
+            for w in (pairs if r % 2 == 0 else pairs[::-1]):
+                reply = 'error' not in w.row and w.ask('step')
+                if reply:
+                    w.row['times_s'].append(reply['seconds'])
+                    w.row['others_cpu'].append(reply['others_cpu'])
 
-def rounds(pairs, repeats):
-    """``repeats`` rounds of one step per (row, worker) still running, alternating who goes first."""
-    for r in range(repeats):
-        for row, worker in (pairs if r % 2 == 0 else pairs[::-1]):
-            reply = 'error' not in row and worker.ask('step')
-            if reply:
-                row['times_s'].append(reply['seconds'])
-                row['others_cpu'].append(reply['others_cpu'])
-
-
-def stop(row, worker, echo):
-    """Peak RSS and step statistics into ``row``; the worker ends."""
-    reply = 'error' not in row and worker.ask('quit')
-    if not reply:
-        return
-    times, others = row['times_s'], [s for s in row['others_cpu'] if s is not None]
-    row.update(reply, step_s_min=min(times), step_s_median=statistics.median(times),
-               others_cpu_mean=statistics.mean(others) if others else None)
-    row.update(img_s_best=row['batch'] / row['step_s_min'], img_s_median=row['batch'] / row['step_s_median'])
-    if row.get('torch_times_s'):
-        row.update(vs_torch_median=statistics.median(row['torch_times_s']) / row['step_s_median'],
-                   vs_torch_best=min(row['torch_times_s']) / row['step_s_min'])
-    echo(f"  {row['label']:<12} {row['img_s_best']:8.2f} img/s best ({row['img_s_median']:.2f} median)  peak RSS "
-         f"{row['peak_rss_mib']:.0f} MiB" + (f"  compile {row['compile_s']:.1f} s" if row['compile_s'] else ''))
+    def stop(self):
+        """Peak RSS and step statistics into the row; the worker ends."""
+        row, reply = self.row, 'error' not in self.row and self.ask('quit')
+        if not reply:
+            return
+        times, others = row['times_s'], [s for s in row['others_cpu'] if s is not None]
+        row.update(reply, step_s_min=min(times), step_s_median=statistics.median(times),
+                   others_cpu_mean=statistics.mean(others) if others else None)
+        row.update(img_s_best=row['batch'] / row['step_s_min'], img_s_median=row['batch'] / row['step_s_median'])
+        if row.get('torch_times_s'):
+            row.update(vs_torch_median=statistics.median(row['torch_times_s']) / row['step_s_median'],
+                       vs_torch_best=min(row['torch_times_s']) / row['step_s_min'])
+        self.echo(f"  {row['label']:<12} {row['img_s_best']:8.2f} img/s best ({row['img_s_median']:.2f} median)  "
+                  f"peak RSS {row['peak_rss_mib']:.0f} MiB" + (f"  compile {row['compile_s']:.1f} s"
+                                                               if row['compile_s'] else ''))
 
 
 def run_group(specs, args, workdir, echo):
-    """Rows of one group: every spec timed, MindSpore ones paired with torch_ref steps."""
+    """The rows of one group, every one timed, the MindSpore ones in rounds with torch_ref steps."""
     rows = [dict(spec, load_average_1min=round(os.getloadavg()[0], 2)) for spec in specs]
-    ref = next((r for r in rows if r['framework'] == 'torch'), None)
-    ref_worker = ref and Worker(ref, workdir, echo, args.quiet_wait)
-    for row in (r for r in rows if r is not ref):
-        worker = Worker(row, workdir, echo, args.quiet_wait)
-        paired = ref is not None and 'error' not in ref
-        first = len(ref['times_s']) if paired else 0
-        rounds([(row, worker)] + ([(ref, ref_worker)] if paired else []), args.repeats)
-        if paired and 'error' not in ref:
-            row['torch_times_s'] = ref['times_s'][first:]
-        stop(row, worker, echo)
-    if ref is not None:
-        if 'error' not in ref and not ref['times_s']:
-            rounds([(ref, ref_worker)], args.repeats)
-        stop(ref, ref_worker, echo)
+    ref = next((Worker(r, workdir, echo, args.quiet_wait) for r in rows if r['framework'] == 'torch'), None)
+    for row in (r for r in rows if r['framework'] != 'torch'):
+        worker, first = Worker(row, workdir, echo, args.quiet_wait), ref and len(ref.row.get('times_s', []))
+        worker.rounds(args.repeats, ref)
+        if ref and 'error' not in ref.row:
+            row['torch_times_s'] = ref.row['times_s'][first:]
+        worker.stop()
+    if ref:
+        if 'error' not in ref.row and not ref.row['times_s']:
+            ref.rounds(args.repeats)
+        ref.stop()
+    return rows
+
+
+def measure(kind, src, dst, workdir, echo):
+    """One conversion measurement (``bench.worker.conversion``) in a fresh process, and that process's whole time."""
+    start, row = time.perf_counter(), dict(label=kind, task='convert', kind=kind, src=src, dst=dst)
+    worker = Worker(row, workdir, echo)
+    if not worker.ready:
+        raise RuntimeError(f"{kind} {os.path.basename(src)}: {row['error']}")
+    worker.proc.communicate()   # its exit included, as for any command
+    worker.log.close()
+    return dict(worker.ready, process_s=time.perf_counter() - start)
+
+
+def run_conversion(model, repeats, workdir, echo):
+    """Rows of one model: per direction, the floor, the conversion (fastest of ``repeats``) and the verified one."""
+    pth, ckpt, back, copy = (os.path.join(workdir, n) for n in ('src.pth', 'out.ckpt', 'back.pth', 'copy'))
+    measure('source', model, pth, workdir, echo)
+    rows = []
+    for direction, src, dst in (('torch -> MindSpore', pth, ckpt), ('MindSpore -> torch', ckpt, back)):
+        best = {kind: min((measure(kind, src, d, workdir, echo) for _ in range(repeats)), key=lambda r: r['seconds'])
+                for kind, d in (('floor', copy), ('convert', dst))}
+        rows.append(dict(model=model, direction=direction, source_mib=os.path.getsize(src) / 2 ** 20,
+                         **best, verify=measure('verify', src, dst, workdir, echo)))
+        echo(f"  {direction}: {best['convert']['seconds'] - best['convert']['import_s']:.2f} s "
+             f"(floor {best['floor']['seconds']:.2f} s), peak RSS {best['convert']['peak_rss_mib']:.0f} MiB")
     return rows
 
 
@@ -160,15 +175,16 @@ def key_value(text):
         return key, value
 
 
-def parse_args(argv=None):
-    p = parser('python -m bench', __doc__.split('\n\n')[0])
-    p.add_argument('--models', type=csv_list(str, list_models(None)), default=['tnt_s_patch16_224', 'tnt_b_patch16_224'],
-                   help='comma-separated (default tnt_s_patch16_224,tnt_b_patch16_224)')
-    p.add_argument('--batches', type=csv_list(int), default=[1, 8], help='comma-separated batch sizes (default 1,8)')
+def arg_parser(prog, doc):
+    """The options every bench command takes: which configurations, and how each is run."""
+    p = parser(prog, doc)
+    p.add_argument('--models', type=csv_list(str, list_models(None)), help='comma-separated model names',
+                   default=['tnt_s_patch16_224', 'tnt_b_patch16_224'])
+    p.add_argument('--batches', type=csv_list(int), default=[1, 8], help='comma-separated batch sizes')
     p.add_argument('--tasks', type=csv_list(str, ('infer', 'train', 'convert')), default=['infer', 'train'],
-                   help='comma-separated: infer, train (default: both), convert (checkpoint conversion)')
+                   help='comma-separated: infer, train, convert (checkpoint conversion)')
     p.add_argument('--variants', type=csv_list(str, list(VARIANTS)), default=list(VARIANTS),
-                   help=f'comma-separated, default all: {", ".join(VARIANTS)}')
+                   help=f'comma-separated: {", ".join(VARIANTS)}')
     p.add_argument('--repeats', type=int, default=5, help='timed steps (conversion runs) per configuration (5)')
     p.add_argument('--warmup', type=int, default=2, help='untimed calls after the first (default 2)')
     p.add_argument('--no-train-pynative', dest='train_pynative', action='store_false',
@@ -177,8 +193,10 @@ def parse_args(argv=None):
                    help='extra mindspore_tnt.create_model argument, e.g. impl=standard')
     p.add_argument('--quiet-wait', type=float, default=30., metavar='S',
                    help='before each step, wait up to S seconds for the machine to be quiet (default 30)')
-    p.add_argument('--out', metavar='PREFIX', help=f'write PREFIX.md and PREFIX.json (default: {DEFAULT_OUT} '
-                                                    'for a run of the default configurations that all succeed)')
+    return p
+
+
+def parse(p, argv=None):
     args, defaults = p.parse_args(argv), p.parse_args([])
     if args.repeats < 1 or min(args.batches) < 1 or args.warmup < 0 or args.quiet_wait < 0:
         p.error('--repeats and --batches must be >= 1, --warmup and --quiet-wait >= 0')
@@ -187,8 +205,20 @@ def parse_args(argv=None):
     return args
 
 
+def groups(args, revision=None):
+    """The row groups of ``args``: (task, model, batch) and the spec of each of its rows."""
+    for task, model, batch in itertools.product([t for t in args.tasks if t != 'convert'], args.models, args.batches):
+        yield (task, model, batch), [
+            dict(label=v, variant=v, framework=VARIANTS[v][0], mode=VARIANTS[v][1], task=task, model=model, batch=batch,
+                 revision=revision, warmup=args.warmup, model_kwargs=args.ms_kwargs if v != 'torch' else {})
+            for v in args.variants if task == 'infer' or args.train_pynative or v != 'ms-pynative']
+
+
 def main(argv=None):
-    args = parse_args(argv)
+    p = arg_parser('python -m bench', __doc__.split('\n\n')[0])
+    p.add_argument('--out', metavar='PREFIX', help=f'write PREFIX.md and PREFIX.json (default: {DEFAULT_OUT} '
+                                                    'for a run of the default configurations that all succeed)')
+    args = parse(p, argv)
     echo = lambda msg: print(msg, flush=True)  # noqa: E731
     started, load_before, rows, conversions = time.time(), os.getloadavg(), [], []
     try:   # the checkout's short hash, +dirty with uncommitted changes
@@ -197,21 +227,15 @@ def main(argv=None):
     except OSError:   # no git
         revision = None
     with tempfile.TemporaryDirectory(prefix='bench-') as workdir:
-        for task, model, batch in itertools.product([t for t in args.tasks if t != 'convert'], args.models,
-                                                     args.batches):
+        for (task, model, batch), specs in groups(args, revision):
             echo(f'{task} {model} batch {batch}:')
-            variants = [v for v in args.variants if task == 'infer' or args.train_pynative or v != 'ms-pynative']
-            rows += run_group([dict(label=v, variant=v, framework=VARIANTS[v][0], mode=VARIANTS[v][1], task=task,
-                                    model=model, batch=batch, revision=revision, warmup=args.warmup,
-                                    model_kwargs=args.ms_kwargs if v != 'torch' else {}) for v in variants],
-                              args, workdir, echo)
+            rows += run_group(specs, args, workdir, echo)
         for model in args.models if 'convert' in args.tasks else []:
             echo(f'convert {model}:')
             try:
-                conversions += run_conversion(model, args.repeats, workdir, ROOT, echo)
+                conversions += run_conversion(model, args.repeats, workdir, echo)
             except RuntimeError as e:
                 conversions.append(dict(model=model, error=str(e)))
-                echo(f'  FAILED: {e}')
     run = dict(command=' '.join(['python -m bench'] + (sys.argv[1:] if argv is None else list(argv))),
                date=datetime.datetime.fromtimestamp(started).isoformat(timespec='seconds'),
                duration_s=round(time.time() - started, 1), load_average_before=[round(v, 2) for v in load_before],
