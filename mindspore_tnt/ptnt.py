@@ -22,7 +22,9 @@ from mindspore.common.initializer import Normal, initializer
 
 from mindspore_tnt.attention import SmallHeadAttention, takes
 from mindspore_tnt.conv_taps import image_tap_index
+from mindspore_tnt import heads
 from mindspore_tnt.dense import Dense
+from mindspore_tnt.heads import merge_heads, split_heads
 from mindspore_tnt.layernorm import LayerNorm
 from mindspore_tnt.tnt import DropPath, Mlp, init_layer, resolve_impl, trunc_normal_
 from tnt_common.architecture import initialise
@@ -115,23 +117,23 @@ class Attention(nn.Cell):
         self.matmul_qk = ops.BatchMatMul(transpose_b=True)
         self.matmul_av = ops.BatchMatMul()
         self.fused = SmallHeadAttention(num_heads, self.scale, impl == 'cpu' and sr_ratio == 1)
+        self.head_moves = heads.kernel_ops() if impl == 'cpu' else None
 
     def construct(self, x, H, W, relative_pos=None):
         B, L, D = x.shape
         q = self.q(x)
         if relative_pos is None and takes(self.fused.kernel, q, self.training and self.attn_drop.p > 0):
             return self.proj_drop(self.proj(self.fused(q, self.kv(x))))
-        q = ops.transpose(q.reshape(B, L, self.num_heads, self.head_dim), (0, 2, 1, 3))
+        q = split_heads(self.head_moves, q, 1, self.num_heads)
         if self.sr_ratio > 1:
             x = ops.swapaxes(self.pool(ops.swapaxes(x, 1, 2).reshape(B, D, H, W)).reshape(B, D, -1), 1, 2)
             x = self.norm(self.linear(x))
-        k, v = ops.unstack(ops.transpose(self.kv(x).reshape(B, -1, 2, self.num_heads, self.head_dim),
-                                         (2, 0, 3, 1, 4)), 0)
+        k, v = split_heads(self.head_moves, self.kv(x), 2, self.num_heads)
         attn = self.matmul_qk(q, k) * self.scale
         if relative_pos is not None:
             attn = attn + relative_pos
         attn = self.attn_drop(ops.softmax(attn, axis=-1))
-        x = ops.transpose(self.matmul_av(attn, v), (0, 2, 1, 3)).reshape(B, L, D)
+        x = merge_heads(self.head_moves, self.matmul_av(attn, v))
         return self.proj_drop(self.proj(x))
 
 

@@ -3,9 +3,10 @@
 Reads line by line like ``torch_ref/tnt.py``: same classes, attributes and order. What
 only MindSpore has is the choice of formulation, ``impl`` (``resolve_impl``): on CPU the
 pixel embedding's convolution runs as a gather and a matmul (``PixelEmbed.gather_taps``,
-``conv_taps.py``), GELU, LayerNorm, the bias adds, drop path's scaling and the inner
-attention as vectorised kernels (``gelu.py``, ``layernorm.py``, ``dense.py``, ``droppath.py``,
-``attention.py``); the outer attention's ``BatchMatMul`` cells serve every backend. Runs in
+``conv_taps.py``), GELU, LayerNorm, the bias adds, drop path's scaling, the inner
+attention and the outer attention's head moves as vectorised kernels (``gelu.py``,
+``layernorm.py``, ``dense.py``, ``droppath.py``, ``attention.py``, ``heads.py``); the outer
+attention's ``BatchMatMul`` cells serve every backend. Runs in
 GRAPH and PYNATIVE mode on CPU, GPU and Ascend. GELU form and LayerNorm epsilons are
 constructor arguments (``tnt_common.numerics``).
 """
@@ -17,9 +18,10 @@ from mindspore.common.initializer import TruncatedNormal, initializer
 
 from mindspore_tnt.attention import SmallHeadAttention, takes
 from mindspore_tnt.conv_taps import conv_tap_index
-from mindspore_tnt import droppath
+from mindspore_tnt import droppath, heads
 from mindspore_tnt.dense import Dense
 from mindspore_tnt.gelu import GELU, bias_inside
+from mindspore_tnt.heads import merge_heads, split_heads
 from mindspore_tnt.layernorm import LayerNorm
 from mindspore_tnt.reuse import reusable
 from tnt_common.architecture import (INNER_MLP_RATIO, NO_DECAY_NAMES, PIXEL_KERNEL, drop_path_rates, initialise,
@@ -34,10 +36,10 @@ def resolve_impl(impl=None):
     """The formulation to build: ``impl``, else 'cpu' on the CPU device target, 'standard' elsewhere.
 
     'cpu': the pixel embedding's convolution as a gather and a matmul; the exact GELU, every
-    LayerNorm, the MLP's and attention's bias adds, drop path's scaling and the attention over short sequences
-    as vectorised kernels (MindSpore's CPU Conv2D, erf, LayerNorm and BiasAddGrad are slow,
-    its drop-path ops hold much memory in training, its small-head attention mostly
-    transposes). 'standard': Conv2d, MindSpore's GELU, LayerNorm and attention ops, the path
+    LayerNorm, the MLP's and attention's bias adds, drop path's scaling, the attention over short sequences
+    and the longer attentions' head moves as vectorised kernels (MindSpore's CPU Conv2D, erf, LayerNorm,
+    BiasAddGrad and Transpose are slow, its drop-path ops hold much memory in training, its small-head
+    attention mostly transposes). 'standard': Conv2d, MindSpore's GELU, LayerNorm and attention ops, the path
     for Ascend and GPU. Both compute the same function with the same parameters.
     """
     impl = impl or ('cpu' if ms.get_context('device_target') == 'CPU' else 'standard')
@@ -141,20 +143,19 @@ class Attention(nn.Cell):
         self.matmul_qk = ops.BatchMatMul(transpose_b=True)
         self.matmul_av = ops.BatchMatMul()
         self.fused = SmallHeadAttention(num_heads, self.scale, resolve_impl(impl) == 'cpu')
+        self.head_moves = heads.kernel_ops() if resolve_impl(impl) == 'cpu' else None
 
     def construct(self, x):
         qk = self.qk(x)
         if takes(self.fused.kernel, qk, self.training and self.attn_drop.p > 0):
             return self.proj_drop(self.proj(self.fused(qk, self.v(x))))
-        # q and k are unstacked, not indexed: a strided slice of the 5-D tensor costs more
-        # than the attention itself on CPU. BatchMatMul(transpose_b) multiplies by kᵀ in place.
-        B, L, D = x.shape
-        q, k = ops.unstack(ops.transpose(qk.reshape(B, L, 2, self.num_heads, self.head_dim),
-                                         (2, 0, 3, 1, 4)), 0)
-        v = ops.transpose(self.v(x).reshape(B, L, self.num_heads, self.head_dim), (0, 2, 1, 3))
+        # heads moved by split_heads (with impl='cpu' on a kernel, else a transpose and an unstack:
+        # a strided slice costs more than the attention on CPU). BatchMatMul(transpose_b) takes kᵀ in place.
+        q, k = split_heads(self.head_moves, qk, 2, self.num_heads)
+        v = split_heads(self.head_moves, self.v(x), 1, self.num_heads)
         attn = self.matmul_qk(q * self.scale, k) if self.scale_q else self.matmul_qk(q, k) * self.scale
         attn = self.attn_drop(ops.softmax(attn, axis=-1))
-        x = ops.transpose(self.matmul_av(attn, v), (0, 2, 1, 3)).reshape(B, L, D)
+        x = merge_heads(self.head_moves, self.matmul_av(attn, v))
         return self.proj_drop(self.proj(x))
 
 

@@ -324,7 +324,7 @@ def without_compiler(monkeypatch, module, what):
 
 
 CPU_KERNELS = (('gelu', 'GELU'), ('layernorm', 'LayerNorm'), ('dense', 'BiasAdd'), ('droppath', 'DropPath'),
-               ('attention', 'attention'), ('square_sum', 'square-sum'))
+               ('attention', 'attention'), ('square_sum', 'square-sum'), ('heads', 'Transpose'))
 
 
 def require_cpu_kernels():

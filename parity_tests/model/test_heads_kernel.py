@@ -1,0 +1,117 @@
+"""The head-moving kernel (``mindspore_tnt.heads``) against MindSpore's transposes, bit for bit.
+
+``split_heads`` and ``merge_heads`` on the kernel give the bits of their transpose-and-unstack
+path, forward and every input gradient, in both modes, on TNT-S's outer attention, PyramidTNT's
+reduced keys and ragged shapes; so do TNT and PyramidTNT models with and without it. A kernel
+that moves one head to the wrong place, or whose gradient swaps q and k, must fail the same
+comparison. An fp16 input (AMP) and a machine without a compiler take the transposes.
+"""
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import nn
+
+import mindspore_tnt
+from mindspore_tnt import heads
+from mindspore_tnt.heads import merge_heads, split_heads
+from parity.forward import set_mode
+from parity_tests.helpers import BackwardOf, faulty_kernel_library, require_cpu_kernels, without_compiler
+from tnt_common.fixtures import make_batch
+from tnt_common.variants import model_args
+
+# (B, L, heads, d): TNT-S's outer attention at batch 2, PyramidTNT-S's keys reduced 8x8, ragged
+SHAPES = [(2, 197, 6, 64), (2, 16, 2, 32), (3, 5, 3, 4), (1, 1, 1, 1)]
+
+
+class Moves(nn.Cell):
+    """split, swap and merge on ``kernel`` (None: the transposes), weighted into one scalar."""
+
+    def __init__(self, kernel, num_heads, weights):
+        super().__init__()
+        self.kernel, self.num_heads, self.weights = kernel, num_heads, weights
+
+    def construct(self, qk, v):
+        q, k = split_heads(self.kernel, qk, 2, self.num_heads)
+        v = split_heads(self.kernel, v, 1, self.num_heads)
+        out = merge_heads(self.kernel, q * 2. + k * v)
+        return ((q * self.weights[0]).sum() + (k * self.weights[1]).sum() + (v * self.weights[2]).sum()
+                + (out * self.weights[3]).sum()), q, k, v, out
+
+
+def results(kernel, shape, seed=0):
+    """(q, k, v, merged, d qk, d v) of ``Moves`` on random inputs of ``shape``."""
+    B, L, H, d = shape
+    rng = np.random.default_rng(seed)
+    qk, v = (ms.Tensor(rng.standard_normal((B, L, n * H * d)).astype(np.float32)) for n in (2, 1))
+    weights = [ms.Tensor(rng.standard_normal(s).astype(np.float32)) for s in [(B, H, L, d)] * 3 + [(B, L, H * d)]]
+    (_, *outs), grads = ms.value_and_grad(Moves(kernel, H, weights), grad_position=(0, 1), has_aux=True)(qk, v)
+    return [t.asnumpy() for t in (*outs, *grads)]
+
+
+@pytest.fixture(scope='module')
+def kernel():
+    require_cpu_kernels()
+    return heads.kernel_ops()
+
+
+@pytest.mark.parametrize('mode', ['pynative', 'graph'])
+@pytest.mark.parametrize('shape', SHAPES)
+def test_same_bits_as_the_transposes(kernel, mode, shape):
+    set_mode(mode)
+    for got, want in zip(results(kernel, shape), results(None, shape)):
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize('mode', ['pynative', 'graph'])
+@pytest.mark.parametrize('name', ['tnt_tiny_patch16_64', 'ptnt_tiny_patch16_64'])
+def test_models_same_bits_with_and_without_it(kernel, mode, name):
+    set_mode(mode)
+    images = ms.Tensor(make_batch(2, model_args(name)['img_size'], seed=1))
+    dout = np.random.default_rng(3).standard_normal((2, 1000)).astype(np.float32)
+    runs = []
+    for use in (True, False):
+        ms.set_seed(0)
+        net = mindspore_tnt.create_model(name)
+        for _, cell in net.cells_and_names():
+            if hasattr(cell, 'head_moves'):
+                assert cell.head_moves is kernel
+                cell.head_moves = kernel if use else None
+        net.set_train(True)
+        loss, grads = ms.value_and_grad(BackwardOf(net, dout), None, net.trainable_params())(images)
+        runs.append([loss.asnumpy()] + [g.asnumpy() for g in grads])
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))
+
+
+FAULTS = {
+    'a head moved to the next one': ('+ k % s.heads) * s.len', '+ (k + 1) % s.heads) * s.len'),
+    'q and k swapped in the gradient': ('float *ys[2] = {const_cast<float *>(tnt_cpu::in(params, 0)), '
+                                        'const_cast<float *>(tnt_cpu::in(params, 1))};',
+                                        'float *ys[2] = {const_cast<float *>(tnt_cpu::in(params, 1)), '
+                                        'const_cast<float *>(tnt_cpu::in(params, 0))};'),
+}
+
+
+@pytest.mark.parametrize('fault', FAULTS)
+def test_catches_planted_kernel_faults(kernel, tmp_path, monkeypatch, fault):
+    set_mode('pynative')
+    bad = heads._ops(faulty_kernel_library(tmp_path, monkeypatch, 'heads_cpu.cc', [FAULTS[fault]]))
+    shape = SHAPES[0]
+    want = results(None, shape)
+    assert all(np.array_equal(g, w) for g, w in zip(results(kernel, shape), want))
+    assert not all(np.array_equal(g, w) for g, w in zip(results(bad, shape), want))
+
+
+@pytest.mark.parametrize('mode', ['pynative', 'graph'])
+def test_fp16_takes_the_transposes(kernel, mode):
+    set_mode(mode)
+    x = ms.Tensor(np.random.default_rng(2).standard_normal((2, 7, 2 * 3 * 4)).astype(np.float16))
+    for got, want in zip(split_heads(kernel, x, 2, 3), split_heads(None, x, 2, 3)):
+        assert got.dtype == ms.float16 and np.array_equal(got.asnumpy(), want.asnumpy())
+
+
+def test_falls_back_to_the_transposes(monkeypatch):
+    with without_compiler(monkeypatch, heads, 'Transpose'):
+        set_mode('pynative')
+        net = mindspore_tnt.create_model('tnt_tiny_patch16_64', impl='cpu')
+        assert all(c.head_moves is None for _, c in net.cells_and_names() if hasattr(c, 'head_moves'))
+        assert net(ms.Tensor(make_batch(1, 64))).shape == (1, 1000)
