@@ -1,4 +1,4 @@
-"""Building and loading the vectorised CPU kernels (``gelu_cpu.cc``, ``layernorm_cpu.cc``, ``bias_cpu.cc``).
+"""Building and loading the vectorised CPU kernels (``gelu_cpu.cc``, ``layernorm_cpu.cc``, ``bias_cpu.cc``, ...).
 
 Each kernel source is compiled on first use with the system C++ compiler (``$CXX``, else
 ``g++``) for this machine (``-march=native``) and cached in ``$XDG_CACHE_HOME/mindspore_tnt``

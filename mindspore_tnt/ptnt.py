@@ -22,7 +22,7 @@ from mindspore.common.initializer import Normal, initializer
 
 from mindspore_tnt.attention import SmallHeadAttention, takes
 from mindspore_tnt.conv_taps import image_tap_index
-from mindspore_tnt import heads
+from mindspore_tnt import heads, softmax
 from mindspore_tnt.dense import Dense
 from mindspore_tnt.heads import merge_heads, split_heads
 from mindspore_tnt.layernorm import LayerNorm
@@ -118,6 +118,7 @@ class Attention(nn.Cell):
         self.matmul_av = ops.BatchMatMul()
         self.fused = SmallHeadAttention(num_heads, self.scale, impl == 'cpu' and sr_ratio == 1)
         self.head_moves = heads.kernel_ops() if impl == 'cpu' else None
+        self.softmax_kernel = softmax.kernel_ops() if impl == 'cpu' else None
 
     def construct(self, x, H, W, relative_pos=None):
         B, L, D = x.shape
@@ -132,7 +133,7 @@ class Attention(nn.Cell):
         attn = self.matmul_qk(q, k) * self.scale
         if relative_pos is not None:
             attn = attn + relative_pos
-        attn = self.attn_drop(ops.softmax(attn, axis=-1))
+        attn = self.attn_drop(softmax.softmax(self.softmax_kernel, attn))
         x = merge_heads(self.head_moves, self.matmul_av(attn, v))
         return self.proj_drop(self.proj(x))
 

@@ -4,9 +4,9 @@ Reads line by line like ``torch_ref/tnt.py``: same classes, attributes and order
 only MindSpore has is the choice of formulation, ``impl`` (``resolve_impl``): on CPU the
 pixel embedding's convolution runs as a gather and a matmul (``PixelEmbed.gather_taps``,
 ``conv_taps.py``), GELU, LayerNorm, the bias adds, drop path's scaling, the inner
-attention and the outer attention's head moves as vectorised kernels (``gelu.py``,
-``layernorm.py``, ``dense.py``, ``droppath.py``, ``attention.py``, ``heads.py``); the outer
-attention's ``BatchMatMul`` cells serve every backend. Runs in
+attention and the outer attention's head moves and softmax as vectorised kernels (``gelu.py``,
+``layernorm.py``, ``dense.py``, ``droppath.py``, ``attention.py``, ``heads.py``, ``softmax.py``);
+the outer attention's ``BatchMatMul`` cells serve every backend. Runs in
 GRAPH and PYNATIVE mode on CPU, GPU and Ascend. GELU form and LayerNorm epsilons are
 constructor arguments (``tnt_common.numerics``).
 """
@@ -18,7 +18,7 @@ from mindspore.common.initializer import TruncatedNormal, initializer
 
 from mindspore_tnt.attention import SmallHeadAttention, takes
 from mindspore_tnt.conv_taps import conv_tap_index
-from mindspore_tnt import droppath, heads
+from mindspore_tnt import droppath, heads, softmax
 from mindspore_tnt.dense import Dense
 from mindspore_tnt.gelu import GELU, bias_inside
 from mindspore_tnt.heads import merge_heads, split_heads
@@ -36,11 +36,12 @@ def resolve_impl(impl=None):
     """The formulation to build: ``impl``, else 'cpu' on the CPU device target, 'standard' elsewhere.
 
     'cpu': the pixel embedding's convolution as a gather and a matmul; the exact GELU, every
-    LayerNorm, the MLP's and attention's bias adds, drop path's scaling, the attention over short sequences
-    and the longer attentions' head moves as vectorised kernels (MindSpore's CPU Conv2D, erf, LayerNorm,
-    BiasAddGrad and Transpose are slow, its drop-path ops hold much memory in training, its small-head
-    attention mostly transposes). 'standard': Conv2d, MindSpore's GELU, LayerNorm and attention ops, the path
-    for Ascend and GPU. Both compute the same function with the same parameters.
+    LayerNorm, the MLP's and attention's bias adds, drop path's scaling, the attention over short
+    sequences and the longer attentions' head moves and softmax as vectorised kernels (MindSpore's CPU
+    Conv2D, erf, LayerNorm, BiasAddGrad, Transpose and softmax gradient are slow, its drop-path ops
+    hold much memory in training, its small-head attention mostly transposes). 'standard': Conv2d,
+    MindSpore's GELU, LayerNorm and attention ops, the path for Ascend and GPU. Both compute the same
+    function with the same parameters.
     """
     impl = impl or ('cpu' if ms.get_context('device_target') == 'CPU' else 'standard')
     if impl not in IMPLS:
@@ -144,6 +145,7 @@ class Attention(nn.Cell):
         self.matmul_av = ops.BatchMatMul()
         self.fused = SmallHeadAttention(num_heads, self.scale, resolve_impl(impl) == 'cpu')
         self.head_moves = heads.kernel_ops() if resolve_impl(impl) == 'cpu' else None
+        self.softmax_kernel = softmax.kernel_ops() if resolve_impl(impl) == 'cpu' else None
 
     def construct(self, x):
         qk = self.qk(x)
@@ -154,7 +156,7 @@ class Attention(nn.Cell):
         q, k = split_heads(self.head_moves, qk, 2, self.num_heads)
         v = split_heads(self.head_moves, self.v(x), 1, self.num_heads)
         attn = self.matmul_qk(q * self.scale, k) if self.scale_q else self.matmul_qk(q, k) * self.scale
-        attn = self.attn_drop(ops.softmax(attn, axis=-1))
+        attn = self.attn_drop(softmax.softmax(self.softmax_kernel, attn))
         x = merge_heads(self.head_moves, self.matmul_av(attn, v))
         return self.proj_drop(self.proj(x))
 

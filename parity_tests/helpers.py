@@ -324,7 +324,8 @@ def without_compiler(monkeypatch, module, what):
 
 
 CPU_KERNELS = (('gelu', 'GELU'), ('layernorm', 'LayerNorm'), ('dense', 'BiasAdd'), ('droppath', 'DropPath'),
-               ('attention', 'attention'), ('square_sum', 'square-sum'), ('heads', 'Transpose'))
+               ('attention', 'attention'), ('square_sum', 'square-sum'), ('heads', 'Transpose'),
+               ('softmax', 'Softmax'))
 
 
 def require_cpu_kernels():

@@ -1,7 +1,7 @@
 """The kernels that sum: the square-sum kernel of the gradient norm against float64, and the
 same bits for any thread count from every kernel with a reduction (LayerNorm's dgamma/dbeta,
-the bias gradient, the square sum, the attention's gradient) or a vector-math call (the
-GELU's erf and exp, remainders of the vector lanes included).
+the bias gradient, the square sum, the attention's gradient, the softmax) or a vector-math call
+(the GELU's erf and exp, remainders of the vector lanes included).
 
 ``mindspore_tnt.square_sum``: within FP32_BOUND of the float64 sum of squares, on gradient
 shapes of TNT-S and ragged ones; a kernel that drops its last block must fail the same
@@ -72,7 +72,7 @@ THREADS_SCRIPT = """
 import sys
 import mindspore as ms
 import numpy as np
-from mindspore_tnt import attention, dense, layernorm, square_sum
+from mindspore_tnt import attention, dense, layernorm, softmax, square_sum
 from mindspore_tnt.tnt import Mlp
 ms.set_device('CPU')
 rng = np.random.default_rng(0)
@@ -95,16 +95,18 @@ fc1.bias.set_data(t(37))
 z, dz, h, dh = t(100003), t(100003), t(2701, 33), t(2701, 37)
 dzx = ms.grad(lambda x: (act(x) * dz).sum())(z)
 _, (dhx, (dw1, db1)) = ms.value_and_grad(lambda x: (mlp.fc1_act(x) * dh).sum(), 0, fc1.trainable_params())(h)
+scores, dp, sm = t(2, 6, 197, 197), t(2, 6, 197, 197), softmax.kernel_ops()
+dscores = ms.grad(lambda x: (sm(x) * dp).sum())(scores)
 out = [dx, dgamma, dbeta, db, square_sum.kernel_ops()(rows), att(qk, v), da, dv,
-       act(z), dzx, mlp.fc1_act(h), dhx, dw1, db1]
+       act(z), dzx, mlp.fc1_act(h), dhx, dw1, db1, sm(scores), dscores]
 np.savez(sys.argv[1], *[x.asnumpy() for x in out])
 """
 
 
 def test_results_do_not_depend_on_the_thread_count(kernel, tmp_path):
     """LayerNorm's dx/dgamma/dbeta, the bias gradient, the square sum, the attention, the GELU
-    (alone and with fc1's bias inside) and their gradients give the same bits on 1, 2 or 3
-    threads (``TNT_CPU_THREADS``)."""
+    (alone and with fc1's bias inside), the softmax and their gradients give the same bits on 1,
+    2 or 3 threads (``TNT_CPU_THREADS``)."""
     results = []
     for threads in (1, 2, 3):
         path = tmp_path / f'threads{threads}.npz'
@@ -113,6 +115,6 @@ def test_results_do_not_depend_on_the_thread_count(kernel, tmp_path):
                        capture_output=True)
         with np.load(path) as f:
             results.append([f[k] for k in sorted(f.files)])
-    assert len(results[0]) == 14
+    assert len(results[0]) == 16
     for other in results[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(results[0], other))
