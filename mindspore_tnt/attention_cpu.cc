@@ -78,8 +78,11 @@ bool inputs_of(int nparam, int expected, void **params, int *ndims, int64_t **sh
 template <int64_t kLen>
 void load_t(const float *x, int64_t stride, int64_t col, int64_t len_arg, int64_t d, float *xt) {
   const int64_t len = kLen > 0 ? kLen : len_arg;
-  for (int64_t i = 0; i < len; ++i) {
-    for (int64_t c = 0; c < d; ++c) xt[c * len + i] = x[i * stride + col + c];
+  for (int64_t c = 0; c < d; ++c) {
+    const float *xc = x + col + c;
+    float *xtc = xt + c * len;
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) xtc[i] = xc[i * stride];
   }
 }
 
@@ -87,8 +90,11 @@ void load_t(const float *x, int64_t stride, int64_t col, int64_t len_arg, int64_
 template <int64_t kLen>
 void store_t(const float *xt, int64_t len_arg, int64_t d, float *x, int64_t stride, int64_t col) {
   const int64_t len = kLen > 0 ? kLen : len_arg;
-  for (int64_t i = 0; i < len; ++i) {
-    for (int64_t c = 0; c < d; ++c) x[i * stride + col + c] = xt[c * len + i];
+  for (int64_t c = 0; c < d; ++c) {
+    float *xc = x + col + c;
+    const float *xtc = xt + c * len;
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) xc[i * stride] = xtc[i];
   }
 }
 
