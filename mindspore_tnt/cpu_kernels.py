@@ -14,6 +14,8 @@ import platform
 import subprocess
 import warnings
 
+from mindspore import ops
+
 from tnt_common.files import atomic_output
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -69,3 +71,14 @@ def load(source, what, make_ops):
                       f"({detail.strip().splitlines()[-1] if detail.strip() else type(e).__name__})",
                       RuntimeWarning, stacklevel=3)
         return None
+
+
+def unary_ops(path, name, grad_of_output=False):
+    """``path:name`` as an AOT custom op from one float32 tensor to one of its shape, whose bprop is
+    ``path:nameGrad`` of (its input, or with ``grad_of_output`` its output; the output's gradient)."""
+    grad = ops.Custom(f'{path}:{name}Grad', out_shape=lambda x, dy: x, out_dtype=lambda x, dy: x, func_type='aot')
+
+    def bprop(x, out, dout):
+        return (grad(out if grad_of_output else x, dout),)
+
+    return ops.Custom(f'{path}:{name}', out_shape=lambda x: x, out_dtype=lambda x: x, func_type='aot', bprop=bprop)

@@ -24,14 +24,7 @@ from mindspore_tnt import cpu_kernels, dense
 
 
 def _gelu_ops(path):
-    grad = ops.Custom(f'{path}:GeluErfGrad', out_shape=lambda x, dy: x, out_dtype=lambda x, dy: x,
-                      func_type='aot')
-
-    def bprop(x, out, dout):
-        return (grad(x, dout),)
-
-    return ops.Custom(f'{path}:GeluErf', out_shape=lambda x: x, out_dtype=lambda x: x, func_type='aot',
-                      bprop=bprop)
+    return cpu_kernels.unary_ops(path, 'GeluErf')
 
 
 def _gelu_bias_ops(path, bias_grad):

@@ -16,14 +16,7 @@ from mindspore_tnt import cpu_kernels
 
 
 def _softmax_ops(path):
-    grad = ops.Custom(f'{path}:SoftmaxLastAxisGrad', out_shape=lambda y, dy: y, out_dtype=lambda y, dy: y,
-                      func_type='aot')
-
-    def bprop(x, out, dout):
-        return (grad(out, dout),)
-
-    return ops.Custom(f'{path}:SoftmaxLastAxis', out_shape=lambda x: x, out_dtype=lambda x: x, func_type='aot',
-                      bprop=bprop)
+    return cpu_kernels.unary_ops(path, 'SoftmaxLastAxis', grad_of_output=True)
 
 
 @functools.lru_cache(maxsize=None)
