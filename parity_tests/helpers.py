@@ -31,7 +31,7 @@ from mindspore import nn, ops
 import mindspore_tnt
 from convert.layouts import timm_shapes
 from convert.transfer import numpy_to_mindspore, torch_to_numpy
-from parity.forward import random_models
+from parity.forward import random_models, set_mode
 from torch_ref.outputs import torch_outputs
 from parity.gradients import make_labels, torch_gradients
 from tnt_common.fixtures import make_batch, random_timm_weights
@@ -230,7 +230,6 @@ def fresh_net(name, impl=None):
 @functools.lru_cache(maxsize=None)
 def mindspore_run(name, mode):
     """(forward outputs, (loss, grads, input grad)) of the MindSpore model in ``mode``."""
-    from parity.forward import set_mode
     from mindspore_tnt.outputs import mindspore_outputs
     from parity.gradients import mindspore_gradients
     _, x, y, _, _ = reference(name)
@@ -321,6 +320,17 @@ def without_compiler(monkeypatch, module, what):
         warnings.simplefilter('always')
         built = module.kernel_ops() is not None
     assert not (built and caught), [str(w.message) for w in caught]
+
+
+def check_model_falls_back(monkeypatch, module, what, attribute):
+    """Where no C++ compiler is found, every ``attribute`` (``module``'s kernel) of an impl='cpu' TNT is None,
+    and the model runs."""
+    with without_compiler(monkeypatch, module, what):
+        set_mode('pynative')
+        net = mindspore_tnt.create_model('tnt_tiny_patch16_64', impl='cpu')
+        kernels = [getattr(c, attribute) for _, c in net.cells_and_names() if hasattr(c, attribute)]
+        assert kernels and all(k is None for k in kernels)
+        assert net(ms.Tensor(make_batch(1, 64))).shape == (1, 1000)
 
 
 CPU_KERNELS = (('gelu', 'GELU'), ('layernorm', 'LayerNorm'), ('dense', 'BiasAdd'), ('droppath', 'DropPath'),
