@@ -89,18 +89,20 @@ def precision_roles(calls):
     attention_matmul: a matmul of ``Attention.construct`` itself (q·kᵀ and attn·v), or the
     ``Custom`` op of ``mindspore_tnt.attention.SmallHeadAttention``'s CPU kernel (judged on its
     projections in and its output, in this role and in softmax's); layernorm: MindSpore's LayerNorm op, or
-    the ``Custom`` op of ``mindspore_tnt.layernorm.LayerNorm``'s CPU kernel; softmax; gelu: every op
+    the ``Custom`` op of ``mindspore_tnt.layernorm.LayerNorm``'s CPU kernel; softmax: MindSpore's Softmax op,
+    or the ``Custom`` op of ``mindspore_tnt.softmax``'s CPU kernel; gelu: every op
     of an ``nn.GELU`` or of ``mindspore_tnt.gelu.GELU`` (its CPU kernel is a ``Custom``
     op), or the ``Custom`` op called by ``Mlp.fc1_act`` itself (fc1's bias add and the GELU in
     one kernel); residual_add: an ``Add`` written in ``Block.construct`` itself.
     """
     from mindspore import nn
     from mindspore_tnt import (attention as tnt_attention, dense as tnt_dense, gelu as tnt_gelu,
-                               layernorm as tnt_layernorm, tnt)
+                               layernorm as tnt_layernorm, softmax as tnt_softmax, tnt)
     denses = (_source_span(nn.Dense.construct), _source_span(tnt_dense.Dense.construct),
               _source_span(tnt_dense.Dense.product))
     attention_kernel = _source_span(tnt_attention.SmallHeadAttention.construct)
     layernorm = _source_span(tnt_layernorm.LayerNorm.construct)
+    softmax = _source_span(tnt_softmax.softmax)
     gelus = (_source_span(nn.GELU.construct), _source_span(tnt_gelu.GELU.construct))
     fused_gelu = _source_span(tnt.Mlp.fc1_act)
     attention, block = _source_span(tnt.Attention.construct), _source_span(tnt.Block.construct)
@@ -122,7 +124,7 @@ def precision_roles(calls):
             roles['attention_matmul'].append(c)
         elif op in ('LayerNorm', 'LayerNormExt') or op == 'Custom' and _inside(frames, layernorm):
             roles['layernorm'].append(c)
-        elif op == 'Softmax':
+        elif op == 'Softmax' or op == 'Custom' and _inside(frames, softmax):
             roles['softmax'].append(c)
         elif (op != 'Cast' and any(_inside(frames, span) for span in gelus)
               or op == 'Custom' and _inside(frames[-1:], fused_gelu)):

@@ -75,6 +75,20 @@ def test_o0_is_fp32_and_o3_is_fp16_everywhere(impl):
     assert 'Float16' in dtypes['layernorm']
 
 
+def test_outer_softmax_kernel_is_judged_as_softmax():
+    """At 160 px the outer attention (101 sentences) takes the softmax kernel at O0, and MindSpore's
+    Softmax at O2 (fp16 scores): both count in the softmax role, in fp32."""
+    require_cpu_kernels()
+    net = mindspore_tnt.create_model(NAME, img_size=160, impl='cpu')
+    net.set_train(False)
+    x = ms.Tensor(np.zeros((1, 3, 160, 160), np.float32))
+    for level in ('O0', 'O2'):
+        calls = trace_dtypes(apply_amp(mindspore_tnt.WithStages(net), level), x)
+        ops = [c['op'] for c in precision_roles(calls)['softmax']]
+        assert len(ops) == 2 * VARIANTS[NAME]['depth'] and ('Custom' if level == 'O0' else 'Softmax') in ops
+        assert role_dtypes(calls)['softmax'] == ['Float32']
+
+
 def test_catches_a_layernorm_left_in_fp16():
     dtypes, _ = traced('O2', plant=lambda net: net.blocks[1].norm_mlp.to_float(ms.float16))
     assert 'Float16' in dtypes['layernorm']
