@@ -1,8 +1,8 @@
 """The head-moving kernel (``mindspore_tnt.heads``) against MindSpore's transposes, bit for bit.
 
 ``split_heads`` and ``merge_heads`` on the kernel give the bits of their transpose-and-unstack
-path, forward and every input gradient, in both modes, on TNT-S's outer attention, PyramidTNT's
-reduced keys and ragged shapes; so do TNT and PyramidTNT models with and without it. A kernel
+path, forward and every input gradient, in both modes, on TNT-S's outer attention, a short
+sequence and ragged shapes; so do TNT and PyramidTNT models with and without it. A kernel
 that moves one head to the wrong place, or whose gradient swaps q and k, must fail the same
 comparison. An fp16 input (AMP) and a machine without a compiler take the transposes.
 """
@@ -19,7 +19,7 @@ from parity_tests.helpers import BackwardOf, check_model_falls_back, faulty_kern
 from tnt_common.fixtures import make_batch
 from tnt_common.variants import model_args
 
-# (B, L, heads, d): TNT-S's outer attention at batch 2, PyramidTNT-S's keys reduced 8x8, ragged
+# (B, L, heads, d): TNT-S's outer attention at batch 2, a short sequence of 2 heads of 32, ragged
 SHAPES = [(2, 197, 6, 64), (2, 16, 2, 32), (3, 5, 3, 4), (1, 1, 1, 1)]
 
 

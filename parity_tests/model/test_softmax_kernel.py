@@ -19,7 +19,8 @@ from parity.gradients import GRAD_BOUND
 from parity_tests.helpers import BackwardOf, check_model_falls_back, faulty_kernel_library, require_cpu_kernels
 from tnt_common.compare import FP32_BOUND, rel_err
 
-# scores: TNT-S's outer attention at batch 2, PyramidTNT-S stage 1 (keys reduced 8x8), ragged
+# scores: TNT-S's outer attention at batch 2; 4096 queries over 64 reduced keys (PyramidTNT's first
+# stage at 256 px); ragged rows
 SHAPES = [(2, 6, 197, 197), (2, 2, 4096, 64), (3, 5, 7), (4, 1)]
 
 
