@@ -228,14 +228,16 @@ class Trainer:
         return self.best_top1
 
     def export(self):
-        """MindIR of the trained weights in fp32, inference mode, batch 1: ``<output>/tnt.mindir``."""
+        """MindIR of the trained weights in fp32, inference mode, batch 1: ``<output>/tnt.mindir``, computing the
+        run's numerics in ``impl='standard'`` (no custom operator: it loads on CPU, GPU and Ascend, as tnt-export's)."""
         import mindspore as ms
         import mindspore_tnt
         from tnt_train.model import copy_weights
         if not self.rt.is_main:
             return None
         net = copy_weights(self.net, mindspore_tnt.create_model(self.args.model, num_classes=self.num_classes,
-                                                               img_size=self.args.img_size))
+                                                               img_size=self.args.img_size, impl='standard',
+                                                               **self.net.numerics.model_kwargs()))
         net.set_train(False)
         s = self.args.img_size
         path = os.path.join(self.args.output, 'tnt.mindir')

@@ -12,7 +12,7 @@ import torch
 
 import torch_ref
 from convert.transfer import numpy_to_torch
-from tnt_common.compare import rel_err
+from tnt_common.compare import FP32_BOUND, rel_err
 from tnt_common.fixtures import random_timm_weights
 from parity_tests.helpers import SCRIPT, Command, rows, started, train_command, weights
 from tnt_train.data import check_dataset, eval_dataset, export_digits
@@ -74,7 +74,7 @@ def start_commands(tmp_path_factory):
     d = tmp_path_factory.mktemp('finetune')
     ten, thousand, mindcv = d / 'tnt_tiny_10.pth', d / 'tnt_tiny_1000.pth', d / 'mindcv_tiny_10.ckpt'
     models = dict(ten=torch_file(ten, 10), thousand=torch_file(thousand, 1000, seed=1), mindcv=mindcv_file(mindcv))
-    numerics = train_command('--model', NAME, '--img-size', 32, '--epochs', 1, '--numerics', 'zoo',
+    numerics = train_command('--model', NAME, '--img-size', 32, '--epochs', 1, '--numerics', 'zoo', '--export',
                              '--output', d / 'numerics')
     runs = dict(
         numerics=numerics,
@@ -165,3 +165,21 @@ def test_run_records_its_numerics(files):
     resumed_out = d / 'numerics_resumed'
     assert len(rows(resumed_out / 'metrics.csv')) == 2
     assert json.loads(ms.load_checkpoint(str(resumed_out / 'model.ckpt'))['tnt_numerics']) == zoo
+
+
+def test_export_keeps_the_run_numerics(files):
+    """--export writes the trained weights computing the run's numerics (MindSpore zoo's: tanh GELU, eps
+    1e-7), without a custom operator; the same weights with PyTorch's numerics, planted, are told apart."""
+    import mindspore as ms
+    from convert.api import load_torch_into_mindspore
+    d, _, runs = files
+    runs['numerics'].result()
+    out = d / 'numerics'
+    assert b'Custom' not in (out / 'tnt.mindir').read_bytes()
+    ms.set_context(mode=ms.GRAPH_MODE)
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32))
+    got = ms.nn.GraphCell(ms.load(str(out / 'tnt.mindir')))(x).asnumpy()
+    for numerics, same in (('zoo', True), ('pytorch', False)):
+        net = load_torch_into_mindspore(out / 'model.ckpt', NAME, img_size=32, numerics=numerics)
+        net.set_train(False)
+        assert (rel_err(got, net(x).asnumpy()) < FP32_BOUND) == same, numerics
