@@ -79,7 +79,8 @@ def markdown(results):
     lines = [
         '# TNT benchmarks: MindSpore next to torch_ref', '',
         f"`{run['command']}`: {run['date']}, revision `{m['revision']}`, {run['duration_s'] / 60:.1f} min. "
-        f"{m['cpu']} ({isa}), {m['usable_cores']} of {m['logical_cores']} cores, {m['memory_gib']} GiB; {m['os']}; "
+        f"{m['cpu']}{f' ({isa})' if m['isa'] else ''}, {m['usable_cores']} of {m['logical_cores']} cores, "
+        f"{m['memory_gib']} GiB; {m['os']}; "
         f"Python {m['python']}, MindSpore {m['mindspore']}, torch {m['torch']}, numpy {m['numpy']}. Load average "
         f"(1/5/15 min) {'/'.join(map(str, run['load_average_before']))} before, "
         f"{'/'.join(map(str, run['load_average_after']))} after"

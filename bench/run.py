@@ -38,14 +38,18 @@ def machine_facts(revision):
         except OSError:   # not Linux
             return None
 
+    def version(package):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
     memory, flags = proc('/proc/meminfo', 'MemTotal'), proc('/proc/cpuinfo', 'flags')
     flags = flags or proc('/proc/cpuinfo', 'Features')
-    versions = {d.metadata['Name'].lower(): d.version for d in metadata.distributions()}
     return dict(cpu=proc('/proc/cpuinfo', 'model name') or platform.processor() or platform.machine(),
                 logical_cores=os.cpu_count(),
                 usable_cores=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
                 memory_gib=memory and round(int(memory.split()[0]) / 2 ** 20, 1), os=platform.platform(),
-                python=platform.python_version(), **{p: versions.get(p) for p in ('mindspore', 'torch', 'numpy')},
+                python=platform.python_version(), **{p: version(p) for p in ('mindspore', 'torch', 'numpy')},
                 revision=revision, isa=sorted(f for f in (flags or '').split() if f.startswith(ISA)))
 
 
@@ -138,6 +142,8 @@ def measure(kind, src, dst, workdir, echo):
         raise RuntimeError(f"{kind} {os.path.basename(src)}: {row['error']}")
     worker.proc.communicate()   # its exit included, as for any command
     worker.log.close()
+    if worker.proc.returncode:
+        raise RuntimeError(f'{kind} {os.path.basename(src)}: exit code {worker.proc.returncode}')
     return dict(worker.ready, process_s=time.perf_counter() - start)
 
 

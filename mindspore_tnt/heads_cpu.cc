@@ -30,7 +30,7 @@ bool shape_of(int nparam, int x_at, const int *ndims, int64_t *const *shapes, co
                       shapes[i][2] != s->len || shapes[i][3] != s->dim))
       return false;
   }
-  return s->parts * s->heads == x[2];
+  return s->heads > 0 && s->dim > 0 && s->parts * s->heads == x[2];
 }
 
 // For each row (b, l) of x and each head column block k = p H + h: copy d floats between

@@ -2,9 +2,10 @@
 
 ``split_heads`` and ``merge_heads`` on the kernel give the bits of their transpose-and-unstack
 path, forward and every input gradient, in both modes, on TNT-S's outer attention, a short
-sequence and ragged shapes; so do TNT and PyramidTNT models with and without it. A kernel
-that moves one head to the wrong place, or whose gradient swaps q and k, must fail the same
-comparison. An fp16 input (AMP) and a machine without a compiler take the transposes.
+sequence and ragged shapes; so do TNT (at 160 px, where its outer attention moves heads) and
+PyramidTNT models with and without it. A kernel that moves one head to the wrong place, or whose
+gradient swaps q and k, must fail the same comparisons. An fp16 input (AMP) and a machine without
+a compiler take the transposes.
 """
 import mindspore as ms
 import numpy as np
@@ -17,7 +18,6 @@ from mindspore_tnt.heads import merge_heads, split_heads
 from parity.forward import set_mode
 from parity_tests.helpers import BackwardOf, check_model_falls_back, faulty_kernel_library, require_cpu_kernels
 from tnt_common.fixtures import make_batch
-from tnt_common.variants import model_args
 
 # (B, L, heads, d): TNT-S's outer attention at batch 2, a short sequence of 2 heads of 32, ragged
 SHAPES = [(2, 197, 6, 64), (2, 16, 2, 32), (3, 5, 3, 4), (1, 1, 1, 1)]
@@ -62,26 +62,6 @@ def test_same_bits_as_the_transposes(kernel, mode, shape):
         assert np.array_equal(got, want)
 
 
-@pytest.mark.parametrize('mode', ['pynative', 'graph'])
-@pytest.mark.parametrize('name', ['tnt_tiny_patch16_64', 'ptnt_tiny_patch16_64'])
-def test_models_same_bits_with_and_without_it(kernel, mode, name):
-    set_mode(mode)
-    images = ms.Tensor(make_batch(2, model_args(name)['img_size'], seed=1))
-    dout = np.random.default_rng(3).standard_normal((2, 1000)).astype(np.float32)
-    runs = []
-    for use in (True, False):
-        ms.set_seed(0)
-        net = mindspore_tnt.create_model(name)
-        for _, cell in net.cells_and_names():
-            if hasattr(cell, 'head_moves'):
-                assert cell.head_moves is kernel
-                cell.head_moves = kernel if use else None
-        net.set_train(True)
-        loss, grads = ms.value_and_grad(BackwardOf(net, dout), None, net.trainable_params())(images)
-        runs.append([loss.asnumpy()] + [g.asnumpy() for g in grads])
-    assert all(np.array_equal(a, b) for a, b in zip(*runs))
-
-
 FAULTS = {
     'a head moved to the next one': ('+ k % s.heads) * s.len', '+ (k + 1) % s.heads) * s.len'),
     'q and k swapped in the gradient': ('float *ys[2] = {const_cast<float *>(tnt_cpu::in(params, 0)), '
@@ -99,6 +79,43 @@ def test_catches_planted_kernel_faults(kernel, tmp_path, monkeypatch, fault):
     want = results(None, shape)
     assert all(np.array_equal(g, w) for g, w in zip(results(kernel, shape), want))
     assert not all(np.array_equal(g, w) for g, w in zip(results(bad, shape), want))
+
+
+# TNT-tiny at 160 px: 101 sentences, over the inner attention kernel's length, so its outer attention moves
+# heads; PyramidTNT's outer attention (with relative_pos) always does
+MODELS = [('tnt_tiny_patch16_64', 160), ('ptnt_tiny_patch16_64', 64)]
+
+
+def model_run(name, img_size, moves):
+    """(loss, every gradient) of a training-mode model of seed 0, its heads moved by ``moves``."""
+    ms.set_seed(0)
+    net = mindspore_tnt.create_model(name, img_size=img_size)
+    cells = [c for _, c in net.cells_and_names() if hasattr(c, 'head_moves')]
+    assert cells and all(c.head_moves is heads.kernel_ops() for c in cells)
+    for cell in cells:
+        cell.head_moves = moves
+    net.set_train(True)
+    dout = np.random.default_rng(3).standard_normal((2, 1000)).astype(np.float32)
+    loss, grads = ms.value_and_grad(BackwardOf(net, dout), None, net.trainable_params())(
+        ms.Tensor(make_batch(2, img_size, seed=1)))
+    return [loss.asnumpy()] + [g.asnumpy() for g in grads]
+
+
+@pytest.mark.parametrize('mode', ['pynative', 'graph'])
+@pytest.mark.parametrize('name,img_size', MODELS)
+def test_models_same_bits_with_and_without_it(kernel, mode, name, img_size):
+    set_mode(mode)
+    assert all(np.array_equal(a, b) for a, b in zip(model_run(name, img_size, kernel),
+                                                      model_run(name, img_size, None)))
+
+
+@pytest.mark.parametrize('name,img_size', MODELS)
+def test_model_comparison_catches_a_head_moved(kernel, tmp_path, monkeypatch, name, img_size):
+    set_mode('graph')
+    edits = [FAULTS['a head moved to the next one']]
+    bad = heads._ops(faulty_kernel_library(tmp_path, monkeypatch, 'heads_cpu.cc', edits))
+    assert not all(np.array_equal(a, b) for a, b in zip(model_run(name, img_size, bad),
+                                                          model_run(name, img_size, None)))
 
 
 @pytest.mark.parametrize('mode', ['pynative', 'graph'])
