@@ -111,7 +111,7 @@ def test_models_same_bits_with_and_without_it(kernel, mode, name, img_size):
 
 @pytest.mark.parametrize('name,img_size', MODELS)
 def test_model_comparison_catches_a_head_moved(kernel, tmp_path, monkeypatch, name, img_size):
-    set_mode('graph')
+    set_mode('pynative')
     edits = [FAULTS['a head moved to the next one']]
     bad = heads._ops(faulty_kernel_library(tmp_path, monkeypatch, 'heads_cpu.cc', edits))
     assert not all(np.array_equal(a, b) for a, b in zip(model_run(name, img_size, bad),
