@@ -9,7 +9,10 @@
 //   dV = Pᵀ dO,  dP = dO vᵀ,  dS = P * (dP - rowsum(dP * P)) * s,  dq = dS k,  dk = dSᵀ q
 // written to the columns of q, k and v in da (N, L, Ca) and db (N, L, Cb).
 // Every matrix is held transposed (query index last), so the loops run along the L queries:
-// a sequence of 16 words is one AVX-512 vector. expf has glibc's vector variant (libmvec).
+// a sequence of 16 words is one AVX-512 vector. The exponentials run on vector_math.h's lanes
+// (glibc's vector expf, every element through the same code): a loop's own vector and scalar
+// parts, where the compiler puts them by the buffers' alignment, would give an element bits that
+// depend on where the heap placed them.
 // (sequence, head) pairs are independent and split over the machine's threads (cpu_parallel.h).
 // Built and loaded by mindspore_tnt/attention.py; float32 only (it falls back otherwise), heads int32.
 #include <algorithm>
@@ -20,8 +23,7 @@
 
 #include "aot_kernel.h"
 #include "cpu_parallel.h"
-
-extern "C" float expf(float) __attribute__((simd("notinbranch")));
+#include "vector_math.h"
 
 namespace {
 
@@ -134,11 +136,15 @@ void probabilities(const float *qt, const float *kt, int64_t len_arg, int64_t d,
   for (int64_t i = 0; i < len; ++i) rsum[i] = 0.0f;
   for (int64_t j = 0; j < len; ++j) {
     float *s = pt + j * len;
+    const float *in[2] = {s, rmax};
+    tnt_cpu::lanes<2>(len, in, s, [](const float *const *lane, float *out) {
+      float t[tnt_cpu::kLanes];
 #pragma omp simd
-    for (int64_t i = 0; i < len; ++i) {
-      s[i] = expf(s[i] - rmax[i]);
-      rsum[i] += s[i];
-    }
+      for (int i = 0; i < tnt_cpu::kLanes; ++i) t[i] = lane[0][i] - lane[1][i];
+      tnt_cpu::exp_lanes(t, out);
+    });
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) rsum[i] += s[i];
   }
   for (int64_t j = 0; j < len; ++j) {
     float *s = pt + j * len;

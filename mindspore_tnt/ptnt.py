@@ -68,21 +68,32 @@ class Conv2d(nn.Conv2d):
 
 
 class BatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` of ``Conv2d``'s output. With ``impl='cpu'`` in training, the
-    (pixels, C, 1, 1) view is normalised as (1, C, pixels, 1): MindSpore's CPU BatchNorm sums
-    its batch axis less accurately than its spatial ones, and the error grows with the pixels
-    (docs/ptnt.md). In inference (running statistics, no sums) the view is normalised as it is."""
+    """``nn.BatchNorm2d`` of ``Conv2d``'s output. With ``impl='cpu'`` in training the (pixels, C,
+    1, 1) view is normalised with its statistics, and their gradients, taken in float64, and the
+    running statistics updated as ``nn.BatchNorm2d`` does (momentum, unbiased variance):
+    MindSpore's CPU BatchNorm sums in float32 less accurately than torch, by a margin that
+    depends on the machine, and the stem's weight gradients sum what it removed (docs/ptnt.md).
+    In inference (running statistics, no sums) the view is normalised as it is."""
 
     def __init__(self, num_features, impl='standard', **kwargs):
         super().__init__(num_features, **kwargs)
         self.impl = impl
 
     def construct(self, x):
-        if self.impl != 'cpu' or not self.training:
+        if self.impl != 'cpu' or not self.training or self.use_batch_statistics is not None:
             return super().construct(x)
         rows, C = x.shape[0], x.shape[1]
-        y = super().construct(ops.transpose(x.reshape(rows, C), (1, 0)).reshape(1, C, rows, 1))
-        return ops.transpose(y.reshape(C, rows), (1, 0)).reshape(rows, C, 1, 1)
+        x64 = x.reshape(rows, C).astype(ms.float64)
+        mean = x64.mean(0)
+        centred = x64 - mean
+        var = (centred * centred).mean(0)
+        y = centred / ops.sqrt(var + self.eps) * self.gamma.astype(ms.float64) + self.beta.astype(ms.float64)
+        mean, var = ops.stop_gradient(mean), ops.stop_gradient(var * (rows / (rows - 1)))
+        keep = 1. - self.momentum
+        updated = ops.depend(ops.assign(self.moving_mean, (self.moving_mean * keep + mean * self.momentum).astype(
+            self.moving_mean.dtype)), ops.assign(self.moving_variance, (self.moving_variance * keep + var *
+                                                                        self.momentum).astype(self.moving_variance.dtype)))
+        return ops.depend(y.astype(x.dtype).reshape(rows, C, 1, 1), updated)
 
 
 def conv_bn_relu(dim_in, dim_out, stride, in_side=1, impl='standard'):

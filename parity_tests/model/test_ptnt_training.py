@@ -14,7 +14,7 @@ mode, MindSpore's BatchNorm given torch's momentum.
 Training steps with drop path (PYNATIVE, its masks shared, at 128 px): the same
 ``run_training``; planted fault: one block's drop path without its ``1 / keep_prob`` scaling.
 The stem's BatchNorms in training (``mindspore_tnt.ptnt.BatchNorm2d``): at 128 px the stem's
-gradients within ``GRAD_BOUND``; planted: the channels-last view normalised as it is.
+gradients within ``GRAD_BOUND``; planted: MindSpore's BatchNorm on the channels-last view.
 
 PYNATIVE mode computes wrong gradients on MindSpore 2.10 where a stage has a single token
 (the tiny variant at its 64 px: the last stage's grid is 1x1; the forward pass agrees, GRAPH
@@ -137,10 +137,10 @@ def test_catches_running_statistics_in_train_mode():
 STEM = re.compile(r'patch_embed\..+|inner_pos')
 
 
-def test_stem_batchnorm_in_training_sums_the_pixels_as_nchw():
+def test_stem_batchnorm_in_training_takes_its_sums_in_float64():
     """At 128 px the stem's gradients and inner_pos's are within GRAD_BOUND of torch's. Planted:
-    the stem's BatchNorms normalising the channels-last (pixels, C, 1, 1) view in training, whose
-    sums over the batch axis MindSpore's CPU BatchNorm takes less accurately (docs/ptnt.md)."""
+    the stem's BatchNorms normalising the channels-last (pixels, C, 1, 1) view with MindSpore's
+    CPU BatchNorm, whose float32 sums are less accurate (docs/ptnt.md)."""
     def plant(net):
         for seq, i in stem_batchnorms(net):
             seq[i].impl = 'standard'
