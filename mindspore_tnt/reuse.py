@@ -57,7 +57,9 @@ def structure_key(cell):
     parts = []
     for name, sub in cell.cells_and_names():
         rate = sub.p if isinstance(sub, nn.Dropout) else getattr(sub, 'drop_prob', None)  # dropout, drop path
-        if rate is not None and (not sub.training or rate == 0):
+        if rate is not None and sub.training and getattr(sub, 'fed', False):
+            attrs = ('fed', _value(sub.kernel))   # noise and keep come in as inputs: its rate plays no part
+        elif rate is not None and (not sub.training or rate == 0):
             attrs = ()                    # the identity: its rate, seeds and noise never run
         elif rate is not None:
             attrs = ('draws', _identity(sub))   # its random draws stay its own: no graph shared

@@ -74,27 +74,44 @@ class DropPath(nn.Cell):
     drawn on the host, which a resume replays (``tnt_train.droppath``). With ``cpu_kernel=True``
     the scaling ``x / keep_prob * mask`` of fp32 inputs and its gradient run on the CPU kernel
     (``mindspore_tnt.droppath``): the same values, without the memory MindSpore's ops hold.
+
+    ``feed()`` (``TNT`` calls it when any block drops): in training the layer is called with
+    the noise, drawn by the model outside the block (``TNT.drop_path_inputs``, the same draws
+    in the same order), and its keep probability as a tensor, so that no rate or random draw
+    is part of the block's graph and blocks of every rate share one (``reuse``).
     """
 
     def __init__(self, drop_prob=0., cpu_kernel=False):
         super().__init__()
         self.drop_prob = drop_prob
         self.noise = None
+        self.fed = False
+        self.cpu_kernel = cpu_kernel
         self.kernel = droppath.kernel_ops() if cpu_kernel and drop_prob > 0. else None
         self.keep = ms.Tensor([1. - drop_prob], ms.float32)
 
-    def construct(self, x):
-        if not self.training or self.drop_prob == 0.:
-            return x
-        keep_prob = 1. - self.drop_prob
+    def feed(self):
+        """Take noise and keep probability as arguments in training (a rate of 0 is then fed zeros)."""
+        self.fed = True
+        self.kernel = droppath.kernel_ops() if self.cpu_kernel else None
+
+    def construct(self, x, noise=None, keep=None, start=0):
+        """``x`` scaled per sample; fed: the mask from ``noise[start:start + len(x)]`` and ``keep``."""
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        if self.noise is None:
-            mask = ops.rand(shape, dtype=x.dtype)
+        if noise is not None:
+            keep_prob = keep
+            mask = ops.floor(noise[start:start + shape[0]].reshape(shape) + keep_prob)
+        elif not self.training or self.drop_prob == 0.:
+            return x
         else:
-            mask = self.noise(shape, x.dtype)
-        mask = ops.floor(mask + keep_prob)
+            keep_prob, keep = 1. - self.drop_prob, self.keep
+            if self.noise is None:
+                mask = ops.rand(shape, dtype=x.dtype)
+            else:
+                mask = self.noise(shape, x.dtype)
+            mask = ops.floor(mask + keep_prob)
         if self.kernel is not None and x.dtype == ms.float32:
-            return self.kernel(x, mask, self.keep)
+            return self.kernel(x, mask, keep)
         return x / keep_prob * mask
 
 
@@ -188,8 +205,10 @@ class Block(nn.Cell):
         self.norm_mlp = LayerNorm((dim_out,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
         self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio), proj_drop, gelu, impl)
 
-    def construct(self, pixel_embed, patch_embed):
-        pixel_embed = pixel_embed + self.drop_path(self.attn_in(self.norm_in(pixel_embed)))
+    def construct(self, pixel_embed, patch_embed, noise=None, keep=None):
+        """``noise``/``keep``: drop path's inputs where the model feeds them (``TNT.drop_path_inputs``)."""
+        rows = pixel_embed.shape[0]
+        pixel_embed = pixel_embed + self.drop_path(self.attn_in(self.norm_in(pixel_embed)), noise, keep)
         # The second residual add runs in the view norm1_proj reads and the inner stream goes on
         # as its reshape, so that no tensor has three gradient consumers: GRAPH and PYNATIVE
         # mode add three gradient terms in different orders (docs/parity.md, GRAPH vs PYNATIVE).
@@ -197,15 +216,15 @@ class Block(nn.Cell):
         words = pixel_embed.shape
         view = (B, -1, words[-1]) if self.legacy else (B, L - 1, -1)
         sentences = (pixel_embed.reshape(view) +
-                     self.drop_path(self.mlp_in(self.norm_mlp_in(pixel_embed))).reshape(view))
+                     self.drop_path(self.mlp_in(self.norm_mlp_in(pixel_embed)), noise, keep, rows).reshape(view))
         pixel_embed = sentences.reshape(words)
         if self.legacy:
             sentence = self.proj(self.norm1_proj(sentences).reshape(B, L - 1, -1))
         else:
             sentence = self.norm2_proj(self.proj(self.norm1_proj(sentences)))
         patch_embed = ops.cat([patch_embed[:, :1], patch_embed[:, 1:] + sentence], axis=1)
-        patch_embed = patch_embed + self.drop_path(self.attn_out(self.norm_out(patch_embed)))
-        patch_embed = patch_embed + self.drop_path(self.mlp(self.norm_mlp(patch_embed)))
+        patch_embed = patch_embed + self.drop_path(self.attn_out(self.norm_out(patch_embed)), noise, keep, 2 * rows)
+        patch_embed = patch_embed + self.drop_path(self.mlp(self.norm_mlp(patch_embed)), noise, keep, 2 * rows + B)
         return pixel_embed, patch_embed
 
 
@@ -316,6 +335,9 @@ class TNT(nn.Cell):
             Block(inner_dim, embed_dim, num_pixel, num_heads_inner, num_heads_outer, mlp_ratio,
                   proj_drop_rate, attn_drop_rate, dpr[i], legacy, gelu, norm_eps, impl)
             for i in range(depth)])
+        if drop_path_rate > 0.:
+            for blk in self.blocks:
+                blk.drop_path.feed()
         self.norm = LayerNorm((embed_dim,), epsilon=final_norm_eps, cpu_kernel=impl == 'cpu')
         self.head_drop = nn.Dropout(p=drop_rate)
         self.head = nn.Dense(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
@@ -354,12 +376,32 @@ class TNT(nn.Cell):
         patch_embed = self.pos_drop(patch_embed + self.patch_pos)
         return pixel_embed, patch_embed
 
+    def drop_path_inputs(self, blk, B, dtype):
+        """The (noise, keep) ``blk`` takes in training when its drop path is fed, else ().
+
+        The noise of the block's four drop-path calls (two over the B*N inner rows, two over the
+        B images), drawn here in the order the block makes them: a hook's draws (``DropPath.noise``),
+        one framework draw, or zeros for a rate of 0 (then x / 1 * 1: x exactly).
+        """
+        drop = blk.drop_path
+        if not (self.training and drop.fed):
+            return ()
+        rows = (B * self.num_patches,) * 2 + (B,) * 2
+        if drop.drop_prob == 0.:
+            noise = ms.mutable(ops.zeros((sum(rows),), dtype))
+        elif drop.noise is None:
+            noise = ops.rand((sum(rows),), dtype=dtype)
+        else:
+            noise = ops.cat([drop.noise((n, 1, 1), dtype).reshape(-1) for n in rows])
+        return noise, ms.mutable(drop.keep)
+
     def forward_stages(self, x):
         """Final normed outer tokens and ((inner, outer) after the embedding and each block)."""
         pixel_embed, patch_embed = self.embed(x)
         stages = ((pixel_embed, patch_embed),)
         for blk in self.blocks:
-            pixel_embed, patch_embed = blk(pixel_embed, patch_embed)
+            pixel_embed, patch_embed = blk(pixel_embed, patch_embed,
+                                           *self.drop_path_inputs(blk, x.shape[0], patch_embed.dtype))
             stages = stages + ((pixel_embed, patch_embed),)
         return self.norm(patch_embed), stages
 
@@ -384,7 +426,8 @@ class TNT(nn.Cell):
         pixel_embed, patch_embed = self.embed(x)
         intermediates = []
         for i in range(max_index + 1 if stop_early else len(self.blocks)):
-            pixel_embed, patch_embed = self.blocks[i](pixel_embed, patch_embed)
+            pixel_embed, patch_embed = self.blocks[i](pixel_embed, patch_embed,
+                                                      *self.drop_path_inputs(self.blocks[i], B, patch_embed.dtype))
             if i in take:
                 intermediates.append(self.norm(patch_embed) if norm else patch_embed)
         prefix_tokens = [y[:, :1] for y in intermediates]
@@ -411,7 +454,8 @@ class TNT(nn.Cell):
     def forward_features(self, x):
         pixel_embed, patch_embed = self.embed(x)
         for blk in self.blocks:
-            pixel_embed, patch_embed = blk(pixel_embed, patch_embed)
+            pixel_embed, patch_embed = blk(pixel_embed, patch_embed,
+                                           *self.drop_path_inputs(blk, x.shape[0], patch_embed.dtype))
         return self.norm(patch_embed)
 
     def forward_head(self, x, pre_logits=False):

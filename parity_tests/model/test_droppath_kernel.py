@@ -3,7 +3,9 @@
 ``DropPath(p, cpu_kernel=True)`` scales each sample's row by ``mask / keep_prob`` in one
 custom op; without the kernel it is ``x / keep_prob * mask``. Forward and gradient must be
 identical to the ops' (the kernel does the same float operations in the same order), in
-GRAPH and PYNATIVE mode, for the inner stream's 3-D rows, 2-D rows and rows of odd width.
+GRAPH and PYNATIVE mode, for the inner stream's 3-D rows, 2-D rows and rows of odd width. The
+layer fed as the model feeds it in training (noise and keep probability as inputs) computes
+what the layer that draws its own noise does, with and without the kernel.
 """
 import mindspore as ms
 import numpy as np
@@ -79,3 +81,35 @@ def test_kernel_is_not_used_without_drop_or_for_fp16():
     out = layer(ops.ones((64, 3), ms.float16)).asnumpy()
     assert out.dtype == np.float16 and set(np.unique(out)) <= {0., 2.}
     assert droppath.kernel_ops() is layer.kernel
+
+
+class Fed(nn.Cell):
+    """``layer`` fed as the model feeds it in training (``DropPath.feed``): ``noise`` behind
+    ``start`` other values, and its keep probability."""
+
+    def __init__(self, layer, noise, start):
+        super().__init__()
+        layer.feed()
+        self.layer, self.start, self.keep = layer, start, layer.keep
+        self.fed_noise = ms.Tensor(np.concatenate([np.full(start, 0.99, np.float32), noise.asnumpy().reshape(-1)]))
+
+    def construct(self, x):
+        return self.layer(x, self.fed_noise, self.keep, self.start)
+
+
+@pytest.mark.parametrize('mode', ['pynative', 'graph'])
+@pytest.mark.parametrize('cpu_kernel', [True, False])
+def test_fed_layer_computes_what_the_drawing_layer_does(mode, cpu_kernel):
+    if cpu_kernel:
+        require_cpu_kernels()
+    set_mode(mode)
+    shape, drop_prob, rng = SHAPES[0], 0.3, np.random.default_rng(1)
+    x = ms.Tensor((rng.standard_normal(shape) * 3).astype(np.float32))
+    weights = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+    noise = ms.Tensor(rng.random(shape[0]).astype(np.float32))
+    fed = Fed(DropPath(drop_prob, cpu_kernel=cpu_kernel), noise, start=5)
+    got, want = run(fed, x, weights, noise), run(DropPath(drop_prob, cpu_kernel=cpu_kernel), x, weights, noise)
+    assert (fed.layer.kernel is not None) == cpu_kernel
+    assert np.any(np.floor(noise.asnumpy() + 1 - drop_prob) == 0)      # rows the 0.99s ahead would keep
+    for a, b in zip(got, want):
+        assert np.array_equal(a, b), float(np.abs(a - b).max())

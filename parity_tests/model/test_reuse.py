@@ -31,12 +31,48 @@ def test_identical_blocks_share_one_key_under_a_global_seed():
     assert len(set(keys(net))) == 1
 
 
-def test_random_draws_in_training_are_never_shared():
+def test_fed_drop_path_shares_a_graph_and_a_dropout_does_not():
     net = mindspore_tnt.create_model(NAME, drop_path_rate=0.1)
     net.set_train(False)
     assert len(set(keys(net))) == 1                    # drop path is the identity in eval mode
     net.set_train(True)
-    assert len(set(keys(net))) == len(net.blocks)      # block 0's rate is 0, but each other block draws
+    assert len(set(keys(net))) == 1                    # rates 0 to 0.1: noise and keep come in as inputs
+    net = mindspore_tnt.create_model(NAME, proj_drop_rate=0.1)
+    net.set_train(True)
+    assert len(set(keys(net))) == len(net.blocks)      # each block's dropouts draw in the block
+
+
+class FedInputs(nn.Cell):
+    """The (noise, keep) every block of ``net`` is fed in training, as one compiled graph."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def construct(self, x):
+        out = ()
+        for blk in self.net.blocks:
+            out = out + self.net.drop_path_inputs(blk, x.shape[0], x.dtype)
+        return out
+
+
+@pytest.mark.parametrize('mode', ['graph', 'pynative'])
+def test_every_block_is_fed_draws_of_its_own(mode):
+    set_mode(mode)
+    net = mindspore_tnt.create_model(NAME, drop_path_rate=0.3)
+    net.set_train(True)
+    draws = FedInputs(net)
+    x = ms.Tensor(np.zeros((2, 1), np.float32))
+    first, second = ([t.asnumpy() for t in draws(x)] for _ in range(2))
+    rows = 2 * 2 * net.num_patches + 2 * 2
+    for out in (first, second):
+        noise, keep = out[0::2], out[1::2]
+        assert [k.tolist() for k in keep] == [[np.float32(1. - b.drop_path.drop_prob)] for b in net.blocks]
+        assert all(n.shape == (rows,) for n in noise)
+        assert not noise[0].any()                                   # rate 0: zeros, x / 1 * 1
+        assert all(0. <= n.min() and n.max() < 1. for n in noise)
+        assert len({n.tobytes() for n in noise[1:]}) == 3           # no two blocks share a draw
+    assert not any(np.array_equal(a, b) for a, b in zip(first[2::2], second[2::2]))   # new draws each call
 
 
 def test_changes_after_construction_change_the_key():
