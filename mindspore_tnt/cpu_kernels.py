@@ -19,8 +19,11 @@ from mindspore import ops
 from tnt_common.files import atomic_output
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-COMPILE_FLAGS = ('-std=c++17', '-O3', '-march=native', '-fno-math-errno', '-fopenmp-simd', '-pthread', '-shared',
-                 '-fPIC')
+# -fno-trapping-math: no float comparison may trap, so the compiler may turn a loop's selects into
+# blends and vectorise it (without it GCC left erf_lanes scalar for AVX2: docs/performance.md). It
+# changes no value: no reassociation, no contraction that -ffp-contract's default does not make.
+COMPILE_FLAGS = ('-std=c++17', '-O3', '-march=native', '-fno-math-errno', '-fno-trapping-math', '-fopenmp-simd',
+                 '-pthread', '-shared', '-fPIC')
 HEADERS = ('aot_kernel.h', 'cpu_parallel.h', 'vector_math.h')
 LINK_FLAGS = ('-lmvec',)
 
