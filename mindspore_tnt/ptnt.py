@@ -88,12 +88,14 @@ class BatchNorm2d(nn.BatchNorm2d):
         centred = x64 - mean
         var = (centred * centred).mean(0)
         y = centred / ops.sqrt(var + self.eps) * self.gamma.astype(ms.float64) + self.beta.astype(ms.float64)
-        mean, var = ops.stop_gradient(mean), ops.stop_gradient(var * (rows / (rows - 1)))
-        keep = 1. - self.momentum
-        updated = ops.depend(ops.assign(self.moving_mean, (self.moving_mean * keep + mean * self.momentum).astype(
-            self.moving_mean.dtype)), ops.assign(self.moving_variance, (self.moving_variance * keep + var *
-                                                                        self.momentum).astype(self.moving_variance.dtype)))
+        updated = ops.depend(self.running_update(self.moving_mean, mean),
+                             self.running_update(self.moving_variance, var * (rows / (rows - 1))))
         return ops.depend(y.astype(x.dtype).reshape(rows, C, 1, 1), updated)
+
+    def running_update(self, running, batch):
+        """``running`` moved towards ``batch`` (no gradient) by ``momentum``, as BatchNorm updates it."""
+        batch = ops.stop_gradient(batch)
+        return ops.assign(running, (running * (1. - self.momentum) + batch * self.momentum).astype(running.dtype))
 
 
 def conv_bn_relu(dim_in, dim_out, stride, in_side=1, impl='standard'):

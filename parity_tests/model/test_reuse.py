@@ -1,5 +1,7 @@
 """Blocks compiled once per graph (``mindspore_tnt.reuse``): which blocks share a graph, and a
-block changed after construction computes its own function in GRAPH mode.
+block changed after construction computes its own function in GRAPH mode. Drop path in training
+is fed to the blocks, so they share a graph: each block still gets a draw and keep probability
+of its own.
 
 The planted fault is MindSpore's own key (the ``__init__`` arguments alone): with it a block
 whose GELU was replaced after construction runs its siblings' graph, and GRAPH mode no longer
