@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 
+from bench.report import md_table
 from bench.run import Worker, arg_parser, groups, parse
 
 
@@ -36,15 +37,11 @@ def operator_times(framework, run):
 
 
 def table(title, rows, top):
-    rows = sorted(rows, key=lambda r: -r[2])
-    total = sum(r[2] for r in rows)
-    lines = [f'### {title}: {total:.0f} ms of operator time', '', '| op | calls | ms | share |', '|---|---|---|---|']
-    lines += [f'| {op} | {calls} | {ms:.1f} | {ms / total:.1%} |' for op, calls, ms in rows[:top]]
-    if rows[top:]:
-        rest = rows[top:]
-        lines.append(f'| ({len(rest)} more) | {sum(r[1] for r in rest)} | {sum(r[2] for r in rest):.1f} '
-                     f'| {sum(r[2] for r in rest) / total:.1%} |')
-    return '\n'.join(lines)
+    rows, rest = sorted(rows, key=lambda r: -r[2])[:top], sorted(rows, key=lambda r: -r[2])[top:]
+    total = sum(r[2] for r in rows + rest)
+    rows += [(f'({len(rest)} more)', sum(r[1] for r in rest), sum(r[2] for r in rest))] if rest else []
+    return '\n'.join([f'### {title}: {total:.0f} ms of operator time'] + md_table(
+        ('op', 'calls', 'ms', 'share'), [f'| {op} | {calls} | {ms:.1f} | {ms / total:.1%} |' for op, calls, ms in rows]))
 
 
 def main(argv=None):

@@ -30,7 +30,7 @@ def _fmt(value, spec):
     return '–' if value is None else format(value, spec)
 
 
-def _table(header, lines):
+def md_table(header, lines):
     return ['', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)] + lines
 
 
@@ -52,24 +52,14 @@ def _row(r):
                    f"{_fmt(r['others_cpu_mean'] and 100 * r['others_cpu_mean'], '.0f')} |")
 
 
-def _conversion(rows):
-    lines = []
-    for r in rows:
-        if 'error' in r:
-            lines.append(f"| {r['model']} | | failed: {r['error']} | | | | | |")
-            continue
-        for run in ('floor', 'convert', 'verify'):
-            m, no_import = r[run], r[run]['seconds'] - r[run]['import_s']
-            label, ratio = ((f"+ verify (passed: {m['passed']})", '') if run == 'verify'
-                            else (run, f"{no_import / r['floor']['seconds']:.2f}"))
-            lines.append(f"| {r['model']} | {r['direction']} | {label} | {m['seconds']:.2f} ({no_import:.2f}) | "
-                         f"{ratio} | {m['process_s']:.2f} | {m['peak_rss_mib']:.0f} | "
-                         f"{m['peak_rss_mib'] / r['source_mib']:.2f} |")
-    return ['', '## Checkpoint conversion', '',
-            'Each run is a fresh process; floor = read the source file and write as many bytes. Time: fastest run '
-            '(without `import torch`); peak RSS: `VmHWM`. Goals: conversion <= 1.5x the floor\'s time (without the '
-            'import), peak RSS <= 2.5x the checkpoint.'] + _table(
-        ('model', 'direction', 'run', 'time s', 'x floor', 'process s', 'peak RSS MiB', 'x checkpoint'), lines)
+def _conversion(r, run):
+    if 'error' in r:
+        return f"| {r['model']} | | failed: {r['error']} | | | | | |"
+    m, no_import = r[run], r[run]['seconds'] - r[run]['import_s']
+    label, ratio = ((f"+ verify (passed: {m['passed']})", '') if run == 'verify'
+                    else (run, f"{no_import / r['floor']['seconds']:.2f}"))
+    return (f"| {r['model']} | {r['direction']} | {label} | {m['seconds']:.2f} ({no_import:.2f}) | {ratio} | "
+            f"{m['process_s']:.2f} | {m['peak_rss_mib']:.0f} | {m['peak_rss_mib'] / r['source_mib']:.2f} |")
 
 
 def markdown(results):
@@ -95,10 +85,18 @@ def markdown(results):
             'steps. Absolute numbers are noisy; read the ratios, the best more than the median.'
             + (f" MindSpore model arguments: `{run['ms_kwargs']}`." if run['ms_kwargs'] else ''),
             '', '## Goals', '', f"On {m['cpu']} ({isa}), {m['usable_cores']} cores."]
-        lines += _table(('goal', 'target', 'measured best (median)', 'met'), [_goal(g) for g in results['goals']])
+        lines += md_table(('goal', 'target', 'measured best (median)', 'met'), [_goal(g) for g in results['goals']])
     for task, title in TASK_TITLES.items():
         if any(r['task'] == task for r in rows):
-            lines += ['', f'## {title}'] + _table(('model', 'batch', 'variant', 'img/s', 'step ms', 'vs torch',
+            lines += ['', f'## {title}'] + md_table(('model', 'batch', 'variant', 'img/s', 'step ms', 'vs torch',
                                                    'compile s', 'peak RSS MiB', "others' CPU %"),
                                                   [_row(r) for r in rows if r['task'] == task])
-    return '\n'.join(lines + (_conversion(results['conversion']) if 'conversion' in results else [])) + '\n'
+    if 'conversion' in results:
+        lines += ['', '## Checkpoint conversion', '', (
+            'Each run is a fresh process; floor = read the source file and write as many bytes. Time: fastest run '
+            '(without `import torch`); peak RSS: `VmHWM`. Goals: conversion <= 1.5x the floor\'s time (without the '
+            'import), peak RSS <= 2.5x the checkpoint.')] + md_table(
+            ('model', 'direction', 'run', 'time s', 'x floor', 'process s', 'peak RSS MiB', 'x checkpoint'),
+            [_conversion(r, run) for r in results['conversion'] for run in ('floor', 'convert', 'verify')
+             if run == 'floor' or 'error' not in r])
+    return '\n'.join(lines) + '\n'

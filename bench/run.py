@@ -31,26 +31,22 @@ ISA = ('sse', 'ssse', 'avx', 'fma', 'f16c', 'amx', 'asimd', 'sve', 'bf16', 'i8mm
 
 def machine_facts(revision):
     """The machine and software, without importing the frameworks; ``isa``: the CPU's vector extensions."""
-    def proc(path, key):
+    info = {}
+    for path in ('/proc/cpuinfo', '/proc/meminfo'):
         try:
             with open(path) as f:
-                return next((ln.split(':', 1)[1].strip() for ln in f if ln.startswith(key)), None)
+                for key, _, value in (ln.partition(':') for ln in f):
+                    info.setdefault(key.strip(), value.strip())
         except OSError:   # not Linux
-            return None
-
-    def version(package):
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None
-    memory, flags = proc('/proc/meminfo', 'MemTotal'), proc('/proc/cpuinfo', 'flags')
-    flags = flags or proc('/proc/cpuinfo', 'Features')
-    return dict(cpu=proc('/proc/cpuinfo', 'model name') or platform.processor() or platform.machine(),
+            pass
+    versions = {p: next((d.version for d in metadata.distributions(name=p)), None)
+                for p in ('mindspore', 'torch', 'numpy')}
+    return dict(cpu=info.get('model name') or platform.processor() or platform.machine(),
                 logical_cores=os.cpu_count(),
                 usable_cores=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
-                memory_gib=memory and round(int(memory.split()[0]) / 2 ** 20, 1), os=platform.platform(),
-                python=platform.python_version(), **{p: version(p) for p in ('mindspore', 'torch', 'numpy')},
-                revision=revision, isa=sorted(f for f in (flags or '').split() if f.startswith(ISA)))
+                memory_gib='MemTotal' in info and round(int(info['MemTotal'].split()[0]) / 2 ** 20, 1) or None,
+                os=platform.platform(), python=platform.python_version(), **versions, revision=revision,
+                isa=sorted(f for f in (info.get('flags') or info.get('Features') or '').split() if f.startswith(ISA)))
 
 
 class Worker:
@@ -79,10 +75,9 @@ class Worker:
         except BrokenPipeError:
             reply = None
         if reply is None:
-            code = self.proc.wait()
             self.log.seek(0)
             errors = [ln.strip() for ln in self.log if 'Error' in ln]
-            self.row['error'] = f'exit code {code}' + (f': {errors[-1]}' if errors else '')
+            self.row['error'] = f'exit code {self.proc.wait()}' + (f': {errors[-1]}' if errors else '')
             self.echo(f"  {self.row['label']:<12} FAILED: {self.row['error']}")
         if reply is None or command == 'quit':
             self.proc.kill()
@@ -138,12 +133,10 @@ def measure(kind, src, dst, workdir, echo):
     """One conversion measurement (``bench.worker.conversion``) in a fresh process, and that process's whole time."""
     start, row = time.perf_counter(), dict(label=kind, task='convert', kind=kind, src=src, dst=dst)
     worker = Worker(row, workdir, echo)
-    if not worker.ready:
-        raise RuntimeError(f"{kind} {os.path.basename(src)}: {row['error']}")
-    worker.proc.communicate()   # its exit included, as for any command
+    code = worker.ready and worker.proc.wait()   # its exit included, as for any command
     worker.log.close()
-    if worker.proc.returncode:
-        raise RuntimeError(f'{kind} {os.path.basename(src)}: exit code {worker.proc.returncode}')
+    if not worker.ready or code:
+        raise RuntimeError(f"{kind} {os.path.basename(src)}: {row.get('error') or f'exit code {code}'}")
     return dict(worker.ready, process_s=time.perf_counter() - start)
 
 

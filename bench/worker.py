@@ -29,19 +29,18 @@ def peak_rss_mib():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def machine_cpu_s():
-    """(busy, total) CPU seconds of all cores since boot, from /proc/stat (None elsewhere)."""
-    try:
-        with open('/proc/stat') as f:
-            v = [int(x) / os.sysconf('SC_CLK_TCK') for x in f.readline().split()[1:9]]  # guest is in user
-    except OSError:
-        return None
-    return sum(v) - v[3] - v[4], sum(v)
-
-
 def timed(fn):
-    """(wall seconds of ``fn()``, share (0..1) of all cores' time other processes used meanwhile, or None)."""
-    machine, own, start = machine_cpu_s(), time.process_time(), time.perf_counter()
+    """(wall seconds of ``fn()``, share (0..1) of all cores' time other processes used meanwhile, or None
+    where /proc/stat is missing)."""
+    def machine_cpu_s():   # (busy, total) seconds of all cores since boot; guest time is in user
+        with open('/proc/stat') as f:
+            v = [int(x) / os.sysconf('SC_CLK_TCK') for x in f.readline().split()[1:9]]
+        return sum(v) - v[3] - v[4], sum(v)
+    try:
+        machine = machine_cpu_s()
+    except OSError:
+        machine = None
+    own, start = time.process_time(), time.perf_counter()
     fn()
     seconds, own = time.perf_counter() - start, time.process_time() - own
     if machine is None:
@@ -61,10 +60,8 @@ def conversion(kind, src, dst):
         shapes = {k: tuple(v.shape) for k, v in torch_ref.create_model(src).state_dict().items()}
         torch.save({k: torch.from_numpy(v) for k, v in random_timm_weights(shapes).items()}, dst)
     elif kind == 'floor':
-        with open(src, 'rb') as f:
-            data = f.read()
-        with open(dst, 'wb') as f:
-            f.write(data)
+        with open(src, 'rb') as f, open(dst, 'wb') as g:
+            g.write(f.read())
     else:
         if src.endswith('.pth') or dst.endswith('.pth'):
             import torch  # noqa: F401
@@ -75,45 +72,31 @@ def conversion(kind, src, dst):
     return dict(out, seconds=time.perf_counter() - start)
 
 
-def inputs(spec, seed=0):
-    """(images, soft targets) as numpy: a deterministic batch and smoothed one-hot labels."""
-    import numpy as np
-    from tnt_common.fixtures import make_batch
-    from tnt_common.recipe import RECIPE
-    from tnt_common.variants import model_args
-    batch, smoothing = spec['batch'], RECIPE['smoothing']
-    targets = np.full((batch, NUM_CLASSES), smoothing / NUM_CLASSES, np.float32)
-    targets[np.arange(batch), np.random.default_rng(seed).integers(0, NUM_CLASSES, batch)] += 1. - smoothing
-    return make_batch(batch, model_args(spec['model'])['img_size'], seed), targets
-
-
-def mindspore_step(spec, kwargs, recipe):
+def mindspore_step(spec, kwargs, recipe, images, targets):
     """(compile or None, run) of the spec's step: ``net(images)``, or ``tnt_train``'s ``TrainStep``."""
     import mindspore as ms
     import mindspore_tnt
     from mindspore_tnt.context import select
     select(spec['mode'], 'CPU')
     net = mindspore_tnt.create_model(spec['model'], **kwargs)
-    images, targets = (ms.Tensor(a) for a in inputs(spec))
+    args = (ms.Tensor(images),) if spec['task'] == 'infer' else (ms.Tensor(images), ms.Tensor(targets))
     net.set_train(spec['task'] == 'train')
-    if spec['task'] == 'infer':
-        cell, args, pick = net, (images,), lambda out: out
-    else:
+    cell, pick = net, lambda out: out
+    if spec['task'] == 'train':
         from tnt_train.optim import create_optimizer
         from tnt_train.train_step import TrainStep
         optimizer, lr_schedule = create_optimizer(net, [recipe['lr']])
-        cell = TrainStep(net, optimizer, lr_schedule, clip_grad=recipe['clip_grad'])
-        args, pick = (images, targets), lambda out: out[0]
+        cell, pick = TrainStep(net, optimizer, lr_schedule, clip_grad=recipe['clip_grad']), lambda out: out[0]
     return ((lambda: cell.compile(*args)) if spec['mode'] == 'graph' else None), lambda: pick(cell(*args)).asnumpy()
 
 
-def torch_step(spec, kwargs, recipe):
+def torch_step(spec, kwargs, recipe, images, targets):
     """(None, run) of the spec's step: ``model(images)``, or the recipe's step with ``torch.optim.AdamW``."""
     import torch
     import torch_ref
     from parity.train_step import torch_optimizer
     model = torch_ref.create_model(spec['model'], **kwargs)
-    images, targets = (torch.from_numpy(a) for a in inputs(spec))
+    images, targets = torch.from_numpy(images), torch.from_numpy(targets)
     if spec['task'] == 'infer':
         model.eval()
         return None, torch.no_grad()(lambda: model(images).numpy())
@@ -136,10 +119,14 @@ def main():
         return reply(ready=True, **conversion(spec['kind'], spec['src'], spec['dst']), peak_rss_mib=peak_rss_mib())
     framework = __import__(spec['framework'])  # before the baseline: counts as import cost
     facts = {'torch_threads': framework.get_num_threads()} if spec['framework'] == 'torch' else {}
+    from parity.train_step import batches
     from tnt_common.recipe import RECIPE
+    from tnt_common.variants import model_args
     rss_import = peak_rss_mib()
     kwargs = dict({'drop_path_rate': RECIPE['drop_path']} if spec['task'] == 'train' else {}, **spec['model_kwargs'])
-    compile_graph, step = (mindspore_step if spec['framework'] == 'mindspore' else torch_step)(spec, kwargs, RECIPE)
+    data = batches(1, spec['batch'], model_args(spec['model'])['img_size'], NUM_CLASSES)[0]
+    compile_graph, step = (mindspore_step if spec['framework'] == 'mindspore' else torch_step)(
+        spec, kwargs, RECIPE, *data)
     compile_s = timed(compile_graph)[0] if compile_graph is not None else None
     first = timed(step)[0]
     for _ in range(spec['warmup']):
