@@ -37,11 +37,12 @@ def operator_times(framework, run):
 
 
 def table(title, rows, top):
-    rows, rest = sorted(rows, key=lambda r: -r[2])[:top], sorted(rows, key=lambda r: -r[2])[top:]
-    total = sum(r[2] for r in rows + rest)
+    ranked = sorted(rows, key=lambda r: -r[2])
+    rows, rest, total = ranked[:top], ranked[top:], sum(r[2] for r in ranked)
     rows += [(f'({len(rest)} more)', sum(r[1] for r in rest), sum(r[2] for r in rest))] if rest else []
-    return '\n'.join([f'### {title}: {total:.0f} ms of operator time'] + md_table(
-        ('op', 'calls', 'ms', 'share'), [f'| {op} | {calls} | {ms:.1f} | {ms / total:.1%} |' for op, calls, ms in rows]))
+    lines = [f'| {op} | {calls} | {ms:.1f} | {ms / total:.1%} |' for op, calls, ms in rows]
+    header = ('op', 'calls', 'ms', 'share')
+    return '\n'.join([f'### {title}: {total:.0f} ms of operator time'] + md_table(header, lines))
 
 
 def main(argv=None):

@@ -133,10 +133,12 @@ def measure(kind, src, dst, workdir, echo):
     """One conversion measurement (``bench.worker.conversion``) in a fresh process, and that process's whole time."""
     start, row = time.perf_counter(), dict(label=kind, task='convert', kind=kind, src=src, dst=dst)
     worker = Worker(row, workdir, echo)
-    code = worker.ready and worker.proc.wait()   # its exit included, as for any command
-    worker.log.close()
-    if not worker.ready or code:
-        raise RuntimeError(f"{kind} {os.path.basename(src)}: {row.get('error') or f'exit code {code}'}")
+    if worker.ready:
+        worker.proc.communicate()   # its exit included, as for any command
+        worker.log.close()
+    if not worker.ready or worker.proc.returncode:
+        error = row.get('error') or f'exit code {worker.proc.returncode}'
+        raise RuntimeError(f'{kind} {os.path.basename(src)}: {error}')
     return dict(worker.ready, process_s=time.perf_counter() - start)
 
 
