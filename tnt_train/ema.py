@@ -1,4 +1,6 @@
 """Exponential moving average of the weights, updated inside the compiled train step."""
+import contextlib
+
 import mindspore as ms
 from mindspore import nn, ops
 
@@ -39,3 +41,17 @@ class EMA(nn.Cell):
         shadow = {p.name[len('ema.'):]: p for p in self.shadow}
         for p in averaged(net):
             p.set_data(shadow[p.name].value())
+
+    @contextlib.contextmanager
+    def applied(self, net):
+        """``net`` holding the averaged weights inside the block, its own again after: the model
+        evaluates and saves its EMA with its own compiled graphs, as timm's validation of
+        ``model_ema`` runs under the same autocast, and no second model is kept."""
+        params = averaged(net)
+        own = [p.asnumpy() for p in params]
+        self.copy_to(net)
+        try:
+            yield net
+        finally:
+            for p, value in zip(params, own):
+                p.set_data(ms.Tensor(value))

@@ -52,11 +52,6 @@ class Trainer:
         self.step = TrainStep(self.train_net, self.optimizer, self.lr_schedule, args.clip_grad, self.scaler,
                               self.ema, runtime.world, self.noise)
         self.evaluator = Evaluator(self.train_net, self.num_classes, args.validation_batch_size, runtime.world)
-        if self.ema is not None:
-            import mindspore_tnt
-            self.ema_net = mindspore_tnt.create_model(args.model, num_classes=self.num_classes,
-                                                      img_size=args.img_size, **self.net.numerics.model_kwargs())
-            self.ema_evaluator = Evaluator(self.ema_net, self.num_classes, args.validation_batch_size, runtime.world)
         extra = [self.scaler.scale_value, self.scaler.counter] if self.scaler else []
         fed = {p.name for p in self.noise.get_parameters()} if self.noise else set()   # refilled every step
         self.state = [p for p in ckpt.state_parameters(self.step, *extra) if p.name not in fed]
@@ -106,8 +101,8 @@ class Trainer:
         """``{top1, top5, loss, count}`` of the model, plus ``ema_top1``/``ema_top5`` with EMA."""
         result = self.evaluator(self._val_data())
         if self.ema is not None:
-            self.ema.copy_to(self.ema_net)
-            ema = self.ema_evaluator(self._val_data())
+            with self.ema.applied(self.net):
+                ema = self.evaluator(self._val_data())
             result.update(ema_top1=ema['top1'], ema_top5=ema['top5'])
         return result
 
@@ -222,8 +217,8 @@ class Trainer:
         if self.rt.is_main:
             ckpt.save_weights(self.net, os.path.join(a.output, 'model.ckpt'))
             if self.ema is not None:
-                self.ema.copy_to(self.ema_net)
-                ckpt.save_weights(self.ema_net, os.path.join(a.output, 'model_ema.ckpt'))
+                with self.ema.applied(self.net):
+                    ckpt.save_weights(self.net, os.path.join(a.output, 'model_ema.ckpt'))
         self.log.close()
         return self.best_top1
 
