@@ -4,9 +4,11 @@ import pytest
 
 
 def pytest_configure(config):
-    """One thread for each framework's CPU kernels in the test process: the queued commands
-    (``helpers.Command``) keep the other core busy, where two kernel threads wait on each other
-    at parallel steps (docs/parity.md, Running the suites)."""
+    """The test process on one core, with one thread for each framework's CPU kernels: the queued
+    commands (``helpers.Command``) keep the other cores busy, where two kernel threads wait on each
+    other at parallel steps (docs/parity.md, Running the suites)."""
+    from parity_tests.helpers import run_on_one_core
+    run_on_one_core()
     import mindspore as ms
     import torch
     ms.device_context.cpu.op_tuning.threads_num(1)

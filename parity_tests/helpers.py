@@ -362,9 +362,21 @@ def require_cpu_kernels():
 
 SCRIPT = os.path.join(ROOT, 'train_ascend.py')
 SLOTS = max((os.cpu_count() or 2) - 1, 1)    # queued commands that run at once, one more while a test waits
+# The cores the session may use: the test process runs on one of them (``run_on_one_core``), the commands on all.
+CORES = os.sched_getaffinity(0) if hasattr(os, 'sched_getaffinity') else None
 DIGITS_EPOCHS = 3
 _LOCK = threading.Lock()
 _QUEUED, _RUNNING, _WAITING, _STARTED = [], [], [], {}
+
+
+def run_on_one_core():
+    """Keep this process, and the threads it starts from now on, on one of ``CORES``.
+
+    MindSpore's runtime threads stay busy between the operators they hand on: free, they took
+    about a core of their own from the queued commands; on the test process's core they give
+    way to it (docs/parity.md, Running the suites)."""
+    if CORES:
+        os.sched_setaffinity(0, {min(CORES)})
 
 
 def env():
@@ -403,6 +415,8 @@ class Command:
         except Exception as e:   # result() raises it in the test that reads the command
             self.error = e
             return
+        with contextlib.suppress(OSError):   # every core, as a user's command (it may have ended already)
+            os.sched_setaffinity(self.proc.pid, CORES)
         self.deadline = time.monotonic() + self.timeout
         _RUNNING.append(self)
 

@@ -8,8 +8,6 @@ shapes of TNT-S and ragged ones; a kernel that drops its last block must fail th
 bound; ``TrainStep``'s gradient norm with the kernel equals the one of MindSpore's ops
 within FP32_BOUND.
 """
-import os
-import subprocess
 import sys
 
 import mindspore as ms
@@ -18,7 +16,7 @@ import pytest
 
 from mindspore_tnt import square_sum
 from parity.forward import set_mode
-from parity_tests.helpers import ROOT, faulty_kernel_library, require_cpu_kernels
+from parity_tests.helpers import Command, faulty_kernel_library, require_cpu_kernels, started
 from tnt_common.compare import FP32_BOUND, rel_err
 
 SHAPES = [(384, 1536), (1536,), (24, 3, 7, 7), (1,), (3, 5, 7), (16385,)]
@@ -69,7 +67,9 @@ def test_train_step_gradient_norm_with_and_without_the_kernel(kernel, monkeypatc
 
 
 THREADS_SCRIPT = """
+import os
 import sys
+os.environ['TNT_CPU_THREADS'] = sys.argv[1]
 import mindspore as ms
 import numpy as np
 from mindspore_tnt import attention, dense, layernorm, softmax, square_sum
@@ -99,20 +99,24 @@ scores, dp, sm = t(2, 6, 197, 197), t(2, 6, 197, 197), softmax.kernel_ops()
 dscores = ms.grad(lambda x: (sm(x) * dp).sum())(scores)
 out = [dx, dgamma, dbeta, db, square_sum.kernel_ops()(rows), att(qk, v), da, dv,
        act(z), dzx, mlp.fc1_act(h), dhx, dw1, db1, sm(scores), dscores]
-np.savez(sys.argv[1], *[x.asnumpy() for x in out])
+np.savez(sys.argv[2], *[x.asnumpy() for x in out])
 """
 
 
-def test_results_do_not_depend_on_the_thread_count(kernel, tmp_path):
+def start_commands(tmp_path_factory):
+    """``THREADS_SCRIPT`` on 1, 2 and 3 threads: {threads: (its output file, its ``Command``)}."""
+    out = tmp_path_factory.mktemp('threads')
+    return {n: (out / f'{n}.npz', Command([sys.executable, '-c', THREADS_SCRIPT, n, out / f'{n}.npz']))
+            for n in (1, 2, 3)}
+
+
+def test_results_do_not_depend_on_the_thread_count(kernel, tmp_path_factory):
     """LayerNorm's dx/dgamma/dbeta, the bias gradient, the square sum, the attention, the GELU
     (alone and with fc1's bias inside), the softmax and their gradients give the same bits on 1,
-    2 or 3 threads (``TNT_CPU_THREADS``)."""
+    2 or 3 threads (``TNT_CPU_THREADS``), each a command on every core."""
     results = []
-    for threads in (1, 2, 3):
-        path = tmp_path / f'threads{threads}.npz'
-        env = dict(os.environ, TNT_CPU_THREADS=str(threads), PYTHONPATH=ROOT)
-        subprocess.run([sys.executable, '-c', THREADS_SCRIPT, str(path)], env=env, cwd=ROOT, check=True,
-                       capture_output=True)
+    for path, command in started(start_commands, tmp_path_factory).values():
+        command.result()
         with np.load(path) as f:
             results.append([f[k] for k in sorted(f.files)])
     assert len(results[0]) == 16
