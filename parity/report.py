@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from tnt_common.files import atomic_output
+from tnt_common.files import atomic_output, figure
 
 
 def build_report(model=None, checkpoint=None, mode='graph', dtype='fp32', batch=2, seed=0, numerics=None):
@@ -132,13 +132,11 @@ def format_markdown(report):
 
 def plot_depth(report, path):
     """PNG of relative error against depth, inner and outer tokens, log scale, with the bound."""
-    import matplotlib
-    matplotlib.use('Agg')
-    from matplotlib import pyplot as plt
     table = stage_table(report['forward']['rows'])
     xs = np.arange(len(table))
     floor = 1e-12  # an exact match has no place on a log axis
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    fig = figure(figsize=(8, 4.5), dpi=110)
+    ax = fig.subplots()
     for k, (label, marker) in enumerate((('inner tokens (words)', 'o'), ('outer tokens (sentences)', 's'))):
         ax.plot(xs, [max(row[k + 1]['rel'], floor) for row in table], marker=marker, label=label)
     ax.axhline(report['forward']['bounds']['stage_rel'], color='red', linestyle='--',
@@ -156,7 +154,6 @@ def plot_depth(report, path):
     ax.legend(loc='best', fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def _json_ready(obj):

@@ -1,4 +1,4 @@
-"""Atomic outputs: a file or folder appears whole under its name, or not at all."""
+"""Atomic outputs: a file or folder appears whole under its name, or not at all; figures to write as PNG."""
 import contextlib
 import os
 import shutil
@@ -42,3 +42,13 @@ def atomic_output(path, suffix=None, directory=False):
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+def figure(**kwargs):
+    """A matplotlib ``Figure(**kwargs)`` on the Agg canvas, to ``savefig`` a PNG: without pyplot,
+    whose import and global figure list a plot written to a file does not need."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig

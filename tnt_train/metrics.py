@@ -3,7 +3,7 @@ import csv
 import json
 import os
 
-from tnt_common.files import atomic_output
+from tnt_common.files import atomic_output, figure
 
 STEP_FIELDS = ('global_step', 'epoch', 'loss', 'lr', 'grad_norm', 'loss_scale', 'overflow', 'step_ms')
 EPOCH_FIELDS = ('epoch', 'global_step', 'train_loss', 'lr', 'val_loss', 'top1', 'top5', 'ema_top1', 'ema_top5',
@@ -69,12 +69,10 @@ class RunLog:
         self.plot()
 
     def plot(self):
-        """Loss, accuracy and LR curves as a PNG (matplotlib, Agg backend)."""
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
+        """Loss, accuracy and LR curves as a PNG (matplotlib, Agg canvas)."""
         num = lambda rows, k: [float(r[k]) for r in rows if r.get(k) not in ('', None)]  # noqa: E731
-        fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
+        fig = figure(figsize=(15, 4))
+        ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
         ax_loss.plot(num(self.steps, 'global_step'), num(self.steps, 'loss'), lw=0.6, alpha=0.5, label='train (step)')
         ep = self.epochs
         ax_loss.plot(num(ep, 'global_step'), num(ep, 'train_loss'), 'o-', label='train (epoch mean)')
@@ -95,7 +93,6 @@ class RunLog:
         fig.tight_layout()
         with atomic_output(self.paths['plot']) as tmp:
             fig.savefig(tmp, dpi=90)
-        plt.close(fig)
 
     def close(self):
         if self._step_file is not None:

@@ -7,7 +7,9 @@ CPU, through the same forward parity as test_forward_parity (per-patch padding:
 ``tnt_tiny_patch16_64``; padding at the image border only: ``tnt_s_legacy_patch16_224``)
 and the gradient parity of test_gradients. A wrong tap index and a wrong GELU gradient
 must be caught. Where the kernel does not build, the 'cpu' cases are skipped with the
-build's error, or fail under ``TNT_REQUIRE_KERNELS=1`` (``.ci/run`` sets it).
+build's error, or fail under ``TNT_REQUIRE_KERNELS=1`` (``.ci/run`` sets it). The tiny
+variant's 'cpu' outputs and gradients are the session's shared run of the CPU default
+(``helpers.mindspore_run``, which test_graph_vs_pynative and test_gradients read too).
 """
 import functools
 import warnings
@@ -26,7 +28,7 @@ from tnt_common.compare import compare_outputs, describe_failure
 from parity.forward import set_mode
 from mindspore_tnt.outputs import mindspore_outputs
 from parity.gradients import compare_gradients, describe_gradients, mindspore_gradients
-from parity_tests.helpers import reference, require_cpu_kernels, without_compiler
+from parity_tests.helpers import mindspore_run, reference, require_cpu_kernels, without_compiler
 from tnt_common.compare import format_rows
 from tnt_common.variants import VARIANTS
 
@@ -50,14 +52,23 @@ def net_for(name, impl):
 def test_forward_parity_per_impl(name, impl, mode):
     set_mode(mode)
     _, x, _, ref, _ = reference(name)
-    report = compare_outputs(mindspore_outputs(net_for(name, impl), x), ref)
+    out = shared_run(mode)[0] if (name, impl) == (TINY, 'cpu') else mindspore_outputs(net_for(name, impl), x)
+    report = compare_outputs(out, ref)
     assert report['passed'], f'{name} [{impl}, {mode}]: {describe_failure(report)}\n{format_rows(report["rows"])}'
+
+
+def shared_run(mode):
+    """``helpers.mindspore_run`` of the tiny variant: its net is of the CPU default, 'cpu'."""
+    require_cpu_kernels()
+    return mindspore_run(TINY, mode)
 
 
 @functools.lru_cache(maxsize=None)
 def gradients(impl, mode, plant=None):
     set_mode(mode)
     _, x, y, _, ref = reference(TINY)
+    if impl == 'cpu' and plant is None:
+        return compare_gradients(shared_run(mode)[1], ref)
     net = net_for(TINY, impl)
     if plant is not None:
         plant(net)

@@ -1,7 +1,9 @@
 """PyramidTNT's two formulations, ``impl='cpu'`` (stem and merge convolutions as a gather and
 a matmul, channels last) and ``impl='standard'`` (``nn.Conv2d``): the same parameters, and both
 match torch_ref within ``FP32_BOUND`` at the stem, every block and every merge, in eval mode and
-in a train-mode forward (BatchNorm batch statistics and running statistics)."""
+in a train-mode forward (BatchNorm batch statistics and running statistics). The eval-mode
+forward of ``impl='cpu'``, the default on CPU, is ``test_ptnt.py``'s every-block comparison
+(the same model, batch and bound, in both modes)."""
 import functools
 
 import numpy as np
@@ -52,7 +54,7 @@ def test_same_parameters():
         [(p.name, p.shape) for p in standard.get_parameters()]
 
 
-@pytest.mark.parametrize('impl', ['cpu', 'standard'])
+@pytest.mark.parametrize('impl', ['standard'])
 def test_forward_parity(impl):
     torch_model, arrays = models()
     set_mode('graph')
