@@ -44,9 +44,11 @@ def mode(request):
 
 @pytest.fixture(scope='session', autouse=True)
 def _queue_commands(request, tmp_path_factory):
-    """Before the first test: queue the commands of every selected test module (its
-    ``start_commands``), so that they run while the tests before their readers do."""
-    from parity_tests.helpers import started
+    """Before the first test: queue the build of the planted kernel faults the selected test
+    modules declared, then the commands of each (its ``start_commands``), so that they run while
+    the tests before their readers do."""
+    from parity_tests.helpers import build_planted_kernels, started
+    build_planted_kernels(tmp_path_factory)
     for module in dict.fromkeys(getattr(item, 'module', None) for item in request.session.items):
         if hasattr(module, 'start_commands'):
             started(module.start_commands, tmp_path_factory)

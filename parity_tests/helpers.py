@@ -287,19 +287,38 @@ class BackwardOf(nn.Cell):
         return (self.net(*xs) * self.dout).sum()
 
 
-def faulty_kernel_library(tmp_path, monkeypatch, source, edits):
-    """Path of the kernel ``source`` (a file of ``mindspore_tnt``) built with each ``(old, new)``
-    of ``edits`` replaced (each ``old`` found once), cached apart under ``tmp_path``."""
+def plant_kernel_faults(source, *edit_lists):
+    """Declare, as a test module is imported, the kernel ``source`` (a file of ``mindspore_tnt``)
+    with each ``(old, new)`` of each edit list replaced (each ``old`` found once): the session
+    builds them all in one queued command (``build_planted_kernels``), before their tests run."""
     from mindspore_tnt import cpu_kernels
-    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
     with open(os.path.join(cpu_kernels.HERE, source)) as f:
         text = f.read()
-    for old, new in edits:
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    faulty = tmp_path / source.replace('.cc', '_faulty.cc')
-    faulty.write_text(text)
-    return cpu_kernels.build(str(faulty), 'g++')
+    for edits in edit_lists:
+        faulty = text
+        for old, new in edits:
+            assert faulty.count(old) == 1, old
+            faulty = faulty.replace(old, new)
+        _PLANTED.setdefault((source, tuple(map(tuple, edits))), faulty)
+
+
+def build_planted_kernels(tmp_path_factory):
+    """Write every declared faulty source and queue one command that builds them (conftest, first)."""
+    folder = tmp_path_factory.mktemp('planted')
+    for i, (key, text) in enumerate(list(_PLANTED.items())):
+        path = folder / key[0].replace('.cc', f'_faulty{i}.cc')
+        path.write_text(text)
+        _PLANTED[key] = path
+    if _PLANTED:
+        _PLANTED_BUILD.append(Command([sys.executable, '-c', 'import sys; from mindspore_tnt.cpu_kernels import build; '
+                                       '[build(p, "g++") for p in sys.argv[1:]]', *_PLANTED.values()]))
+
+
+def faulty_kernel_library(source, edits):
+    """Path of the built kernel ``source`` with ``edits``, declared by ``plant_kernel_faults``."""
+    from mindspore_tnt import cpu_kernels
+    _PLANTED_BUILD[0].result()
+    return cpu_kernels.build(str(_PLANTED[(source, tuple(map(tuple, edits)))]), 'g++')
 
 
 @contextlib.contextmanager
@@ -367,6 +386,7 @@ CORES = os.sched_getaffinity(0) if hasattr(os, 'sched_getaffinity') else None
 DIGITS_EPOCHS = 3
 _LOCK = threading.Lock()
 _QUEUED, _RUNNING, _WAITING, _STARTED = [], [], [], {}
+_PLANTED, _PLANTED_BUILD = {}, []   # (source, edits) -> faulty source text, then its path; the build
 
 
 def run_on_one_core():

@@ -21,7 +21,7 @@ import torch_ref.tnt
 from mindspore_tnt import attention, ptnt, tnt
 from parity.forward import set_mode
 from parity.gradients import GRAD_BOUND
-from parity_tests.helpers import BackwardOf, faulty_kernel_library, require_cpu_kernels, without_compiler
+from parity_tests.helpers import BackwardOf, faulty_kernel_library, plant_kernel_faults, require_cpu_kernels, without_compiler
 from tnt_common.compare import FP32_BOUND, rel_err
 
 # (sequences, length, dim, heads, q/k/v layout): TNT-S and TNT-B inner attention (batch 4),
@@ -181,9 +181,9 @@ def test_pyramid_inner_attention_uses_the_kernel(kernel):
     assert ptnt.Attention(8, 2, sr_ratio=2, impl='cpu').fused.kernel is None
 
 
-def faulty_kernel(tmp_path, monkeypatch, edits):
+def faulty_kernel(edits):
     """The kernel built from its source with each ``old`` of ``edits`` replaced by its ``new``."""
-    return keep(attention._attention_ops(faulty_kernel_library(tmp_path, monkeypatch, 'attention_cpu.cc', edits)))
+    return keep(attention._attention_ops(faulty_kernel_library('attention_cpu.cc', edits)))
 
 
 # (edits, whether the forward is wrong, whether the gradients are)
@@ -198,16 +198,17 @@ FAULTS = {
     'row sum dropped from dS': ([('g[i] = pj[i] * (g[i] - row[i]) * scale;', 'g[i] = pj[i] * g[i] * scale;')],
                                 False, True),
 }
+plant_kernel_faults('attention_cpu.cc', *(edits for edits, _, _ in FAULTS.values()))
 
 
 @pytest.mark.parametrize('fault', FAULTS)
-def test_catches_planted_kernel_faults(kernel, tmp_path, monkeypatch, fault):
+def test_catches_planted_kernel_faults(kernel, fault):
     set_mode('pynative')
     edits, forward_wrong, grads_wrong = FAULTS[fault]
     a, b, scale, dout = inputs(64, 16, 24, 4, 'qk', seed=3)
     forward, grads = errors(kernel, a, b, 4, scale, dout)
     assert forward < FP32_BOUND and max(grads) < GRAD_BOUND
-    forward, grads = errors(faulty_kernel(tmp_path, monkeypatch, edits), a, b, 4, scale, dout)
+    forward, grads = errors(faulty_kernel(edits), a, b, 4, scale, dout)
     assert (forward > FP32_BOUND) == forward_wrong
     assert (max(grads) > GRAD_BOUND) == grads_wrong
 

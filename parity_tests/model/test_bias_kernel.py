@@ -15,7 +15,7 @@ import torch
 from mindspore_tnt import dense
 from parity.forward import set_mode
 from parity.gradients import GRAD_BOUND
-from parity_tests.helpers import BackwardOf, faulty_kernel_library, require_cpu_kernels, without_compiler
+from parity_tests.helpers import BackwardOf, faulty_kernel_library, plant_kernel_faults, require_cpu_kernels, without_compiler
 from tnt_common.compare import FP32_BOUND, rel_err
 
 # (input shape, out features): TNT-S batch 2 inner fc1 / fc2, outer fc1 / fc2, ragged sizes
@@ -106,12 +106,13 @@ FAULTS = {
                                'for (int64_t k = 0; k + 1 < blocks; ++k) sum +='),
     'bias shifted by a column': ('yr[c] = xr[c] + b[c];', 'yr[c] = xr[c] + b[(c + 1) % n];'),
 }
+plant_kernel_faults('bias_cpu.cc', *([edit] for edit in FAULTS.values()))
 
 
 @pytest.mark.parametrize('fault', FAULTS)
-def test_catches_planted_kernel_faults(kernel, tmp_path, monkeypatch, fault):
+def test_catches_planted_kernel_faults(kernel, fault):
     set_mode('pynative')
-    bad = dense._bias_ops(faulty_kernel_library(tmp_path, monkeypatch, 'bias_cpu.cc', [FAULTS[fault]]))
+    bad = dense._bias_ops(faulty_kernel_library('bias_cpu.cc', [FAULTS[fault]]))
     args = inputs((2, 197, 384), 1536, seed=4)
     y_err, *grad_errs = errors(kernel, *args)
     assert y_err < FP32_BOUND and max(grad_errs) < GRAD_BOUND

@@ -28,7 +28,7 @@ from mindspore_tnt import cpu_kernels, dense, gelu
 from mindspore_tnt.tnt import Mlp
 from parity.forward import set_mode
 from parity.gradients import GRAD_BOUND
-from parity_tests.helpers import BackwardOf, faulty_kernel_library, require_cpu_kernels
+from parity_tests.helpers import BackwardOf, faulty_kernel_library, plant_kernel_faults, require_cpu_kernels
 from tnt_common.compare import FP32_BOUND, rel_err
 
 # (input shape, fc1 out features): TNT-S batch 2 inner and outer fc1, rows of 37 and 5 (lane remainders)
@@ -127,13 +127,14 @@ FAULTS = {
                                     'bits'),
     'bias dropped in the gradient': ((BIASED + '    p[i]', UNBIASED + '    p[i]'), 'bits'),
 }
+plant_kernel_faults('gelu_cpu.cc', *([edit] for edit, _ in FAULTS.values()))
 
 
 @pytest.mark.parametrize('fault', FAULTS)
-def test_catches_planted_kernel_faults(kernel, tmp_path, monkeypatch, fault):
+def test_catches_planted_kernel_faults(kernel, fault):
     set_mode('pynative')
     edit, check = FAULTS[fault]
-    path = faulty_kernel_library(tmp_path, monkeypatch, 'gelu_cpu.cc', [edit])
+    path = faulty_kernel_library('gelu_cpu.cc', [edit])
     if check == 'float64':
         y_err, dx_err = gelu_errors(gelu._gelu_ops(path))
         assert y_err > FP32_BOUND or dx_err > GRAD_BOUND, (y_err, dx_err)

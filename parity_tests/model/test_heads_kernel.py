@@ -16,7 +16,8 @@ import mindspore_tnt
 from mindspore_tnt import heads
 from mindspore_tnt.heads import merge_heads, split_heads
 from parity.forward import set_mode
-from parity_tests.helpers import BackwardOf, check_model_falls_back, faulty_kernel_library, require_cpu_kernels
+from parity_tests.helpers import (BackwardOf, check_model_falls_back, faulty_kernel_library, plant_kernel_faults,
+                                   require_cpu_kernels)
 from tnt_common.fixtures import make_batch
 
 # (B, L, heads, d): TNT-S's outer attention at batch 2, a short sequence of 2 heads of 32, ragged
@@ -69,12 +70,13 @@ FAULTS = {
                                         'float *ys[2] = {const_cast<float *>(tnt_cpu::in(params, 1)), '
                                         'const_cast<float *>(tnt_cpu::in(params, 0))};'),
 }
+plant_kernel_faults('heads_cpu.cc', *([edit] for edit in FAULTS.values()))
 
 
 @pytest.mark.parametrize('fault', FAULTS)
-def test_catches_planted_kernel_faults(kernel, tmp_path, monkeypatch, fault):
+def test_catches_planted_kernel_faults(kernel, fault):
     set_mode('pynative')
-    bad = heads._ops(faulty_kernel_library(tmp_path, monkeypatch, 'heads_cpu.cc', [FAULTS[fault]]))
+    bad = heads._ops(faulty_kernel_library('heads_cpu.cc', [FAULTS[fault]]))
     shape = SHAPES[0]
     want = results(None, shape)
     assert all(np.array_equal(g, w) for g, w in zip(results(kernel, shape), want))
@@ -112,10 +114,10 @@ def test_models_same_bits_with_and_without_it(kernel, mode, name, img_size):
 
 
 @pytest.mark.parametrize('name,img_size', MODELS)
-def test_model_comparison_catches_a_head_moved(kernel, tmp_path, monkeypatch, name, img_size):
+def test_model_comparison_catches_a_head_moved(kernel, name, img_size):
     set_mode('pynative')
     edits = [FAULTS['a head moved to the next one']]
-    bad = heads._ops(faulty_kernel_library(tmp_path, monkeypatch, 'heads_cpu.cc', edits))
+    bad = heads._ops(faulty_kernel_library('heads_cpu.cc', edits))
     assert not all(np.array_equal(a, b) for a, b in zip(model_run(name, img_size, bad),
                                                           model_run(name, img_size, None)))
 

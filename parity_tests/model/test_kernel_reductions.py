@@ -16,7 +16,7 @@ import pytest
 
 from mindspore_tnt import square_sum
 from parity.forward import set_mode
-from parity_tests.helpers import Command, faulty_kernel_library, require_cpu_kernels, started
+from parity_tests.helpers import Command, faulty_kernel_library, plant_kernel_faults, require_cpu_kernels, started
 from tnt_common.compare import FP32_BOUND, rel_err
 
 SHAPES = [(384, 1536), (1536,), (24, 3, 7, 7), (1,), (3, 5, 7), (16385,)]
@@ -36,10 +36,13 @@ def test_square_sum_matches_float64(kernel, shape):
     assert rel_err(got, (x.astype(np.float64) ** 2).sum()) < FP32_BOUND
 
 
-def test_catches_a_dropped_block(kernel, tmp_path, monkeypatch):
+DROPPED_BLOCK = ('for (int64_t k = 0; k < blocks; ++k) total +=', 'for (int64_t k = 1; k < blocks; ++k) total +=')
+plant_kernel_faults('square_sum_cpu.cc', [DROPPED_BLOCK])
+
+
+def test_catches_a_dropped_block(kernel):
     set_mode('pynative')
-    edit = ('for (int64_t k = 0; k < blocks; ++k) total +=', 'for (int64_t k = 1; k < blocks; ++k) total +=')
-    bad = square_sum.square_sum_op(faulty_kernel_library(tmp_path, monkeypatch, 'square_sum_cpu.cc', [edit]))
+    bad = square_sum.square_sum_op(faulty_kernel_library('square_sum_cpu.cc', [DROPPED_BLOCK]))
     x = np.random.default_rng(1).standard_normal((384, 1536)).astype(np.float32)
     want = (x.astype(np.float64) ** 2).sum()
     assert rel_err(float(kernel(ms.Tensor(x)).asnumpy()[0]), want) < FP32_BOUND

@@ -16,7 +16,7 @@ import torch
 from mindspore_tnt import layernorm
 from parity.forward import set_mode
 from parity.gradients import GRAD_BOUND
-from parity_tests.helpers import BackwardOf, faulty_kernel_library, require_cpu_kernels, without_compiler
+from parity_tests.helpers import BackwardOf, faulty_kernel_library, plant_kernel_faults, require_cpu_kernels, without_compiler
 from tnt_common.compare import FP32_BOUND, rel_err
 from tnt_common.numerics import PRESETS, PYTORCH
 
@@ -113,9 +113,9 @@ def test_matches_nn_layernorm(kernel):
     assert rel_err(y, ref(ms.Tensor(x)).asnumpy()) < FP32_BOUND
 
 
-def faulty_kernel(tmp_path, monkeypatch, old, new):
+def faulty_kernel(old, new):
     """The kernel built from its source with ``old`` replaced by ``new``."""
-    return layernorm._layernorm_ops(faulty_kernel_library(tmp_path, monkeypatch, 'layernorm_cpu.cc', [(old, new)]))
+    return layernorm._layernorm_ops(faulty_kernel_library('layernorm_cpu.cc', [(old, new)]))
 
 
 FAULTS = {
@@ -124,12 +124,13 @@ FAULTS = {
     'unbiased variance': ('const double var = sq[j] / dn;',
                           'const double var = sq[j] / (dn - 1.0);'),
 }
+plant_kernel_faults('layernorm_cpu.cc', *([edit] for edit in FAULTS.values()))
 
 
 @pytest.mark.parametrize('fault', FAULTS)
-def test_catches_planted_kernel_faults(kernel, tmp_path, monkeypatch, fault):
+def test_catches_planted_kernel_faults(kernel, fault):
     set_mode('pynative')
-    bad = faulty_kernel(tmp_path, monkeypatch, *FAULTS[fault])
+    bad = faulty_kernel(*FAULTS[fault])
     x, gamma, beta, dy = inputs((16, 96), scale=1e-1, seed=4)
     assert forward_error(kernel, x, gamma, beta, 1e-5) < FP32_BOUND
     assert forward_error(bad, x, gamma, beta, 1e-5) > FP32_BOUND

@@ -16,7 +16,8 @@ import mindspore_tnt
 from mindspore_tnt import softmax
 from parity.forward import set_mode
 from parity.gradients import GRAD_BOUND
-from parity_tests.helpers import BackwardOf, check_model_falls_back, faulty_kernel_library, require_cpu_kernels
+from parity_tests.helpers import (BackwardOf, check_model_falls_back, faulty_kernel_library, plant_kernel_faults,
+                                   require_cpu_kernels)
 from tnt_common.compare import FP32_BOUND, rel_err
 
 # scores: TNT-S's outer attention at batch 2; 4096 queries over 64 reduced keys (PyramidTNT's first
@@ -74,14 +75,19 @@ def test_the_model_uses_it(kernel):
     assert kernels and all(k is kernel for k in kernels)
 
 
-@pytest.mark.parametrize('edit', [
-    ('t[i] = lane[0][i] - m;', 't[i] = lane[0][i];'),
-    ('for (; c < n; ++c) s[c % kLanes] +=', 'for (; c < 0; ++c) s[c % kLanes] +='),
-    ('dxr[c] = yr[c] * (dyr[c] - s);', 'dxr[c] = yr[c] * dyr[c];'),
-], ids=['maximum not subtracted', "a row's partial lane left out of its sum", 'row sum left out of the gradient'])
-def test_catches_planted_kernel_faults(kernel, tmp_path, monkeypatch, edit):
+FAULTS = {
+    'maximum not subtracted': ('t[i] = lane[0][i] - m;', 't[i] = lane[0][i];'),
+    "a row's partial lane left out of its sum": ('for (; c < n; ++c) s[c % kLanes] +=',
+                                                 'for (; c < 0; ++c) s[c % kLanes] +='),
+    'row sum left out of the gradient': ('dxr[c] = yr[c] * (dyr[c] - s);', 'dxr[c] = yr[c] * dyr[c];'),
+}
+plant_kernel_faults('softmax_cpu.cc', *([edit] for edit in FAULTS.values()))
+
+
+@pytest.mark.parametrize('edit', FAULTS.values(), ids=FAULTS)
+def test_catches_planted_kernel_faults(kernel, edit):
     set_mode('pynative')
-    bad = softmax._softmax_ops(faulty_kernel_library(tmp_path, monkeypatch, 'softmax_cpu.cc', [edit]))
+    bad = softmax._softmax_ops(faulty_kernel_library('softmax_cpu.cc', [edit]))
     assert max(errors(kernel, SHAPES[0], scale=100.)) < GRAD_BOUND
     y_err, dx_err = errors(bad, SHAPES[0], scale=100.)
     assert not (y_err < FP32_BOUND and dx_err < GRAD_BOUND)
