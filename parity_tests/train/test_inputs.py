@@ -1,103 +1,159 @@
-"""Bad input: a one-line error, exit status 2, before any training, and nothing half-written."""
+"""Bad input: a one-line error, exit status 2, before any training, and nothing half-written.
+
+Every refused run is queued at the start of the session (``start_commands``), each in a
+folder of its own where its inputs were made; the tests read what the runs printed and left.
+"""
 import os
 
 import pytest
 
-from parity_tests.helpers import train
+from parity_tests.helpers import started, train_command
 from tnt_train.data import export_digits
 
-
-def refused(*args):
-    proc = train(*args, check=False)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, (proc.returncode, lines)
-    assert lines[0].startswith('train_ascend.py: error: '), lines
-    assert 'Traceback' not in proc.stdout + proc.stderr
-    return lines[0]
-
-
-def test_missing_data_folder(tmp_path):
-    msg = refused('--data', tmp_path / 'nowhere', '--output', tmp_path / 'out')
-    assert msg == f'train_ascend.py: error: data folder {tmp_path / "nowhere"} does not exist'
-
-
-def test_empty_data_folders(tmp_path):
-    (tmp_path / 'data').mkdir()
-    assert refused('--data', tmp_path / 'data', '--output', tmp_path / 'out') == \
-        f'train_ascend.py: error: data folder {tmp_path / "data" / "val"} does not exist'
-    for split in ('train', 'val'):
-        (tmp_path / 'data' / split / 'cat').mkdir(parents=True)
-    assert refused('--data', tmp_path / 'data', '--output', tmp_path / 'out') == \
-        f'train_ascend.py: error: data folder {tmp_path / "data" / "val"} holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp)'
-
-
-def test_class_count_mismatch_with_data(tmp_path):
-    msg = refused('--num-classes', 5, '--output', tmp_path / 'out')
-    assert msg == f'train_ascend.py: error: --num-classes 5 but {export_digits()} has 10 classes'
-
-
-def test_unwritable_output_folder(tmp_path):
-    blocker = tmp_path / 'file'
-    blocker.write_text('not a folder')
-    msg = refused('--output', blocker / 'run')
-    assert msg.startswith(f'train_ascend.py: error: output folder {blocker / "run"} is not writable')
-
-
-@pytest.mark.parametrize('damage', ['garbage', 'truncated', 'flipped byte'])
-def test_corrupt_checkpoint_on_resume(tmp_path, damage):
-    import mindspore as ms
-    from tnt_train.checkpoint import save_training_state
-    good = tmp_path / 'epoch0001_step00000022.ckpt'
-    params = [ms.Parameter(ms.Tensor([[1., 2.], [3., 4.]] * 500), name='w'), ms.Parameter(ms.Tensor(0), name='s')]
-    save_training_state(params, str(good), {'epoch': 1})
-    data = good.read_bytes()
-    bad = {'garbage': b'not a checkpoint at all',
-           'truncated': data[:len(data) // 2],
-           'flipped byte': data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + data[len(data) // 2 + 1:]}
-    good.write_bytes(bad[damage])
-    out = tmp_path / 'out'
-    msg = refused('--resume', good, '--output', out)
-    assert msg == f'train_ascend.py: error: checkpoint {good} is corrupt or not a training checkpoint (ValueError)'
-    assert sorted(os.listdir(out)) == []          # nothing was written
-
-
-def test_resume_from_a_folder_without_checkpoints(tmp_path):
-    assert refused('--resume', tmp_path, '--output', tmp_path / 'out') == f'train_ascend.py: error: no checkpoint found in {tmp_path}'
-
-
-HUB = ('train_ascend.py: error: --pretrained downloads weights from a model hub, which this trainer does not do; '
-       'pass --initial-checkpoint FILE')
-
-
-def test_pretrained_is_timms_hub_switch(tmp_path):
-    out = tmp_path / 'out'
-    assert refused('--pretrained', '--output', out) == HUB
-    assert refused('--pretrained', tmp_path / 'weights.pth', '--output', out) == HUB    # a file goes elsewhere
-    cfg = tmp_path / 'c.yaml'
-    cfg.write_text('pretrained: true\n')
-    assert refused('-c', cfg, '--output', out) == HUB.replace('error: ', f'error: config {cfg}: ')
-    assert not out.exists()
-
-
-@pytest.mark.parametrize('text, message', [
+DAMAGES = ['garbage', 'truncated', 'flipped byte']
+CONFIGS = [
     ('batch_sise: 32\n', "unknown key 'batch_sise' (did you mean 'batch_size'?)"),
     ('batch_size: many\n', "argument -b/--batch-size: invalid int value: 'many'"),
     ('model_ema: 3\n', 'model_ema is a switch: true or false, not 3'),
     ('- batch_size\n', 'not a mapping of settings (key: value)'),
     ('aa: [rand\n', 'not valid YAML (line 2)'),
     (None, 'cannot read it (No such file or directory)'),
-])
-def test_bad_config(tmp_path, text, message):
-    cfg = tmp_path / 'c.yaml'
-    if text is not None:
-        cfg.write_text(text)
-    assert refused('-c', cfg, '--output', tmp_path / 'out') == f'train_ascend.py: error: config {cfg}: {message}'
-
-
-@pytest.mark.parametrize('args, message', [
+]
+TIMM_SETTINGS = [
     (['--aa', 'augmix-m5'], '--aa: RandAugment config must start with "rand": \'augmix-m5\''),
     (['--scale', 0.9, 0.5], '--scale 0.9 0.5: needs 0 < MIN <= MAX'),
     (['--mixup-switch-prob', 1.5], '--mixup-switch-prob 1.5 is not a probability'),
-])
-def test_bad_timm_settings(tmp_path, args, message):
-    assert refused(*args, '--output', tmp_path / 'out') == f'train_ascend.py: error: {message}'
+]
+CHECKPOINT = 'epoch0001_step00000022.ckpt'
+HUB = ('train_ascend.py: error: --pretrained downloads weights from a model hub, which this trainer does not do; '
+       'pass --initial-checkpoint FILE')
+
+
+def damaged_checkpoint(path, damage):
+    """A training checkpoint written at ``path``, then spoilt by ``damage``."""
+    import mindspore as ms
+    from tnt_train.checkpoint import save_training_state
+    params = [ms.Parameter(ms.Tensor([[1., 2.], [3., 4.]] * 500), name='w'), ms.Parameter(ms.Tensor(0), name='s')]
+    save_training_state(params, str(path), {'epoch': 1})
+    data = path.read_bytes()
+    half = len(data) // 2
+    path.write_bytes({'garbage': b'not a checkpoint at all', 'truncated': data[:half],
+                      'flipped byte': data[:half] + bytes([data[half] ^ 0xFF]) + data[half + 1:]}[damage])
+    return path
+
+
+def folder(path):
+    path.mkdir(parents=True)
+    return path
+
+
+def data_folders(d):
+    """A data folder whose class folders hold no image."""
+    for split in ('train', 'val'):
+        folder(d / 'images' / split / 'cat')
+    return d / 'images'
+
+
+def written(path, text):
+    path.write_text(text)
+    return path
+
+
+def start_commands(tmp_path_factory):
+    """{case: (its folder, [its queued runs])}: each case's function of a new folder makes the
+    case's inputs there and gives the arguments of its runs."""
+    cases = {
+        'missing data': lambda d: [['--data', d / 'nowhere', '--output', d / 'out']],
+        'empty data': lambda d: [['--data', folder(d / 'data'), '--output', d / 'out']],
+        'data without images': lambda d: [['--data', data_folders(d), '--output', d / 'out']],
+        'class count': lambda d: [['--num-classes', 5, '--output', d / 'out']],
+        'unwritable output': lambda d: [['--output', written(d / 'file', 'not a folder') / 'run']],
+        'no checkpoint': lambda d: [['--resume', d, '--output', d / 'out']],
+        'pretrained': lambda d: [['--pretrained', '--output', d / 'out'],
+                                 ['--pretrained', d / 'weights.pth', '--output', d / 'out'],
+                                 ['-c', written(d / 'c.yaml', 'pretrained: true\n'), '--output', d / 'out']],
+        **{damage: lambda d, damage=damage: [['--resume', damaged_checkpoint(d / CHECKPOINT, damage),
+                                              '--output', d / 'out']] for damage in DAMAGES},
+        **{f'config {i}': lambda d, text=text: [['-c', d / 'c.yaml' if text is None else written(d / 'c.yaml', text),
+                                                  '--output', d / 'out']] for i, (text, _) in enumerate(CONFIGS)},
+        **{f'timm {i}': lambda d, args=args: [[*args, '--output', d / 'out']]
+           for i, (args, _) in enumerate(TIMM_SETTINGS)},
+    }
+    runs = {}
+    for name, runs_of in cases.items():
+        d = tmp_path_factory.mktemp('refused')
+        runs[name] = d, [train_command(*argv) for argv in runs_of(d)]
+    return runs
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    return started(start_commands, tmp_path_factory)
+
+
+def refused(runs, name):
+    """(the case's folder, the one error line of each of its runs)."""
+    d, commands = runs[name]
+    errors = []
+    for command in commands:
+        proc = command.result(check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (proc.returncode, lines)
+        assert lines[0].startswith('train_ascend.py: error: '), lines
+        assert 'Traceback' not in proc.stdout + proc.stderr
+        errors.append(lines[0])
+    return d, errors
+
+
+def test_missing_data_folder(runs):
+    d, [msg] = refused(runs, 'missing data')
+    assert msg == f'train_ascend.py: error: data folder {d / "nowhere"} does not exist'
+
+
+def test_empty_data_folders(runs):
+    d, [msg] = refused(runs, 'empty data')
+    assert msg == f'train_ascend.py: error: data folder {d / "data" / "val"} does not exist'
+    d, [msg] = refused(runs, 'data without images')
+    assert msg == f'train_ascend.py: error: data folder {d / "images" / "val"} holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp)'
+
+
+def test_class_count_mismatch_with_data(runs):
+    _, [msg] = refused(runs, 'class count')
+    assert msg == f'train_ascend.py: error: --num-classes 5 but {export_digits()} has 10 classes'
+
+
+def test_unwritable_output_folder(runs):
+    d, [msg] = refused(runs, 'unwritable output')
+    assert msg.startswith(f'train_ascend.py: error: output folder {d / "file" / "run"} is not writable')
+
+
+@pytest.mark.parametrize('damage', DAMAGES)
+def test_corrupt_checkpoint_on_resume(runs, damage):
+    d, [msg] = refused(runs, damage)
+    good = d / CHECKPOINT
+    assert msg == f'train_ascend.py: error: checkpoint {good} is corrupt or not a training checkpoint (ValueError)'
+    assert sorted(os.listdir(d / 'out')) == []          # nothing was written
+
+
+def test_resume_from_a_folder_without_checkpoints(runs):
+    d, [msg] = refused(runs, 'no checkpoint')
+    assert msg == f'train_ascend.py: error: no checkpoint found in {d}'
+
+
+def test_pretrained_is_timms_hub_switch(runs):
+    d, msgs = refused(runs, 'pretrained')
+    # a file after --pretrained goes elsewhere; in a config the switch is refused the same way
+    assert msgs == [HUB, HUB, HUB.replace('error: ', f'error: config {d / "c.yaml"}: ')]
+    assert not (d / 'out').exists()
+
+
+@pytest.mark.parametrize('i', range(len(CONFIGS)), ids=[m for _, m in CONFIGS])
+def test_bad_config(runs, i):
+    d, [msg] = refused(runs, f'config {i}')
+    assert msg == f'train_ascend.py: error: config {d / "c.yaml"}: {CONFIGS[i][1]}'
+
+
+@pytest.mark.parametrize('i', range(len(TIMM_SETTINGS)), ids=[m for _, m in TIMM_SETTINGS])
+def test_bad_timm_settings(runs, i):
+    _, [msg] = refused(runs, f'timm {i}')
+    assert msg == f'train_ascend.py: error: {TIMM_SETTINGS[i][1]}'
