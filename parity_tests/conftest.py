@@ -6,13 +6,16 @@ import pytest
 def pytest_configure(config):
     """The test process on one core, with one thread for each framework's CPU kernels: the queued
     commands (``helpers.Command``) keep the other cores busy, where two kernel threads wait on each
-    other at parallel steps (docs/parity.md, Running the suites)."""
+    other at parallel steps (docs/parity.md, Running the suites). The device is the CPU, set before
+    anything runs (the commands queued at the start make their inputs with MindSpore too)."""
     from parity_tests.helpers import run_on_one_core
     run_on_one_core()
     import mindspore as ms
     import torch
+    from mindspore_tnt.context import select
     ms.device_context.cpu.op_tuning.threads_num(1)
     torch.set_num_threads(1)
+    select(device='CPU')
 
 
 @pytest.fixture(autouse=True)
