@@ -18,12 +18,6 @@ def pytest_configure(config):
     select(device='CPU')
 
 
-@pytest.fixture(autouse=True)
-def _cpu_device():
-    from mindspore_tnt.context import select
-    select(device='CPU')
-
-
 @pytest.fixture(scope='module', autouse=True)
 def _young_heap():
     """MindSpore runs a full ``gc.collect()`` before every graph compile, over every object the

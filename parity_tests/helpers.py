@@ -305,20 +305,19 @@ def plant_kernel_faults(source, *edit_lists):
 def build_planted_kernels(tmp_path_factory):
     """Write every declared faulty source and queue one command that builds them (conftest, first)."""
     folder = tmp_path_factory.mktemp('planted')
-    for i, (key, text) in enumerate(list(_PLANTED.items())):
-        path = folder / key[0].replace('.cc', f'_faulty{i}.cc')
-        path.write_text(text)
-        _PLANTED[key] = path
+    for i, (key, text) in enumerate(_PLANTED.items()):
+        _PLANTED_PATHS[key] = folder / key[0].replace('.cc', f'_faulty{i}.cc')
+        _PLANTED_PATHS[key].write_text(text)
     if _PLANTED:
         _PLANTED_BUILD.append(Command([sys.executable, '-c', 'import sys; from mindspore_tnt.cpu_kernels import build; '
-                                       '[build(p, "g++") for p in sys.argv[1:]]', *_PLANTED.values()]))
+                                       '[build(p, "g++") for p in sys.argv[1:]]', *_PLANTED_PATHS.values()]))
 
 
 def faulty_kernel_library(source, edits):
     """Path of the built kernel ``source`` with ``edits``, declared by ``plant_kernel_faults``."""
     from mindspore_tnt import cpu_kernels
     _PLANTED_BUILD[0].result()
-    return cpu_kernels.build(str(_PLANTED[(source, tuple(map(tuple, edits)))]), 'g++')
+    return cpu_kernels.build(str(_PLANTED_PATHS[(source, tuple(map(tuple, edits)))]), 'g++')
 
 
 @contextlib.contextmanager
@@ -386,7 +385,8 @@ CORES = os.sched_getaffinity(0) if hasattr(os, 'sched_getaffinity') else None
 DIGITS_EPOCHS = 3
 _LOCK = threading.Lock()
 _QUEUED, _RUNNING, _WAITING, _STARTED = [], [], [], {}
-_PLANTED, _PLANTED_BUILD = {}, []   # (source, edits) -> faulty source text, then its path; the build
+# (source, edits) -> the faulty source's text, and its file; the one command that builds them
+_PLANTED, _PLANTED_PATHS, _PLANTED_BUILD = {}, {}, []
 
 
 def run_on_one_core():
