@@ -66,10 +66,11 @@ def markdown(results):
     run, m, rows = results['run'], results['run']['machine'], results['rows']
     loads = [r['load_average_1min'] for r in rows]
     isa = ' '.join(m['isa']) or 'ISA flags unknown'
+    cpu = m['cpu'] + (f", {m['cpu_id']}" if m.get('cpu_id') else '')   # results written before cpu_id lack it
     lines = [
         '# TNT benchmarks: MindSpore next to torch_ref', '',
         f"`{run['command']}`: {run['date']}, revision `{m['revision']}`, {run['duration_s'] / 60:.1f} min. "
-        f"{m['cpu']}{f' ({isa})' if m['isa'] else ''}, {m['usable_cores']} of {m['logical_cores']} cores, "
+        f"{cpu}{f' ({isa})' if m['isa'] else ''}, {m['usable_cores']} of {m['logical_cores']} cores, "
         f"{m['memory_gib']} GiB; {m['os']}; "
         f"Python {m['python']}, MindSpore {m['mindspore']}, torch {m['torch']}, numpy {m['numpy']}. Load average "
         f"(1/5/15 min) {'/'.join(map(str, run['load_average_before']))} before, "
@@ -84,7 +85,7 @@ def markdown(results):
             'importing the framework). "others\' CPU": the share of all cores other processes used during the timed '
             'steps. Absolute numbers are noisy; read the ratios, the best more than the median.'
             + (f" MindSpore model arguments: `{run['ms_kwargs']}`." if run['ms_kwargs'] else ''),
-            '', '## Goals', '', f"On {m['cpu']} ({isa}), {m['usable_cores']} cores."]
+            '', '## Goals', '', f"On {cpu} ({isa}), {m['usable_cores']} cores."]
         lines += md_table(('goal', 'target', 'measured best (median)', 'met'), [_goal(g) for g in results['goals']])
     for task, title in TASK_TITLES.items():
         if any(r['task'] == task for r in rows):

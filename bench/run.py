@@ -30,7 +30,8 @@ ISA = ('sse', 'ssse', 'avx', 'fma', 'f16c', 'amx', 'asimd', 'sve', 'bf16', 'i8mm
 
 
 def machine_facts(revision):
-    """The machine and software, without importing the frameworks; ``isa``: the CPU's vector extensions."""
+    """The machine and software, without importing the frameworks; ``cpu_id``: family, model and stepping (hosts
+    of one model name differ), ``isa``: the CPU's vector extensions."""
     info = {}
     for path in ('/proc/cpuinfo', '/proc/meminfo'):
         try:
@@ -42,6 +43,7 @@ def machine_facts(revision):
     versions = {p: next((d.version for d in metadata.distributions(name=p)), None)
                 for p in ('mindspore', 'torch', 'numpy')}
     return dict(cpu=info.get('model name') or platform.processor() or platform.machine(),
+                cpu_id=' '.join(f'{k} {info[k]}' for k in ('cpu family', 'model', 'stepping') if k in info) or None,
                 logical_cores=os.cpu_count(),
                 usable_cores=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
                 memory_gib='MemTotal' in info and round(int(info['MemTotal'].split()[0]) / 2 ** 20, 1) or None,
