@@ -407,7 +407,7 @@ def env():
 
 
 class Command:
-    """A command run from the repo root in a process (group) of its own, as a user runs it.
+    """A command run from the repo root (or ``cwd``) in a process (group) of its own, as a user runs it.
 
     It is queued: a background thread starts it once the commands it comes ``after`` have
     ended and fewer than ``SLOTS`` commands run (one more while a test waits for one). A
@@ -418,8 +418,8 @@ class Command:
     (stdout, stderr as text); with ``check``, exit status 0 is asserted.
     """
 
-    def __init__(self, argv, after=(), timeout=900):
-        self.argv, self.after, self.timeout = argv, tuple(after), timeout
+    def __init__(self, argv, after=(), timeout=900, cwd=ROOT):
+        self.argv, self.after, self.timeout, self.cwd = argv, tuple(after), timeout, cwd
         self.proc = self.completed = self.error = None
         with _LOCK:
             _QUEUED.append(self)
@@ -430,7 +430,7 @@ class Command:
         try:
             self.argv = [str(a) for a in (self.argv() if callable(self.argv) else self.argv)]
             self._out, self._err = tempfile.TemporaryFile('w+'), tempfile.TemporaryFile('w+')
-            self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=env(), stdout=self._out, stderr=self._err,
+            self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=env(), stdout=self._out, stderr=self._err,
                                          start_new_session=True)
         except Exception as e:   # result() raises it in the test that reads the command
             self.error = e

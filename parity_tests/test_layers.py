@@ -19,7 +19,7 @@ import mindspore as ms
 import pytest
 from safetensors.numpy import save_file
 
-from parity_tests.helpers import ROOT, TINY, env, random_state
+from parity_tests.helpers import ROOT, TINY, Command, env, random_state, started
 
 # The layer of every module of a package, lowest first ...
 PACKAGES = {'tnt_common': 0, 'torch_ref': 1, 'mindspore_tnt': 1, 'convert': 2, 'parity': 3, 'tnt_train': 3,
@@ -134,9 +134,19 @@ sys.meta_path.insert(0, NoParity())
 '''
 
 
-def run_python(code):
-    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env(), cwd=ROOT,
-                          timeout=600)
+def start_commands(tmp_path_factory):
+    """The conversion with verification of a tnt_tiny file, ``parity`` blocked: queued at the start
+    of the session."""
+    d = tmp_path_factory.mktemp('layers_no_parity')
+    src, out = d / 'tiny.safetensors', d / 'tiny.ckpt'
+    save_file(random_state(TINY), str(src))
+    return out, Command([sys.executable, '-c', BLOCK_PARITY + textwrap.dedent(f'''
+        from convert import convert_file
+        report = convert_file({str(src)!r}, {str(out)!r})
+        assert report['verification']['passed'], report['verification']['verdict']
+        assert not [m for m in sys.modules if m == 'parity' or m.startswith('parity.')]
+        print('converted and verified')
+    ''')], timeout=600)
 
 
 @pytest.fixture(scope='module')
@@ -147,21 +157,16 @@ def tiny_file(tmp_path_factory):
     return path
 
 
-def test_convert_imports_and_verifies_without_parity(tiny_file, tmp_path):
-    out = tmp_path / 'tiny.ckpt'
-    p = run_python(BLOCK_PARITY + textwrap.dedent(f'''
-        from convert import convert_file
-        report = convert_file({str(tiny_file)!r}, {str(out)!r})
-        assert report['verification']['passed'], report['verification']['verdict']
-        assert not [m for m in sys.modules if m == 'parity' or m.startswith('parity.')]
-        print('converted and verified')
-    '''))
+def test_convert_imports_and_verifies_without_parity(tmp_path_factory):
+    out, command = started(start_commands, tmp_path_factory)
+    p = command.result(check=False)
     assert p.returncode == 0 and 'converted and verified' in p.stdout, p.stderr[-3000:]
     assert out.is_file()
 
 
 def test_the_parity_block_is_effective():
-    p = run_python(BLOCK_PARITY + 'import parity.forward\n')
+    p = subprocess.run([sys.executable, '-c', BLOCK_PARITY + 'import parity.forward\n'], capture_output=True,
+                       text=True, env=env(), cwd=ROOT, timeout=600)
     assert p.returncode != 0 and 'ImportError: parity is not available' in p.stderr, p.stderr[-3000:]
 
 

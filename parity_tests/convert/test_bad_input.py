@@ -1,11 +1,11 @@
 """Bad input to ``tnt-convert``: a one-line error, exit code 2, no output, input untouched.
 
-Every case builds a real file in ``tmp_path`` and runs the CLI. Hostile pickles run as a
-subprocess and carry a payload that would create a marker file: it must not appear.
+Every case builds a real file in ``tmp_path`` and runs the CLI. Hostile pickles, each in a
+folder of its own, are converted by ``tnt-convert`` commands queued at the start of the session
+(``start_commands``); they carry a payload that would create a marker file: it must not appear.
 """
 import os
 import pickle
-import subprocess
 import sys
 
 import numpy as np
@@ -17,7 +17,8 @@ import convert
 from convert import files, keymap, mindspore_ckpt
 from convert.cli import main
 from convert.errors import ConversionError
-from parity_tests.helpers import ROOT, TINY, assert_refused, random_state, save_mindspore, snapshot, tensors, to_official
+from parity_tests.helpers import (TINY, Command, assert_refused, random_state, save_mindspore, snapshot, started, tensors,
+                                  to_official)
 
 
 class Payload:
@@ -191,33 +192,39 @@ def test_bad_output(case, state, tmp_path, capsys):
     assert_refused(code, capsys.readouterr().err, expected, tmp_path, before)
 
 
-def hostile_files(tmp_path, marker):
-    legacy = tmp_path / 'legacy_pickle.pth'
+def hostile_files(folder, marker):
+    """The three hostile pickles, each in a new folder (``folder()``)."""
+    legacy = folder() / 'legacy_pickle.pth'
     with open(legacy, 'wb') as f:
         pickle.dump({'state_dict': Payload(marker)}, f, protocol=2)
-    zipped = tmp_path / 'zip_pickle.pth.tar'
+    zipped = folder() / 'zip_pickle.pth.tar'
     torch.save({'state_dict': {'cls_token': torch.zeros(1)}, 'args': Payload(marker)}, zipped)
-    as_bin = tmp_path / 'pytorch_model.bin'
+    as_bin = folder() / 'pytorch_model.bin'
     torch.save(Payload(marker), as_bin)
     return legacy, zipped, as_bin
 
 
-def test_hostile_pickle_is_refused_and_runs_nothing(tmp_path):
-    marker = tmp_path / 'payload_ran'
-    assert not marker.exists()
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    for src in hostile_files(tmp_path, marker):
-        before = snapshot(tmp_path)
-        p = subprocess.run([sys.executable, '-m', 'convert.cli', '--no-progress', str(src),
-                            str(tmp_path / 'out.ckpt')], capture_output=True, text=True, env=env, cwd=ROOT)
-        assert_refused(p.returncode, p.stderr, 'refused: the pickle calls posix.system', tmp_path, before)
+def start_commands(tmp_path_factory):
+    """(the payloads' marker, [(a hostile file, its folder's files, ``tnt-convert``'s run on it)]),
+    queued at the start of the session."""
+    marker = tmp_path_factory.mktemp('hostile_marker') / 'payload_ran'
+    return marker, [(src, snapshot(src.parent), Command([sys.executable, '-m', 'convert.cli', '--no-progress', src,
+                                                         src.parent / 'out.ckpt'], timeout=600))
+                    for src in hostile_files(lambda: tmp_path_factory.mktemp('hostile'), marker)]
+
+
+def test_hostile_pickle_is_refused_and_runs_nothing(tmp_path_factory):
+    marker, runs = started(start_commands, tmp_path_factory)
+    for src, before, command in runs:
+        p = command.result(check=False)
+        assert_refused(p.returncode, p.stderr, 'refused: the pickle calls posix.system', src.parent, before)
         assert 'posix.system' in p.stderr or 'os.system' in p.stderr, p.stderr
         assert not marker.exists(), 'the payload ran'
         with pytest.raises(ValueError, match='refused'):
             convert.load_torch_into_mindspore(src)
         assert not marker.exists(), 'the payload ran'
     # The payload is live: plain unpickling does run it (so the refusal above is meaningful).
-    with open(tmp_path / 'legacy_pickle.pth', 'rb') as f:
+    with open(runs[0][0], 'rb') as f:
         pickle.load(f)
     assert marker.exists()
 

@@ -27,7 +27,7 @@ import torch
 
 from convert import readers, safe_pickle
 from convert.errors import ConversionError
-from parity_tests.helpers import ROOT
+from parity_tests.helpers import Command, started
 from tnt_common.cli import EXIT_BAD_INPUT
 
 MMENGINE = ('mmengine', 'mmengine.logging', 'mmengine.logging.history_buffer', 'mmengine.config',
@@ -424,17 +424,28 @@ def test_torchscript_archive_is_refused(tmp_path):
     assert 'torch.jit.load' in message
 
 
-@pytest.mark.parametrize('kind, where', [('os.system', 'mmengine hub'), ('getattr(__import__)', 'top'),
-                                         ('in placeholder state', 'legacy hub')])
-def test_cli_refuses_with_one_line(kind, where, tmp_path):
-    marker = tmp_path / 'payload_ran'
-    path = hostile_file(kind, where, marker, tmp_path)
-    out = tmp_path / 'out.ckpt'
-    p = subprocess.run([sys.executable, '-m', 'convert.cli', '--no-progress', str(path), str(out)],
-                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), cwd=tmp_path)
+CLI_CASES = [('os.system', 'mmengine hub'), ('getattr(__import__)', 'top'), ('in placeholder state', 'legacy hub')]
+
+
+def start_commands(tmp_path_factory):
+    """{(kind, where): (a hostile file, its marker, ``tnt-convert``'s run on it in its folder)}, queued at
+    the start of the session."""
+    runs = {}
+    for kind, where in CLI_CASES:
+        d = tmp_path_factory.mktemp('cli_refusal')
+        path = hostile_file(kind, where, d / 'payload_ran', d)
+        runs[kind, where] = path, d / 'payload_ran', Command(
+            [sys.executable, '-m', 'convert.cli', '--no-progress', path, d / 'out.ckpt'], cwd=d, timeout=600)
+    return runs
+
+
+@pytest.mark.parametrize('kind, where', CLI_CASES)
+def test_cli_refuses_with_one_line(kind, where, tmp_path_factory):
+    path, marker, command = started(start_commands, tmp_path_factory)[kind, where]
+    p = command.result(check=False)
     lines = p.stderr.splitlines()
     assert p.returncode == EXIT_BAD_INPUT and len(lines) == 1, p.stderr
     assert lines[0].startswith(f'tnt-convert: error: {path}: refused: the pickle calls '), lines[0]
     assert PAYLOADS[kind][1] in lines[0]
-    assert not out.exists() and not marker.exists()
-    assert sorted(os.listdir(tmp_path)) == [path.name]
+    assert not (path.parent / 'out.ckpt').exists() and not marker.exists()
+    assert sorted(os.listdir(path.parent)) == [path.name]
