@@ -207,11 +207,9 @@ def pyramid_shapes(name, num_classes=1000, img_size=None, mindspore=False):
     heads = pyramid.stage_dims(v['outer_heads'])
     sides = pyramid.grid_sides(img_size or v['img_size'])
     words = pyramid.NUM_WORDS
-    stem = [('common_conv', 3, 2 * C[0]), ('inner_convs', 2 * C[0], C[0]), ('outer_convs', 2 * C[0], 4 * C[0]),
-            ('outer_convs', 4 * C[0], 8 * C[0]), ('outer_convs', 8 * C[0], D[0])]
     shapes = {'outer_pos': (1, sides[0] ** 2, D[0]), 'inner_pos': (1, words, C[0])}
     index = {}
-    for branch, n_in, n_out in stem:  # (conv, BatchNorm, ReLU) triples
+    for branch, n_in, n_out, _, _ in pyramid.stem_layers(3, C[0], D[0]):  # (conv, BatchNorm, ReLU) triples
         i = index.get(branch, 0)
         index[branch] = i + 3
         shapes.update({**_conv3(f'patch_embed.{branch}.{i}', n_in, n_out),

@@ -39,6 +39,11 @@ def _cpu_features():
         return next((line for line in f if line.startswith(('flags', 'Features'))), '')
 
 
+def compiler():
+    """The C++ compiler kernels are built with: ``$CXX``, else ``g++``."""
+    return os.environ.get('CXX', 'g++')
+
+
 def build(source, compiler):
     """Path of ``source`` (a file name next to this module, or a path) built for this machine, compiling it
     unless cached; ``HEADERS`` are included from this module's directory."""
@@ -67,7 +72,7 @@ def load(source, what, make_ops):
     if platform.system() != 'Linux':
         return None
     try:
-        return make_ops(build(source, os.environ.get('CXX', 'g++')))
+        return make_ops(build(source, compiler()))
     except (OSError, subprocess.CalledProcessError, TypeError, ValueError) as e:
         detail = getattr(e, 'stderr', None) or str(e)
         warnings.warn(f"mindspore_tnt: CPU {what} kernel unavailable, using MindSpore's {what} "

@@ -42,7 +42,7 @@ class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm(normalized_shape, epsilon=epsilon)``; with ``cpu_kernel=True`` and a 1-D
     ``normalized_shape`` (the last axis), fp32 inputs run on the CPU kernel."""
 
-    def __init__(self, normalized_shape, epsilon=1e-7, cpu_kernel=False):
+    def __init__(self, normalized_shape, epsilon, cpu_kernel=False):
         super().__init__(normalized_shape, epsilon=epsilon)
         use = cpu_kernel and len(normalized_shape) == 1
         self.kernel = kernel_ops() if use else None

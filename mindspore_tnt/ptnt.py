@@ -12,7 +12,7 @@ Parameter names are the official torch keys but for MindSpore's own names of nor
 parameters (``convert.keymap.PYRAMID_TO_MINDSPORE``): LayerNorm ``weight``/``bias`` ->
 ``gamma``/``beta``; stem BatchNorm ``weight``/``bias``/``running_mean``/``running_var`` ->
 ``gamma``/``beta``/``moving_mean``/``moving_variance``; torch's ``num_batches_tracked`` has no
-counterpart (unused with a fixed momentum). BatchNorm momentum is MindSpore's 0.9, torch's 0.1.
+counterpart (unused with a fixed momentum). BatchNorm momentum in MindSpore's convention: 1 - torch's.
 """
 import math
 
@@ -29,8 +29,9 @@ from mindspore_tnt.layernorm import LayerNorm
 from mindspore_tnt.tnt import DropPath, Mlp, init_layer, resolve_impl, trunc_normal_
 from tnt_common.architecture import initialise
 from tnt_common.numerics import PYTORCH, Numerics
-from tnt_common.pyramid import (CONV_KERNEL, MERGE_STRIDE, MLP_RATIO, NO_DECAY_NAMES, NUM_WORDS, SR_RATIOS,
-                                WORD_SIDE, drop_path_rates, grid_sides, has_inner, stage_dims, stage_names)
+from tnt_common.pyramid import (BN_EPS, BN_MOMENTUM, CONV_KERNEL, MERGE_STRIDE, MLP_RATIO, NO_DECAY_NAMES, NUM_WORDS,
+                                SR_RATIOS, STEM_BRANCHES, STEM_STRIDE, WORD_SIDE, drop_path_rates, grid_sides,
+                                has_inner, stage_dims, stage_names, stem_layers)
 from tnt_common.variants import model_args, pretrained_cfg, split_tag
 
 
@@ -99,9 +100,9 @@ class BatchNorm2d(nn.BatchNorm2d):
 
 
 def conv_bn_relu(dim_in, dim_out, stride, in_side=1, impl='standard'):
-    """Conv3x3 (bias, zero padding 1) -> BatchNorm (eps 1e-5, momentum 0.9 = torch's 0.1) -> ReLU."""
-    return [Conv2d(dim_in, dim_out, stride, in_side, impl), BatchNorm2d(dim_out, eps=1e-5, momentum=0.9, impl=impl),
-            nn.ReLU()]
+    """Conv3x3 (bias, zero padding 1) -> BatchNorm (``BN_EPS``, MindSpore's momentum 1 - ``BN_MOMENTUM``) -> ReLU."""
+    return [Conv2d(dim_in, dim_out, stride, in_side, impl),
+            BatchNorm2d(dim_out, eps=BN_EPS, momentum=1. - BN_MOMENTUM, impl=impl), nn.ReLU()]
 
 
 class Attention(nn.Cell):
@@ -224,10 +225,11 @@ class WordAggregation(nn.Cell):
         channels last, (B*H/2*W/2, 8, 8, C)."""
         C = x.shape[-1]
         s = WORD_SIDE
-        x = ops.transpose(x.reshape(-1, H // 2, 2, W // 2, 2, s, s, C), (0, 1, 3, 2, 5, 4, 6, 7))
+        m = MERGE_STRIDE
+        x = ops.transpose(x.reshape(-1, H // m, m, W // m, m, s, s, C), (0, 1, 3, 2, 5, 4, 6, 7))
         if self.impl == 'cpu':
-            return x.reshape(-1, 2 * s, 2 * s, C)
-        return ops.transpose(x.reshape(-1, 2 * s, 2 * s, C), (0, 3, 1, 2))
+            return x.reshape(-1, m * s, m * s, C)
+        return ops.transpose(x.reshape(-1, m * s, m * s, C), (0, 3, 1, 2))
 
     def construct(self, x, H, W):
         x = self.conv(self.tile(self.norm(x), H, W))
@@ -241,24 +243,24 @@ class Stem(nn.Cell):
     conv-BN-ReLU stacks from a shared stride-2 layer; the inner branch's 4x4 pixel blocks
     are the words of a sentence (row-major), the outer branch reaches 1/8 of the input."""
 
-    def __init__(self, img_size=224, in_chans=3, outer_dim=768, inner_dim=24, impl='standard'):
+    def __init__(self, img_size=256, in_chans=3, outer_dim=128, inner_dim=8, impl='standard'):
         super().__init__()
         self.inner_dim = inner_dim
         self.impl = impl
         self.grid_size = (grid_sides(img_size)[0],) * 2
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        side = img_size
-        self.common_conv = nn.SequentialCell(conv_bn_relu(in_chans, inner_dim * 2, 2, side, impl))
-        self.inner_convs = nn.SequentialCell(conv_bn_relu(inner_dim * 2, inner_dim, 1, side // 2, impl))
-        self.outer_convs = nn.SequentialCell(conv_bn_relu(inner_dim * 2, inner_dim * 4, 2, side // 2, impl) +
-                                             conv_bn_relu(inner_dim * 4, inner_dim * 8, 2, side // 4, impl) +
-                                             conv_bn_relu(inner_dim * 8, outer_dim, 1, side // 8, impl))
+        layers = {branch: [] for branch in STEM_BRANCHES}
+        for branch, dim_in, dim_out, stride, divisor in stem_layers(in_chans, inner_dim, outer_dim):
+            layers[branch] += conv_bn_relu(dim_in, dim_out, stride, img_size // divisor, impl)
+        self.common_conv = nn.SequentialCell(layers['common_conv'])
+        self.inner_convs = nn.SequentialCell(layers['inner_convs'])
+        self.outer_convs = nn.SequentialCell(layers['outer_convs'])
 
     def construct(self, x):
         B, _, H, W = x.shape
         gh, gw = self.grid_size
-        if H != 8 * gh or W != 8 * gw:
-            raise ValueError(f'input is {H}x{W}, the model takes {8 * gh}x{8 * gw}')
+        if H != STEM_STRIDE * gh or W != STEM_STRIDE * gw:
+            raise ValueError(f'input is {H}x{W}, the model takes {STEM_STRIDE * gh}x{STEM_STRIDE * gw}')
         if self.impl == 'cpu':
             return self.channels_last(x)
         x = self.common_conv(x)
@@ -310,7 +312,7 @@ class PyramidTNT(nn.Cell):
     ``weight_init='skip'`` leaves out the official init, for weights loaded right after.
     """
 
-    def __init__(self, img_size=224, in_chans=3, num_classes=1000, outer_dim=128, inner_dim=8,
+    def __init__(self, img_size=256, in_chans=3, num_classes=1000, outer_dim=128, inner_dim=8,
                  depths=(2, 8, 4, 2), outer_heads=4, inner_heads=2, drop_rate=0., pos_drop_rate=0.,
                  proj_drop_rate=0., attn_drop_rate=0., drop_path_rate=0., gelu=PYTORCH.gelu,
                  norm_eps=PYTORCH.norm_eps, final_norm_eps=PYTORCH.final_norm_eps, impl=None, weight_init=''):

@@ -24,8 +24,8 @@ from mindspore_tnt.gelu import GELU, bias_inside
 from mindspore_tnt.heads import merge_heads, split_heads
 from mindspore_tnt.layernorm import LayerNorm
 from mindspore_tnt.reuse import reusable
-from tnt_common.architecture import (INNER_MLP_RATIO, NO_DECAY_NAMES, PIXEL_KERNEL, drop_path_rates, initialise,
-                                     word_side)
+from tnt_common.architecture import (FIRST_STRIDE, INNER_MLP_RATIO, MLP_RATIO, NO_DECAY_NAMES, PATCH_SIZE, PIXEL_KERNEL,
+                                     drop_path_rates, initialise, word_side)
 from tnt_common.numerics import PYTORCH, Numerics
 from tnt_common.variants import feature_take_indices, model_args, pretrained_cfg, split_tag
 
@@ -182,7 +182,7 @@ class Attention(nn.Cell):
 class Block(nn.Cell):
     """Inner transformer over the words of each sentence, then outer over the sentences."""
 
-    def __init__(self, dim, dim_out, num_pixel, num_heads_in, num_heads_out, mlp_ratio=4.,
+    def __init__(self, dim, dim_out, num_pixel, num_heads_in, num_heads_out, mlp_ratio=MLP_RATIO,
                  proj_drop=0., attn_drop=0., drop_path=0., legacy=False, gelu=PYTORCH.gelu,
                  norm_eps=PYTORCH.norm_eps, impl=None):
         super().__init__()
@@ -239,7 +239,7 @@ class PixelEmbed(nn.Cell):
     ``proj`` as a convolution.
     """
 
-    def __init__(self, img_size=224, patch_size=16, in_chans=3, in_dim=48, stride=4, legacy=False,
+    def __init__(self, img_size=224, patch_size=PATCH_SIZE, in_chans=3, in_dim=48, stride=FIRST_STRIDE, legacy=False,
                  impl=None):
         super().__init__()
         self.legacy = legacy
@@ -304,11 +304,11 @@ class TNT(nn.Cell):
     timm's init, for weights loaded right after.
     """
 
-    def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000,
+    def __init__(self, img_size=224, patch_size=PATCH_SIZE, in_chans=3, num_classes=1000,
                  global_pool='token', embed_dim=768, inner_dim=48, depth=12,
-                 num_heads_inner=4, num_heads_outer=12, mlp_ratio=4., drop_rate=0.,
+                 num_heads_inner=4, num_heads_outer=12, mlp_ratio=MLP_RATIO, drop_rate=0.,
                  pos_drop_rate=0., proj_drop_rate=0., attn_drop_rate=0., drop_path_rate=0.,
-                 first_stride=4, legacy=False, gelu=PYTORCH.gelu, norm_eps=PYTORCH.norm_eps,
+                 first_stride=FIRST_STRIDE, legacy=False, gelu=PYTORCH.gelu, norm_eps=PYTORCH.norm_eps,
                  final_norm_eps=PYTORCH.final_norm_eps, impl=None, weight_init=''):
         super().__init__()
         assert global_pool in ('', 'token', 'avg'), global_pool

@@ -3,9 +3,10 @@ in both frameworks; every parameter's gradient and the input gradient compared. 
 PyramidTNT alike (a PyramidTNT's BatchNorms normalise with the batch's statistics)."""
 import numpy as np
 
-from tnt_common.compare import compare_tensors, rel_err, worst
+from tnt_common.compare import compare_tensors, rel_err, rel_to, worst
+from tnt_common.recipe import RECIPE
 
-SMOOTHING = 0.1
+SMOOTHING = RECIPE['smoothing']
 GRAD_BOUND = 1e-4
 
 
@@ -116,7 +117,7 @@ def compare_gradients(test, ref, bound=GRAD_BOUND, scales=None):
     for r in rows:
         if scales and r['name'] in scales:
             r['scale_of'] = scales[r['name']]
-            r['scale_rel'] = r['max_abs'] / max(float(abs(ref[1][scales[r['name']]]).max()), 1e-30)
+            r['scale_rel'] = rel_to(test[1][r['name']], ref[1][r['name']], ref[1][scales[r['name']]])
     input_row = compare_tensors({'input': test[2]}, {'input': ref[2]})[0]
     loss_rel = rel_err(test[0], ref[0])
     failing = [r['name'] for r in rows + [input_row] if not r.get('scale_rel', r['rel']) <= bound]

@@ -12,7 +12,7 @@ def build_report(model=None, checkpoint=None, mode='graph', dtype='fp32', batch=
 
     ``checkpoint``: a file any ``convert`` reader reads (variant and numerics detected
     unless ``model`` / ``numerics`` are given); without it, random weights
-    (``parity.weights``) of ``model``, with ``numerics`` (default PyTorch's).
+    (``tnt_common.fixtures``) of ``model``, with ``numerics`` (default PyTorch's).
     """
     from tnt_common.numerics import parse
     from tnt_common.fixtures import make_batch

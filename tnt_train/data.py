@@ -14,6 +14,8 @@ from fractions import Fraction
 import numpy as np
 
 from tnt_common.files import atomic_output
+from tnt_common.recipe import RECIPE
+from tnt_common.variants import CROP_PCT, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from tnt_train.errors import InputError
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -96,18 +98,18 @@ class TrainTransform:
     """
     img_size: int = 224
     augment: bool = True
-    crop_pct: float = 0.9
+    crop_pct: float = CROP_PCT
     scale: tuple = (0.08, 1.0)
     ratio: tuple = (3 / 4, 4 / 3)
     hflip: float = 0.5
-    rand_augment: str = 'rand-m9-mstd0.5-inc1'   # '' for none
-    reprob: float = 0.25
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    mixup_switch_prob: float = 0.5     # with both on: the probability a batch takes CutMix
-    smoothing: float = 0.1
-    mean: tuple = (0.5, 0.5, 0.5)
-    std: tuple = (0.5, 0.5, 0.5)
+    rand_augment: str = RECIPE['rand_augment']   # '' for none
+    reprob: float = RECIPE['reprob']
+    mixup: float = RECIPE['mixup']
+    cutmix: float = RECIPE['cutmix']
+    mixup_switch_prob: float = RECIPE['mixup_switch_prob']     # with both on: the probability a batch takes CutMix
+    smoothing: float = RECIPE['smoothing']
+    mean: tuple = IMAGENET_INCEPTION_MEAN
+    std: tuple = IMAGENET_INCEPTION_STD
 
 
 def _normalize(mean, std):

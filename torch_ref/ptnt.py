@@ -13,16 +13,17 @@ from torch.nn import functional as F
 
 from tnt_common.architecture import initialise
 from tnt_common.numerics import PYTORCH, Numerics
-from tnt_common.pyramid import (CONV_KERNEL, MERGE_STRIDE, MLP_RATIO, NO_DECAY_NAMES, NUM_WORDS, SR_RATIOS,
-                                WORD_SIDE, drop_path_rates, grid_sides, has_inner, stage_dims, stage_names)
+from tnt_common.pyramid import (BN_EPS, BN_MOMENTUM, CONV_KERNEL, MERGE_STRIDE, MLP_RATIO, NO_DECAY_NAMES, NUM_WORDS,
+                                SR_RATIOS, STEM_BRANCHES, STEM_STRIDE, WORD_SIDE, drop_path_rates, grid_sides,
+                                has_inner, stage_dims, stage_names, stem_layers)
 from tnt_common.variants import model_args, pretrained_cfg, split_tag
 from torch_ref.tnt import DropPath, Mlp, init_layer, trunc_normal_
 
 
 def conv_bn_relu(dim_in, dim_out, stride):
-    """Conv3x3 (bias, zero padding 1) -> BatchNorm (eps 1e-5, momentum 0.1) -> ReLU."""
+    """Conv3x3 (bias, zero padding 1) -> BatchNorm (``BN_EPS``, ``BN_MOMENTUM``) -> ReLU."""
     return [nn.Conv2d(dim_in, dim_out, CONV_KERNEL, stride=stride, padding=CONV_KERNEL // 2),
-            nn.BatchNorm2d(dim_out, eps=1e-5, momentum=0.1), nn.ReLU()]
+            nn.BatchNorm2d(dim_out, eps=BN_EPS, momentum=BN_MOMENTUM), nn.ReLU()]
 
 
 class Attention(nn.Module):
@@ -131,8 +132,9 @@ class WordAggregation(nn.Module):
         4r..4r+3 and columns 4c..4c+3 of the grid of merged sentence (i, j)."""
         C = x.shape[-1]
         s = WORD_SIDE
-        x = x.reshape(-1, H // 2, 2, W // 2, 2, s, s, C).permute(0, 1, 3, 2, 5, 4, 6, 7)
-        return x.reshape(-1, 2 * s, 2 * s, C).permute(0, 3, 1, 2)
+        m = MERGE_STRIDE
+        x = x.reshape(-1, H // m, m, W // m, m, s, s, C).permute(0, 1, 3, 2, 5, 4, 6, 7)
+        return x.reshape(-1, m * s, m * s, C).permute(0, 3, 1, 2)
 
     def forward(self, x, H, W):
         x = self.conv(self.tile(self.norm(x), H, W))
@@ -144,22 +146,23 @@ class Stem(nn.Module):
     conv-BN-ReLU stacks from a shared stride-2 layer; the inner branch's 4x4 pixel blocks
     are the words of a sentence (row-major), the outer branch reaches 1/8 of the input."""
 
-    def __init__(self, img_size=224, in_chans=3, outer_dim=768, inner_dim=24):
+    def __init__(self, img_size=256, in_chans=3, outer_dim=128, inner_dim=8):
         super().__init__()
         self.inner_dim = inner_dim
         self.grid_size = (grid_sides(img_size)[0],) * 2
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.common_conv = nn.Sequential(*conv_bn_relu(in_chans, inner_dim * 2, 2))
-        self.inner_convs = nn.Sequential(*conv_bn_relu(inner_dim * 2, inner_dim, 1))
-        self.outer_convs = nn.Sequential(*conv_bn_relu(inner_dim * 2, inner_dim * 4, 2),
-                                         *conv_bn_relu(inner_dim * 4, inner_dim * 8, 2),
-                                         *conv_bn_relu(inner_dim * 8, outer_dim, 1))
+        layers = {branch: [] for branch in STEM_BRANCHES}
+        for branch, dim_in, dim_out, stride, _ in stem_layers(in_chans, inner_dim, outer_dim):
+            layers[branch] += conv_bn_relu(dim_in, dim_out, stride)
+        self.common_conv = nn.Sequential(*layers['common_conv'])
+        self.inner_convs = nn.Sequential(*layers['inner_convs'])
+        self.outer_convs = nn.Sequential(*layers['outer_convs'])
 
     def forward(self, x):
         B, _, H, W = x.shape
         gh, gw = self.grid_size
-        if H != 8 * gh or W != 8 * gw:
-            raise ValueError(f'input is {H}x{W}, the model takes {8 * gh}x{8 * gw}')
+        if H != STEM_STRIDE * gh or W != STEM_STRIDE * gw:
+            raise ValueError(f'input is {H}x{W}, the model takes {STEM_STRIDE * gh}x{STEM_STRIDE * gw}')
         x = self.common_conv(x)
         s = WORD_SIDE
         inner_tokens = self.inner_convs(x).reshape(B, self.inner_dim, gh, s, gw, s)
@@ -196,7 +199,7 @@ class PyramidTNT(nn.Module):
     for weights loaded right after.
     """
 
-    def __init__(self, img_size=224, in_chans=3, num_classes=1000, outer_dim=128, inner_dim=8,
+    def __init__(self, img_size=256, in_chans=3, num_classes=1000, outer_dim=128, inner_dim=8,
                  depths=(2, 8, 4, 2), outer_heads=4, inner_heads=2, drop_rate=0., pos_drop_rate=0.,
                  proj_drop_rate=0., attn_drop_rate=0., drop_path_rate=0., gelu=PYTORCH.gelu,
                  norm_eps=PYTORCH.norm_eps, final_norm_eps=PYTORCH.final_norm_eps, weight_init=''):

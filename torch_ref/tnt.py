@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tnt_common.architecture import (INNER_MLP_RATIO, NO_DECAY_NAMES, PIXEL_KERNEL, drop_path_rates, initialise,
-                                     word_side)
+from tnt_common.architecture import (FIRST_STRIDE, INNER_MLP_RATIO, MLP_RATIO, NO_DECAY_NAMES, PATCH_SIZE, PIXEL_KERNEL,
+                                     drop_path_rates, initialise, word_side)
 from tnt_common.numerics import PYTORCH, Numerics
 from tnt_common.variants import feature_take_indices, model_args, pretrained_cfg, split_tag
 
@@ -104,7 +104,7 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Inner transformer over the words of each sentence, then outer over the sentences."""
 
-    def __init__(self, dim, dim_out, num_pixel, num_heads_in, num_heads_out, mlp_ratio=4.,
+    def __init__(self, dim, dim_out, num_pixel, num_heads_in, num_heads_out, mlp_ratio=MLP_RATIO,
                  proj_drop=0., attn_drop=0., drop_path=0., legacy=False, gelu=PYTORCH.gelu,
                  norm_eps=PYTORCH.norm_eps):
         super().__init__()
@@ -151,7 +151,7 @@ class PixelEmbed(nn.Module):
     ``PIXEL_KERNEL`` conv of stride ``stride`` per patch of ``patch_size`` pixels (legacy:
     over the whole image) plus ``pixel_pos``; w = ``word_side(patch_size, stride)``."""
 
-    def __init__(self, img_size=224, patch_size=16, in_chans=3, in_dim=48, stride=4, legacy=False):
+    def __init__(self, img_size=224, patch_size=PATCH_SIZE, in_chans=3, in_dim=48, stride=FIRST_STRIDE, legacy=False):
         super().__init__()
         self.legacy = legacy
         self.patch_size = patch_size
@@ -190,11 +190,11 @@ class TNT(nn.Module):
     ``weight_init='skip'`` leaves out timm's init, for weights loaded right after.
     """
 
-    def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000,
+    def __init__(self, img_size=224, patch_size=PATCH_SIZE, in_chans=3, num_classes=1000,
                  global_pool='token', embed_dim=768, inner_dim=48, depth=12,
-                 num_heads_inner=4, num_heads_outer=12, mlp_ratio=4., drop_rate=0.,
+                 num_heads_inner=4, num_heads_outer=12, mlp_ratio=MLP_RATIO, drop_rate=0.,
                  pos_drop_rate=0., proj_drop_rate=0., attn_drop_rate=0., drop_path_rate=0.,
-                 first_stride=4, legacy=False, gelu=PYTORCH.gelu, norm_eps=PYTORCH.norm_eps,
+                 first_stride=FIRST_STRIDE, legacy=False, gelu=PYTORCH.gelu, norm_eps=PYTORCH.norm_eps,
                  final_norm_eps=PYTORCH.final_norm_eps, weight_init=''):
         super().__init__()
         assert global_pool in ('', 'token', 'avg'), global_pool

@@ -1,7 +1,7 @@
 """Every TNT family converts with its function preserved: mmpretrain, MindCV, the model zoo,
 official, timm's wrappers, Hugging Face hub folders.
 
-Files are built from random weights (``parity.weights``) keyed by ``parity_tests.families``
+Files are built from random weights (``tnt_common.fixtures``) keyed by ``parity_tests.helpers``
 from the layout descriptions, saved the way each tool saves them. The source model is
 ``torch_ref`` holding those weights under the family's numerics (GELU form, LayerNorm
 eps); conversions must pass the fp32 bound against it, load strictly, and go back to the

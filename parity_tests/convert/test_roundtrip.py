@@ -1,8 +1,8 @@
 """Real checkpoint files of every layout and wrapper, converted by the CLI and the API.
 
 Files are built from ``torch_ref`` (and ``mindspore_tnt``) holding random weights
-(``parity.weights.random_timm_weights``), saved the way each source saves them. The
-official layout is written out by ``parity_tests.families`` from the layout description,
+(``tnt_common.fixtures.random_timm_weights``), saved the way each source saves them. The
+official layout is written out by ``parity_tests.helpers`` from the layout description,
 independently of ``convert.keymap``. Each file is converted to MindSpore through ``tnt-convert``
 and through the API, loaded strictly, and must pass the fp32 parity bound against the torch
 model; converting back must reproduce every tensor bit for bit. ``tnt-convert`` runs as

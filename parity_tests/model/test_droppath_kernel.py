@@ -61,12 +61,14 @@ def test_kernel_matches_ops_bit_for_bit(mode, shape, drop_prob):
     rng = np.random.default_rng(len(shape) + int(drop_prob * 100))
     x = ms.Tensor((rng.standard_normal(shape) * 3).astype(np.float32))
     weights = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
-    noise = ms.Tensor(rng.random(shape[0]).astype(np.float32))
+    noise = rng.random(shape[0]).astype(np.float32)
+    noise[:2] = 0, np.nextafter(np.float32(1), np.float32(0))   # one sample dropped, one kept, at every rate
+    noise = ms.Tensor(noise)
     with_kernel, with_ops = DropPath(drop_prob, cpu_kernel=True), DropPath(drop_prob)
     assert with_kernel.kernel is not None and with_ops.kernel is None
     got, want = run(with_kernel, x, weights, noise), run(with_ops, x, weights, noise)
     dropped = np.floor(noise.asnumpy() + (1 - drop_prob)) == 0
-    assert 0 < dropped.sum() < shape[0] or drop_prob < 0.5
+    assert dropped[0] and not dropped[1]
     for a, b in zip(got, want):
         assert np.array_equal(a, b), float(np.abs(a - b).max())
     assert np.all(got[0][dropped] == 0)

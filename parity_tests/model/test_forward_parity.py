@@ -1,6 +1,6 @@
 """Forward parity, fp32: embedding, inner and outer tokens after every block, and logits.
 
-Random weights at a trained network's activation scale (``parity.weights``) go into
+Random weights at a trained network's activation scale (``tnt_common.fixtures``) go into
 torch_ref, are transferred to mindspore_tnt, and both run the same batch of 2 images
 (``helpers.forward_reference``, shared with the other model suites).
 Bound for every compared tensor: ``max|ms - pt| / max|pt| <= 1e-5``; top-1 identical.

@@ -183,7 +183,7 @@ def erf_of(x, tmp_path, monkeypatch, edits=()):
         assert text.count(old) == 1, old
         text = text.replace(old, new)
     (tmp_path / 'erf_probe.cc').write_text(text + ERF_PROBE)
-    probe = ctypes.CDLL(cpu_kernels.build(str(tmp_path / 'erf_probe.cc'), 'g++')).erf_probe
+    probe = ctypes.CDLL(cpu_kernels.build(str(tmp_path / 'erf_probe.cc'), cpu_kernels.compiler())).erf_probe
     n = -(-x.size // 16) * 16   # whole lanes
     x_in, y = np.zeros(n, np.float32), np.empty(n, np.float32)
     x_in[:x.size] = x

@@ -152,7 +152,7 @@ def test_falls_back_to_nn_layernorm(monkeypatch):
 
 def test_fp16_and_multi_axis_fall_back(kernel):
     set_mode('pynative')
-    assert layernorm.LayerNorm((4, 96), cpu_kernel=True).kernel is None
+    assert layernorm.LayerNorm((4, 96), PYTORCH.norm_eps, cpu_kernel=True).kernel is None
     x, gamma, beta, _ = inputs((3, 96), seed=6)
     net = layer(kernel, gamma, beta, 1e-5)
     ref = ms.nn.LayerNorm((96,), epsilon=1e-5)

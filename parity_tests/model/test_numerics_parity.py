@@ -1,7 +1,7 @@
 """Numerics as constructor arguments: every preset is at parity, a mismatch of each setting is caught.
 
 ``torch_ref`` and ``mindspore_tnt`` built with the same ``tnt_common.numerics`` preset
-(pytorch, mindcv, zoo) and the same random weights (``parity.weights``) pass the forward
+(pytorch, mindcv, zoo) and the same random weights (``tnt_common.fixtures``) pass the forward
 parity bound of test_forward_parity on ``tnt_tiny_patch16_64``, every stage and the logits,
 in both MindSpore modes. MindSpore built with one setting off fails it: erf GELU where
 torch uses tanh, block and stem LayerNorm eps 1e-5 where torch uses 1e-7, final-norm eps

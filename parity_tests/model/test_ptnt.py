@@ -119,6 +119,19 @@ def test_mindspore_parameters_mirror_torch(name):
         PYRAMID_TO_MINDSPORE.forward(k) for k in torch_state if k.endswith(('running_mean', 'running_var')))
 
 
+def test_class_defaults_build_ptnt_s():
+    """``PyramidTNT()`` with no argument, in either framework, is PyramidTNT-S at its 256 px
+    (the official class's 224 px cannot merge its 7x7 grid), and so is its ``Stem()``."""
+    with torch.device('meta'):
+        torch_default, torch_stem = torch_ref.ptnt.PyramidTNT(), torch_ref.ptnt.Stem()
+    want = {k: tuple(v.shape) for k, v in meta_model('ptnt_s_patch16_256').state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in torch_default.state_dict().items()} == want
+    assert {f'patch_embed.{k}': tuple(v.shape) for k, v in torch_stem.state_dict().items()} == \
+        {k: v for k, v in want.items() if k.startswith('patch_embed.')}
+    got = {p.name: tuple(p.shape) for p in ms_ptnt.PyramidTNT(weight_init='skip').get_parameters()}
+    assert got == {PYRAMID_TO_MINDSPORE.forward(k): v for k, v in want.items() if not PYRAMID_TO_MINDSPORE.drops(k)}
+
+
 def test_key_map_both_ways():
     keys = list(meta_model(TINY).state_dict())
     dropped = [k for k in keys if PYRAMID_TO_MINDSPORE.drops(k)]

@@ -25,7 +25,6 @@ compile one of its own in GRAPH mode.
 """
 import re
 
-import numpy as np
 import pytest
 
 from convert.keymap import PYRAMID_TO_MINDSPORE
@@ -36,7 +35,7 @@ from parity.gradients import (GRAD_BOUND, compare_gradients, describe_gradients,
                               torch_gradients)
 from parity.train_step import DROP_PATH, LOSS_BOUND, describe_training, run_training
 from parity_tests.helpers import BATCH, PTNT_NAMES as NAMES, PTNT_TINY as TINY, StopGradient, stem_batchnorms, with_momentum
-from tnt_common.compare import compare_outputs
+from tnt_common.compare import compare_outputs, rel_to
 from tnt_common.fixtures import make_batch
 from tnt_common.pyramid import drop_path_rates, has_inner
 from tnt_common.variants import PYRAMID_VARIANTS
@@ -58,8 +57,7 @@ def split_noise(grads):
     their convolution's weight gradient)."""
     loss, named, dx = grads
     kept = {k: v for k, v in named.items() if not BEFORE_BN.fullmatch(k)}
-    noise = max(np.abs(v).max() / np.abs(named[k[:-len('bias')] + 'weight']).max()
-                for k, v in named.items() if BEFORE_BN.fullmatch(k))
+    noise = max(rel_to(v, 0., named[k[:-len('bias')] + 'weight']) for k, v in named.items() if BEFORE_BN.fullmatch(k))
     return (loss, kept, dx), noise
 
 

@@ -1,6 +1,6 @@
 """``tnt-export``: MindIR and ONNX graphs that compute the checkpoint's model, or no file at all.
 
-Checkpoints hold random weights (``parity.weights``) of ``tnt_tiny_patch16_64``, saved as
+Checkpoints hold random weights (``tnt_common.fixtures``) of ``tnt_tiny_patch16_64``, saved as
 timm saves ``model.safetensors`` and as MindCV saves its ``.ckpt`` (tanh GELU, final
 norm eps 1e-7). Every written graph is loaded back here the way its users load it
 (``GraphCell(ms.load(...))``, ``onnxruntime``) and compared with ``torch_ref`` holding
