@@ -217,7 +217,7 @@ class WordAggregation(nn.Cell):
         self.dim_out = dim_out
         self.impl = impl
         self.norm = LayerNorm((dim_in,), epsilon=norm_eps, cpu_kernel=impl == 'cpu')
-        self.conv = nn.SequentialCell([Conv2d(dim_in, dim_out, MERGE_STRIDE, 2 * WORD_SIDE, impl)])
+        self.conv = nn.SequentialCell([Conv2d(dim_in, dim_out, MERGE_STRIDE, MERGE_STRIDE * WORD_SIDE, impl)])
 
     def tile(self, x, H, W):
         """(B*H*W, 16, C) words -> (B*H/2*W/2, C, 8, 8): sentence (2i+r, 2j+c) fills rows

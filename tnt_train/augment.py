@@ -19,6 +19,8 @@ import math
 import numpy as np
 from mindspore.dataset import vision
 
+from tnt_common.recipe import RECIPE
+
 MAX_LEVEL = 10.
 _TRANSLATE_PCT = 0.45
 _FILL = (128, 128, 128)  # mean 0.5 as a pixel value
@@ -116,7 +118,7 @@ def parse_rand_augment(config):
 class RandAugment:
     """timm's RandAugment policy on uint8 HWC images; ``__call__(image, seed) -> (image, seed)``."""
 
-    def __init__(self, config='rand-m9-mstd0.5-inc1'):
+    def __init__(self, config=RECIPE['rand_augment']):
         cfg = parse_rand_augment(config)
         self.config = config
         self.num_ops = cfg['num_ops']
@@ -148,7 +150,7 @@ class RandAugment:
 class RandomErasing:
     """timm's pixel-mode random erasing of one box on normalised CHW images; ``__call__(image, seed)``."""
 
-    def __init__(self, prob=0.25, scale=(0.02, 1 / 3), ratio=(0.3, 1 / 0.3), attempts=10):
+    def __init__(self, prob=RECIPE['reprob'], scale=(0.02, 1 / 3), ratio=(0.3, 1 / 0.3), attempts=10):
         self.prob = prob
         self.scale = scale
         self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))

@@ -231,8 +231,8 @@ def train_dataset(root, classes, tf, batch_size, seed, epoch, rank=0, world=1, w
     return _mix(data, tf) if tf.augment else data
 
 
-def eval_dataset(root, classes, img_size, crop_pct, batch_size, mean=(0.5,) * 3, std=(0.5,) * 3,
-                 rank=0, world=1, workers=2, prefetch=0, split='val'):
+def eval_dataset(root, classes, img_size, crop_pct, batch_size, mean=IMAGENET_INCEPTION_MEAN,
+                 std=IMAGENET_INCEPTION_STD, rank=0, world=1, workers=2, prefetch=0, split='val'):
     """Batched ``(image, label int32)`` of ``root/split`` for this rank (no shuffling)."""
     from mindspore.dataset import transforms
     _set_prefetch(prefetch)

@@ -128,8 +128,12 @@ def test_class_defaults_build_ptnt_s():
     assert {k: tuple(v.shape) for k, v in torch_default.state_dict().items()} == want
     assert {f'patch_embed.{k}': tuple(v.shape) for k, v in torch_stem.state_dict().items()} == \
         {k: v for k, v in want.items() if k.startswith('patch_embed.')}
-    got = {p.name: tuple(p.shape) for p in ms_ptnt.PyramidTNT(weight_init='skip').get_parameters()}
-    assert got == {PYRAMID_TO_MINDSPORE.forward(k): v for k, v in want.items() if not PYRAMID_TO_MINDSPORE.drops(k)}
+    mindspore_want = {PYRAMID_TO_MINDSPORE.forward(k): v for k, v in want.items() if not PYRAMID_TO_MINDSPORE.drops(k)}
+    assert {p.name: tuple(p.shape) for p in ms_ptnt.PyramidTNT(weight_init='skip').get_parameters()} == mindspore_want
+    stem = ms_ptnt.Stem()
+    stem.update_parameters_name('patch_embed.')
+    assert {p.name: tuple(p.shape) for p in stem.get_parameters()} == \
+        {k: v for k, v in mindspore_want.items() if k.startswith('patch_embed.')}
 
 
 def test_key_map_both_ways():
