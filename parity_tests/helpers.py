@@ -509,6 +509,21 @@ def started(start, tmp_path_factory):
     return _STARTED[start]
 
 
+def tool(name, *args, after=(), timeout=900):
+    """Console script ``name`` (of this virtualenv) as a queued ``Command``."""
+    return Command([os.path.join(os.path.dirname(sys.executable), name), *args], after=after, timeout=timeout)
+
+
+def call(main, args, capfd):
+    """(exit code, stdout, stderr) of a console script's ``main(args)`` in this process."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
 def train_command(*args, **kwargs):
     """``train_ascend.py args`` on CPU, queued (``Command``)."""
     return Command([sys.executable, SCRIPT, '--device', 'CPU', *args], **kwargs)

@@ -218,7 +218,6 @@ def test_hostile_pickle_is_refused_and_runs_nothing(tmp_path_factory):
     for src, before, command in runs:
         p = command.result(check=False)
         assert_refused(p.returncode, p.stderr, 'refused: the pickle calls posix.system', src.parent, before)
-        assert 'posix.system' in p.stderr or 'os.system' in p.stderr, p.stderr
         assert not marker.exists(), 'the payload ran'
         with pytest.raises(ValueError, match='refused'):
             convert.load_torch_into_mindspore(src)

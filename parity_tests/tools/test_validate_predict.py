@@ -8,31 +8,13 @@ commands, queued at the start of the session; the other cases call ``main`` in t
 import json
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
 
-from parity_tests.helpers import Command, digits_run, rows, started
+from parity_tests.helpers import call, digits_run, rows, started, tool
 from tnt_tools import predict, validate
 from tnt_common.cli import EXIT_BAD_INPUT
-
-BIN = os.path.dirname(sys.executable)
-
-
-def tool(name, *args, after=()):
-    """Console script ``name`` as a queued ``Command``."""
-    return Command([os.path.join(BIN, name), *args], after=after, timeout=600)
-
-
-def call(main, args, capfd):
-    """(exit code, stdout, stderr) of ``main(args)`` in this process."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 def write_files(d):

@@ -7,20 +7,14 @@ file in the official PyTorch layout; ``python -m bench`` on the tiny variant. Al
 at the start of the session (``start_commands``) and run while the quick checks do.
 """
 import json
-import os
 import sys
 
 import numpy as np
 import pytest
 
-from parity_tests.helpers import Command, rows, started, train_command, weights
+from parity_tests.helpers import Command, call, rows, started, tool, train_command, weights
 
-BIN = os.path.dirname(sys.executable)
 TINY = 'ptnt_tiny_patch16_64'
-
-
-def tool(name, *args, after=()):
-    return Command([os.path.join(BIN, name), *args], after=after, timeout=900)
 
 
 def write_files(d):
@@ -112,13 +106,15 @@ def test_training(commands):
     assert f'{TINY} (' in proc.stdout
     epochs = rows(out / 'metrics.csv')
     assert len(epochs) == 1 and float(epochs[0]['top1']) > 10. and 'ema_top1' in epochs[0]
-    assert 0. <= float(epochs[0]['ema_top1']) <= 100.
+    assert 0. <= float(epochs[0]['ema_top1']) <= float(epochs[0]['ema_top5']) <= 100.
     assert (out / 'tnt.mindir').stat().st_size > 1e6
     saved, ema = weights(out / 'model.ckpt'), weights(out / 'model_ema.ckpt')
     stats = [k for k in saved if k.endswith('moving_mean')]
     assert len(stats) == 5
     # the EMA follows the BatchNorm statistics too: none is left at its initial zero mean
     assert all(np.abs(ema[k]).max() > 0 for k in stats)
+    # and is its own average: no weight equals the trained one
+    assert not any(np.array_equal(ema[k], saved[k]) for k in saved if k.endswith('weight'))
 
 
 def test_validate_reproduces_the_logged_top1(commands):
@@ -129,9 +125,20 @@ def test_validate_reproduces_the_logged_top1(commands):
     assert f"{result['top1']:.4f}" == logged['top1'], (result, logged)
 
 
-def test_predict(commands):
-    out = json.loads(commands['predict'].result().stdout)
-    assert len(json.dumps(out)) > 0 and TINY in json.dumps(out)
+def test_predict_equals_torch(commands, capfd):
+    """MindSpore as a command, torch_ref in this process, the same file and photo: the same top 5."""
+    from tnt_tools import predict
+    files = commands['files']
+    ms_run = json.loads(commands['predict'].result().stdout)
+    code, out, err = call(predict.main, [files / 'ptnt_tiny.pth', files / 'china.jpg', '--json', '--framework', 'torch'],
+                          capfd)
+    assert code == 0, err
+    torch_run = json.loads(out)
+    assert (ms_run['model'], ms_run['framework'], ms_run['img_size']) == (TINY, 'mindspore', 64)
+    (got,), (ref,) = ms_run['images'], torch_run['images']
+    assert [p['index'] for p in got['topk']] == [p['index'] for p in ref['topk']] and len(got['topk']) == 5
+    assert np.allclose([p['probability'] for p in got['topk']], [p['probability'] for p in ref['topk']],
+                       rtol=1e-5, atol=0)
 
 
 @pytest.mark.parametrize('fmt', ['mindir', 'onnx'])

@@ -110,7 +110,10 @@ def test_kill_leaves_only_whole_checkpoints(runs):
     assert LAST_WHOLE in whole
     for f in whole:
         saved, meta, _ = read(str(folder / f))   # CRC-checked
-        assert meta['global_step'] > 0 and 'exp_avg.head.weight' in saved
+        assert 'exp_avg.head.weight' in saved
+        assert f == 'best.ckpt' or meta['global_step'] == int(f.split('_step')[1].split('.')[0]), f
+    meta = read(str(folder / LAST_WHOLE))[1]
+    assert (meta['epoch'], meta['step_in_epoch'], meta['global_step']) == (1, 8, 30)
     assert resolve_resume(str(base / 'killed')) == str(folder / LAST_WHOLE)
     assert len(step_rows(base / 'killed' / 'steps.csv')) < 44          # it really died mid-epoch
 

@@ -2,6 +2,7 @@
 
 The run is ``helpers.digits_run``, which the tools' tests read too.
 """
+import json
 import os
 
 import numpy as np
@@ -41,7 +42,9 @@ def test_trains_and_learns(run):
 def test_writes_records_checkpoints_and_exports(run):
     out, _ = run
     assert (out / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-    assert (out / 'metrics.json').stat().st_size > 0 and (out / 'train.log').stat().st_size > 0
+    record = json.loads((out / 'metrics.json').read_text())
+    assert [float(e['top1']) for e in record['epochs']] == [float(r['top1']) for r in rows(out / 'metrics.csv')]
+    assert f'epoch {EPOCHS}/{EPOCHS}: train loss' in (out / 'train.log').read_text()
     ckpts = sorted(os.listdir(out / 'checkpoints'))
     assert ckpts == ['best.ckpt'] + [f'epoch{e:04d}_step{e * 22:08d}.ckpt' for e in range(1, EPOCHS + 1)]
     final = weights(out / 'model.ckpt')
