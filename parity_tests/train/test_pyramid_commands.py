@@ -18,15 +18,16 @@ TINY = 'ptnt_tiny_patch16_64'
 
 
 def write_files(d):
-    """A 1000-class tiny PyramidTNT in the official layout (random weights and BatchNorm
-    statistics) and a sample photo."""
+    """Two 1000-class tiny PyramidTNTs in the official layout (random weights and BatchNorm
+    statistics, seeds 0 and 1) and a sample photo."""
     import torch
     import torch_ref
     from PIL import Image
     from sklearn.datasets import load_sample_images
     from tnt_common.fixtures import random_pyramid_weights
     shapes = {k: v.shape for k, v in torch_ref.create_model(TINY, weight_init='skip').state_dict().items()}
-    torch.save({k: torch.from_numpy(v) for k, v in random_pyramid_weights(shapes, 0).items()}, d / 'ptnt_tiny.pth')
+    for seed, name in enumerate(('ptnt_tiny.pth', 'ptnt_tiny_other.pth')):
+        torch.save({k: torch.from_numpy(v) for k, v in random_pyramid_weights(shapes, seed).items()}, d / name)
     Image.fromarray(load_sample_images().images[0]).save(d / 'china.jpg', quality=90)
     return d
 
@@ -129,16 +130,19 @@ def test_predict_equals_torch(commands, capfd):
     """MindSpore as a command, torch_ref in this process, the same file and photo: the same top 5."""
     from tnt_tools import predict
     files = commands['files']
+
+    def torch_top5(name):
+        code, out, err = call(predict.main, [files / name, files / 'china.jpg', '--json', '--framework', 'torch'], capfd)
+        assert code == 0, err
+        return json.loads(out)['images'][0]['topk']
+
     ms_run = json.loads(commands['predict'].result().stdout)
-    code, out, err = call(predict.main, [files / 'ptnt_tiny.pth', files / 'china.jpg', '--json', '--framework', 'torch'],
-                          capfd)
-    assert code == 0, err
-    torch_run = json.loads(out)
     assert (ms_run['model'], ms_run['framework'], ms_run['img_size']) == (TINY, 'mindspore', 64)
-    (got,), (ref,) = ms_run['images'], torch_run['images']
-    assert [p['index'] for p in got['topk']] == [p['index'] for p in ref['topk']] and len(got['topk']) == 5
-    assert np.allclose([p['probability'] for p in got['topk']], [p['probability'] for p in ref['topk']],
-                       rtol=1e-5, atol=0)
+    (got,), ref = ms_run['images'], torch_top5('ptnt_tiny.pth')
+    assert [p['index'] for p in got['topk']] == [p['index'] for p in ref] and len(ref) == 5
+    assert np.allclose([p['probability'] for p in got['topk']], [p['probability'] for p in ref], rtol=1e-5, atol=0)
+    # planted fault: other weights, other top 5 (the comparison above can fail)
+    assert [p['index'] for p in torch_top5('ptnt_tiny_other.pth')] != [p['index'] for p in got['topk']]
 
 
 @pytest.mark.parametrize('fmt', ['mindir', 'onnx'])
