@@ -11,10 +11,14 @@ EPOCH_FIELDS = ('epoch', 'global_step', 'train_loss', 'lr', 'val_loss', 'top1', 
 
 
 def _read_rows(path):
+    """The rows of the CSV at ``path``; a last line without its line end (a write cut short) is left out."""
     if not os.path.exists(path):
         return []
     with open(path, newline='') as f:
-        return list(csv.DictReader(f))
+        lines = f.readlines()
+    if lines and not lines[-1].endswith('\n'):
+        lines.pop()
+    return list(csv.DictReader(lines))
 
 
 def _write_rows(path, fields, rows):

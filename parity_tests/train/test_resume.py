@@ -62,17 +62,21 @@ def step_rows(path):
     return [tuple(r[k] for k in COMPARED) for r in rows(path)]
 
 
-def resume(killed, folder, *command):
-    """``command ARGS --resume folder`` on a copy ``folder`` of the killed run, made when it starts."""
+def resume(killed, folder, *command, cut_row=''):
+    """``command ARGS --resume folder`` on a copy ``folder`` of the killed run, made when it starts,
+    with ``cut_row`` appended to its steps.csv."""
     def argv():
         shutil.copytree(killed, folder)
+        with open(folder / 'steps.csv', 'a') as f:
+            f.write(cut_row)
         return [*command, '--device', 'CPU', *ARGS, '--output', folder, '--resume', folder]
     return argv
 
 
 def start_commands(tmp_path_factory):
     """The uninterrupted run, the run killed while writing ``KILLED_WRITING``, and two resumes of
-    it: as a user resumes, and forgetting the AdamW moments (``FORGETFUL``)."""
+    it: as a user resumes (its steps.csv ending in a row cut short), and forgetting the AdamW
+    moments (``FORGETFUL``)."""
     base = tmp_path_factory.mktemp('resume')
     full, killed = base / 'full', base / 'killed'
     dying, forgetful = base / 'dying_train.py', base / 'forgetful_resume.py'
@@ -81,7 +85,9 @@ def start_commands(tmp_path_factory):
     runs = dict(full=train_command(*ARGS, '--output', full),
                 killed=Command([sys.executable, dying, KILLED_WRITING, SCRIPT, '--device', 'CPU', *ARGS,
                                 '--output', killed]))
-    runs['resumed'] = Command(resume(killed, base / 'resumed', sys.executable, SCRIPT), after=[runs['killed']])
+    # the first character of a step row, as a crash while writing it leaves it: its step reads 3
+    runs['resumed'] = Command(resume(killed, base / 'resumed', sys.executable, SCRIPT, cut_row='3'),
+                              after=[runs['killed']])
     runs['forgetful'] = Command(resume(killed, base / 'forgetful', sys.executable, forgetful, SCRIPT),
                                 after=[runs['killed']])
     return base, runs
