@@ -36,7 +36,10 @@ def adapt_any(can, num_classes=None, img_size=None, head=None):
     return (pyramid_adapt if family(can.variant) == 'ptnt' else adapt)(can, num_classes, img_size, head)
 
 
-def _load(path, framework, model_name, num_classes, img_size, ema, numerics, model_kwargs):
+def load_model(path, framework, model_name=None, num_classes=None, img_size=None, ema=False, numerics=None,
+               **model_kwargs):
+    """(a ``framework`` ('mindspore' or 'torch') model holding the weights of checkpoint ``path``, its
+    ``Canonical``): what the two loaders below return, with what was read from the file."""
     from convert.transfer import model_io
     can, ckpt = read_hub(path, model_name, ema, numerics)
     build, to_numpy, load = model_io(framework, family(can.variant))
@@ -54,7 +57,7 @@ def _load(path, framework, model_name, num_classes, img_size, ema, numerics, mod
 
     try:
         arrays, _, _, _ = adapt_any(can, nc, size, head=model_head)
-        return load(arrays, model)
+        return load(arrays, model), can
     except (KeyError, ValueError) as e:
         raise ConversionError(f'{ckpt.path}: {e.args[0] if e.args else e}') from None
 
@@ -75,7 +78,7 @@ def load_torch_into_mindspore(path, model_name=None, num_classes=None, img_size=
     overriding the numerics, ...). Raises ``ConversionError`` (a ValueError) with a one-line
     message on bad input.
     """
-    return _load(path, 'mindspore', model_name, num_classes, img_size, ema, numerics, model_kwargs)
+    return load_model(path, 'mindspore', model_name, num_classes, img_size, ema, numerics, **model_kwargs)[0]
 
 
 def load_mindspore_into_torch(path, model_name=None, num_classes=None, img_size=None, ema=False, numerics=None,
@@ -85,7 +88,7 @@ def load_mindspore_into_torch(path, model_name=None, num_classes=None, img_size=
     The reverse of ``load_torch_into_mindspore``, with the same arguments; it too reads
     every supported layout and format. A PyramidTNT's ``num_batches_tracked`` are 0.
     """
-    return _load(path, 'torch', model_name, num_classes, img_size, ema, numerics, model_kwargs)
+    return load_model(path, 'torch', model_name, num_classes, img_size, ema, numerics, **model_kwargs)[0]
 
 
 def create_model(framework, name, pretrained=False, checkpoint_path=None, **kwargs):

@@ -97,7 +97,10 @@ def _rows(arrays, src, dst):
             raise ConversionError(f'{key}: {whole.shape[0]} rows do not split into {"+".join(map(str, shares))} parts')
         cuts = np.cumsum([s * unit for s in shares])[:-1]
         for (t, _), part in zip(dst, np.split(whole, cuts, axis=0)):
-            arrays[t.format(**fields)] = np.ascontiguousarray(part)
+            name = t.format(**fields)
+            if name in arrays:
+                raise ConversionError(f'{name} is stored beside {", ".join(names)}, which make it')
+            arrays[name] = np.ascontiguousarray(part)
     return arrays
 
 
@@ -111,17 +114,25 @@ def _absent_bias_instances(arrays, templates):
                 yield template.format(**m.groupdict()), v.shape[0]
 
 
-def _read_layout(arrays, layout):
-    """Stored arrays of ``layout`` -> timm names (zero biases filled in where it has none)."""
-    out = {}
-    for k, v in arrays.items():
-        if k in layout.unused:
+def _renamed(arrays, layout):
+    """(stored name, timm name, value) of each array ``layout`` uses, its value transformed."""
+    for stored, v in arrays.items():
+        if stored in layout.unused:
             continue
+        k = stored
         for renames in layout.renames:
             k = renames.forward(k)
         if k in layout.value_transforms and v.ndim == 3:
-            v = layout.value_transforms[k][0](v)
-        out[k] = v
+            try:
+                v = layout.value_transforms[k][0](v)
+            except ValueError:
+                raise ConversionError(f'{stored} has shape {v.shape}: not a square grid of words') from None
+        yield stored, k, v
+
+
+def _read_layout(arrays, layout):
+    """Stored arrays of ``layout`` -> timm names (zero biases filled in where it has none)."""
+    out = keymap.one_to_one(_renamed(arrays, layout))
     for src, dst in layout.row_groups:
         out = _rows(out, src, dst)
     for name, rows in list(_absent_bias_instances(out, layout.absent_biases)):
@@ -137,7 +148,7 @@ def _variant(shapes, model_name):
         if model_name not in VARIANTS:
             raise ConversionError(f'unknown model {model_name!r}; known: {", ".join(list_models())}')
         if facts['grid'] is None:
-            raise ConversionError(f'patch_pos has {shapes["patch_pos"][1]} rows: not 1 + a square grid')
+            raise ConversionError(f'patch_pos of shape {shapes.get("patch_pos")}: not (1, 1 + a square grid, dim)')
         expected = timm_shapes(model_name, facts['num_classes'], input_size(model_name, facts['grid']))
         try:
             check_strict(expected, shapes, f'not a {model_name} checkpoint')
@@ -236,14 +247,18 @@ def from_timm(arrays, layout_name='timm'):
 
 
 def check_finite(arrays):
-    """Refuse NaN or Inf: such weights come from a diverged run and would spread silently.
+    """Refuse weights that are not floating point, and NaN or Inf: such weights come from a
+    diverged run and would spread silently.
 
     A sum holding a NaN or an Inf is never finite, so a finite sum clears a tensor in one
     pass; only a non-finite sum is examined element by element.
     """
     for k, v in arrays.items():
-        if (np.issubdtype(v.dtype, np.floating) and not np.isfinite(np.sum(v))
-                and not np.isfinite(v).all()):
+        if v.dtype.kind != 'f':
+            raise ConversionError(f'{k} holds {v.dtype} values, not floating-point weights')
+        with np.errstate(over='ignore'):   # finite values can sum past the largest float: examined then
+            quick = not np.isfinite(np.sum(v))
+        if quick and not np.isfinite(v).all():
             bad = int(np.size(v) - np.count_nonzero(np.isfinite(v)))
             raise ConversionError(f'{k} holds {bad} NaN/Inf values: refusing to convert a broken checkpoint')
 

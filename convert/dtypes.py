@@ -31,15 +31,19 @@ def storage(a, dtype):
     """``a`` as stored for ``dtype``: (array whose bytes are written, dtype name)."""
     if not np.issubdtype(a.dtype, np.floating):
         return a, str(a.dtype)
-    if dtype == 'fp32':
-        return np.ascontiguousarray(a, np.float32), 'fp32'
-    if dtype == 'fp16':
-        if np.max(np.abs(a), initial=0.) > np.finfo(np.float16).max:
-            raise ConversionError(f'values up to {np.max(np.abs(a)):.3g} overflow fp16')
-        return np.ascontiguousarray(a, np.float16), 'fp16'
-    if dtype == 'bf16':
-        return bf16_bits(a), 'bf16'
-    raise ConversionError(f'unknown dtype {dtype!r}; choose from {", ".join(DTYPES)}')
+    if dtype not in DTYPES:
+        raise ConversionError(f'unknown dtype {dtype!r}; choose from {", ".join(DTYPES)}')
+    with np.errstate(over='ignore'):
+        if dtype == 'bf16':
+            out = bf16_bits(a)
+            infinite = (out & 0x7FFF) == 0x7F80
+        else:
+            out = np.ascontiguousarray(a, np.float32 if dtype == 'fp32' else np.float16)
+            infinite = np.isinf(out)
+    overflow = infinite & np.isfinite(a)
+    if overflow.any():
+        raise ConversionError(f'values up to {np.max(np.abs(a), where=overflow, initial=0.):.3g} overflow {dtype}')
+    return out, dtype
 
 
 def rounded(a, dtype):

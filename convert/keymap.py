@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from convert.errors import ConversionError
+
 _PLACEHOLDERS = {
     'ln': r'(?:[^.]+\.)*[^.]*norm[^.]*',
     'i': r'\d+',
@@ -70,6 +72,17 @@ class KeyMap:
 
     def backward(self, key):
         return self._apply(self._right, key)
+
+
+def one_to_one(renamed):
+    """``{name: value}`` of ``(stored name, name, value)`` triples; two stored names that map to one
+    name are refused (neither could be told the right one)."""
+    out, stored_as = {}, {}
+    for stored, name, value in renamed:
+        if name in out:
+            raise ConversionError(f'{stored_as[name]} and {stored} both map to {name}')
+        out[name], stored_as[name] = value, stored
+    return out
 
 
 # MindSpore parameter names (LayerNorm gamma/beta) <-> torch names.

@@ -265,10 +265,13 @@ def _mindspore_name(key):
 def describe(shapes):
     """Architecture facts readable from timm-named shapes: dims, depth, legacy, classes, and
     ``grid``, the patches along each side (None unless ``patch_pos`` holds 1 + a square)."""
+    def dim(key, axis):
+        shape = shapes.get(key, ())
+        return shape[axis] if len(shape) == 3 + (key == 'pixel_pos') else None
+
     blocks = {k.split('.')[1] for k in shapes if k.startswith('blocks.')}
-    D = shapes['cls_token'][-1] if 'cls_token' in shapes else None
-    C = shapes['pixel_pos'][1] if 'pixel_pos' in shapes else None
-    n = shapes['patch_pos'][1] - 1 if 'patch_pos' in shapes else None
+    D, C = dim('cls_token', -1), dim('pixel_pos', 1)
+    n = dim('patch_pos', 1) and dim('patch_pos', 1) - 1
     grid = math.isqrt(n) if n and n > 0 else None
     return dict(
         embed_dim=D, inner_dim=C, depth=len(blocks),

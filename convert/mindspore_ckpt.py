@@ -89,7 +89,9 @@ def _array(buf, dims, type_name, parts):
     bf16 = type_name == 'BFloat16'
     if not bf16 and type_name not in NP_TYPES:
         raise ConversionError(f'unsupported MindSpore tensor type {type_name!r}')
-    dtype = np.uint16 if bf16 else NP_TYPES[type_name]
+    dtype = np.dtype(np.uint16 if bf16 else NP_TYPES[type_name])
+    if any((b - a) % dtype.itemsize for a, b in parts):
+        raise _Corrupt(f'{type_name} content of a length not a multiple of {dtype.itemsize} bytes')
     chunks = [np.frombuffer(buf[a:b], dtype) for a, b in parts]
     flat = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
     if flat.size != int(np.prod(dims)):

@@ -72,7 +72,7 @@ def to_canonical(arrays, model_name=None, numerics=None, stored_numerics=None):
     shapes = {k: tuple(v.shape) for k, v in arrays.items()}
     variant, nc, size = _variant(shapes, model_name, mindspore)
     if mindspore:
-        out = {_NAMES.backward(k): v for k, v in arrays.items()}
+        out = keymap.one_to_one((k, _NAMES.backward(k), v) for k, v in arrays.items())
     else:
         out = {k: v for k, v in arrays.items() if not _NAMES.drops(k)}
     chosen, origin = resolve_numerics(keymap.LAYOUTS[layout], stored_numerics, numerics)

@@ -58,6 +58,10 @@ def hub_folder(path):
             raise ConversionError(f'{cfg}: unreadable ({" ".join(str(e).split())})') from None
         if not isinstance(config, dict):
             raise ConversionError(f'{cfg}: expected a JSON object')
+        for key, kind, what in (('architecture', str, 'a string'), ('num_classes', int, 'an integer')):
+            value = config.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise ConversionError(f'{cfg}: {key} {json.dumps(value)} is not {what}')
     return weights, config
 
 
@@ -251,6 +255,4 @@ def read(path, ema=False):
     bad = next((k for k, v in arrays.items() if not isinstance(v, np.ndarray) or v.dtype.kind in 'USO'), None)
     if bad is not None:
         raise ConversionError(f'{path}: entry {bad!r} is not a tensor')
-    classes = config.get('num_classes')
-    return Checkpoint(path, fmt, arrays, notes, numerics, config.get('architecture'),
-                      classes if isinstance(classes, int) else None)
+    return Checkpoint(path, fmt, arrays, notes, numerics, config.get('architecture'), config.get('num_classes'))

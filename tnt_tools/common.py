@@ -8,12 +8,11 @@ and ``--amp O0|O2|O3`` the hardware and precision, ``-b/--batch-size`` and
 ``-j/--workers`` the data pipeline. Bad input of any kind (arguments, files, data) prints
 one line ``PROG: error: MESSAGE`` on stderr and exits with ``tnt_common.cli.EXIT_BAD_INPUT``.
 """
-from tnt_common.cli import bad_input
+from tnt_common.cli import DEVICES, bad_input
 from tnt_common.numerics import PRESETS
 from tnt_common.variants import list_models
 
 FRAMEWORKS = ('mindspore', 'torch')
-DEVICES = ('auto', 'Ascend', 'GPU', 'CPU')
 AMP_LEVELS = ('O0', 'O2', 'O3')
 
 
@@ -50,13 +49,11 @@ def setup_mindspore(device, pynative=False):
 
 def load(args, framework=None):
     """(model in eval mode, ``convert`` Canonical) of ``args.checkpoint`` in ``framework``."""
-    from convert import ConversionError, load_mindspore_into_torch, load_torch_into_mindspore
-    from convert.api import read_hub
+    from convert import ConversionError
+    from convert.api import load_model
     framework = framework or args.framework
     try:
-        can, _ = read_hub(args.checkpoint, args.model, numerics=args.numerics)
-        loader = load_torch_into_mindspore if framework == 'mindspore' else load_mindspore_into_torch
-        model = loader(args.checkpoint, model_name=can.variant, img_size=args.img_size, numerics=args.numerics)
+        model, can = load_model(args.checkpoint, framework, args.model, img_size=args.img_size, numerics=args.numerics)
     except (ConversionError, OSError) as e:
         raise BadInput(str(e)) from None
     if framework == 'mindspore':

@@ -1,4 +1,5 @@
 """tnt-export: a TNT checkpoint as a MindIR or ONNX inference graph, verified by loading it back."""
+import importlib.util
 import os
 import sys
 import time
@@ -55,6 +56,9 @@ def check_args(args):
         raise BadInput(f'--batch-size must be >= 1, got {args.batch_size}')
     if args.img_size is not None and args.img_size < 1:
         raise BadInput(f'--img-size must be positive, got {args.img_size}')
+    missing = [m for m in ('onnx', 'onnxruntime') if fmt == 'ONNX' and importlib.util.find_spec(m) is None]
+    if missing:
+        raise BadInput(f"{args.output}: ONNX export needs {' and '.join(missing)}: pip install 'mindspore-tnt[export]'")
     if os.path.isdir(args.output):
         raise BadInput(f'{args.output}: is a directory')
     if os.path.exists(args.output) and not args.force:

@@ -4,6 +4,7 @@ Every case builds a real file in ``tmp_path`` and runs the CLI. Hostile pickles,
 folder of its own, are converted by ``tnt-convert`` commands queued at the start of the session
 (``start_commands``); they carry a payload that would create a marker file: it must not appear.
 """
+import json
 import os
 import pickle
 import sys
@@ -76,6 +77,14 @@ def zoo_ckpt(path):
     return ckpt(arrays, path)
 
 
+def hub(folder, arrays, config):
+    """A Hugging Face hub folder of ``arrays`` with ``config`` as its config.json."""
+    folder.mkdir()
+    save_file(tensors(arrays), folder / 'model.safetensors')
+    (folder / 'config.json').write_text(json.dumps(config))
+    return folder
+
+
 def resnet(path):
     return save({'conv1.weight': np.zeros((8, 3, 7, 7), np.float32), 'bn1.weight': np.ones(8, np.float32),
                  'layer1.0.conv1.weight': np.zeros((8, 8, 3, 3), np.float32),
@@ -146,6 +155,27 @@ CASES = {
                                      t / 'opt.pth')[1]], "no state dict found: top-level keys ['epoch', 'optimizer']"),
     'bad classes': (lambda t, s: [save(s, t / 'a.pth'), '--num-classes', '-3'], '--num-classes must be >= 0'),
     'bad size': (lambda t, s: [save(s, t / 'a.pth'), '--img-size', '100'], 'is not a positive multiple of the patch size 16'),
+    'two names for one weight': (lambda t, s: [ckpt({**{keymap.TIMM_TO_MINDSPORE.forward(k): v for k, v in s.items()},
+                                                     'norm.weight': np.zeros(96, np.float32)}, t / 'both.ckpt')],
+                                 'norm.gamma and norm.weight both map to norm.weight'),
+    'integer weight': (lambda t, s: [save(edited(s, change={'cls_token': np.zeros((1, 1, 96), np.int64)}), t / 'int.pth')],
+                       'cls_token holds int64 values, not floating-point weights'),
+    'fp32 overflow': (lambda t, s: [save(edited(s, change={'head.bias': np.full(1000, 1e300)}), t / 'f64.pth')],
+                      'head.bias: values up to 1e+300 overflow fp32'),
+    'bf16 overflow': (lambda t, s: [save(edited(s, change={'head.bias': np.full(1000, 3.4e38, np.float32)}),
+                                         t / 'big.pth'), '--dtype', 'bf16'], 'head.bias: values up to 3.4e+38 overflow bf16'),
+    'ckpt entry of a broken length': (lambda t, s: [ckpt({'cls_token': np.zeros(5, np.uint8)}, t / 'odd.ckpt')],
+                                      'Float32 content of a length not a multiple of 4 bytes'),
+    'patch_pos of rank 1, named': (lambda t, s: [save(edited(s, change={'patch_pos': np.zeros(17 * 96, np.float32)}),
+                                                      t / 'flat.pth'), '--model', TINY],
+                                   'patch_pos of shape (1632,): not (1, 1 + a square grid, dim)'),
+    'inner_pos not a square of words': (lambda t, s: [save(to_official(edited(s, change={
+        'pixel_pos': np.zeros((1, 6, 3, 5), np.float32)})), t / 'words.pth')],
+        'inner_pos has shape (1, 15, 6): not a square grid of words'),
+    'hub config with a list for architecture': (lambda t, s: [hub(t / 'hub', s, {'architecture': ['tnt']})],
+                                                'config.json: architecture ["tnt"] is not a string'),
+    'hub config with true for classes': (lambda t, s: [hub(t / 'hub', s, {'num_classes': True})],
+                                         'config.json: num_classes true is not an integer'),
 }
 
 OUTPUT_CASES = {

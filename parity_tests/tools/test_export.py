@@ -155,23 +155,31 @@ def test_planted_fault_is_caught(mindcv_file, tmp_path, capsys, monkeypatch, suf
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize('case', ['missing checkpoint', 'unknown suffix', 'existing output', 'img size 50',
-                                  'img size 0', 'batch 0', 'no output directory', 'bad numerics'])
+# case: (arguments after the checkpoint, or with the checkpoint replaced; part of the message)
+BAD_INPUT = {
+    'missing checkpoint': (['absent.safetensors', 'out.onnx'], 'absent.safetensors: no such file'),
+    'unknown suffix': (['out.pb'], 'out.pb: unknown format; the suffix must be .mindir or .onnx'),
+    'existing output': (['out.onnx'], 'out.onnx: exists; pass --force to overwrite it'),
+    'img size 50': (['out.onnx', '--img-size', 50],
+                    '.safetensors: --img-size 50 is not a positive multiple of the patch size 16 of'),
+    'img size 0': (['out.onnx', '--img-size', 0], '--img-size must be positive, got 0'),
+    'batch 0': (['out.onnx', '-b', 0], '--batch-size must be >= 1, got 0'),
+    'no output directory': (['absent/out.onnx'], 'absent: no such directory'),
+    'bad numerics': (['out.onnx', '--numerics', 'gelu=relu'], "(unknown GELU form 'relu'; choose erf or tanh)"),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_INPUT))
 def test_bad_input(timm_file, tmp_path, capsys, case):
     out = tmp_path / 'out.onnx'
-    argv = {'missing checkpoint': [tmp_path / 'absent.safetensors', out],
-            'unknown suffix': [timm_file, tmp_path / 'out.pb'],
-            'existing output': [timm_file, out],
-            'img size 50': [timm_file, out, '--img-size', 50],
-            'img size 0': [timm_file, out, '--img-size', 0],
-            'batch 0': [timm_file, out, '-b', 0],
-            'no output directory': [timm_file, tmp_path / 'absent' / 'out.onnx'],
-            'bad numerics': [timm_file, out, '--numerics', 'gelu=relu']}[case]
+    args, message = BAD_INPUT[case]
+    argv = [tmp_path / args[0], tmp_path / args[1]] if case == 'missing checkpoint' else \
+        [timm_file, tmp_path / args[0], *args[1:]]
     if case == 'existing output':
         out.write_bytes(b'keep me')
     code, report, err = run(capsys, *argv)
     assert code == EXIT_BAD_INPUT
-    assert report == '' and err.count('\n') == 1 and err.startswith('tnt-export: error: ')
+    assert report == '' and err.count('\n') == 1 and err.startswith('tnt-export: error: ') and message in err, err
     assert os.listdir(tmp_path) == (['out.onnx'] if case == 'existing output' else [])
     if case == 'existing output':
         assert out.read_bytes() == b'keep me'
