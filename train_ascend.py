@@ -20,10 +20,11 @@ See docs/training.md.
 """
 import argparse
 import difflib
+import math
 import os
 import sys
 
-from tnt_common.cli import Parser, bad_input
+from tnt_common.cli import DEVICES, Parser, bad_input
 from tnt_common.recipe import RECIPE, recipe
 from tnt_common.variants import family, list_models, model_args
 
@@ -89,7 +90,7 @@ def build_parser():
     g.add_argument('--eval-only', action='store_true', help='evaluate and exit')
     g.add_argument('--export', action='store_true', help='write <output>/tnt.mindir of the final model')
     g = ap.add_argument_group('device')
-    g.add_argument('--device', default='auto', choices=('auto', 'Ascend', 'GPU', 'CPU'))
+    g.add_argument('--device', default='auto', choices=DEVICES)
     g.add_argument('--pynative', action='store_true', help='PyNative mode (debugging); default GRAPH mode')
     g.add_argument('--amp', nargs='?', const='O2', choices=('O0', 'O2', 'O3'),
                    help='mixed precision, --amp alone: O2 (default O2 on Ascend/GPU, O0 on CPU)')
@@ -218,6 +219,7 @@ def parse_args(argv=None):
     ap = build_parser()
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     cli = args = ap.parse_args(argv)
+    output_given = cli.output is not None    # on the command line (``args`` may be ``cli``, filled below)
     if cli.config:
         ap.context = f'config {cli.config}: '
         args = ap.parse_args(config_argv(ap, cli.config))
@@ -239,8 +241,14 @@ def parse_args(argv=None):
             filled[key] = value
     args.preset_note = (f'preset {args.preset}: {why}',) + \
         ((f'preset {args.preset} sets {as_flags(filled)}',) if filled else ())
-    args.img_size = args.img_size or model_args(args.model)['img_size']
-    args.validation_batch_size = args.validation_batch_size or args.batch_size
+    args.output_given = output_given
+    if args.eval_only and not args.resume and args.model_ema:   # an EMA of weights just loaded is those weights
+        args.model_ema = False
+        args.preset_note += ('--eval-only without --resume: no EMA weights to evaluate',)
+    if args.img_size is None:
+        args.img_size = model_args(args.model)['img_size']
+    if args.validation_batch_size is None:
+        args.validation_batch_size = args.batch_size
     args.scale = tuple(args.scale)
     return args
 
@@ -256,14 +264,52 @@ def peak_lr(args, world):
                 f'{args.lr_base_scale} scaling to the global batch {global_batch}')
 
 
+# Ranges of numeric settings: (names, test, what a value outside is).
+RANGES = (
+    (('epochs', 'batch_size', 'validation_batch_size', 'workers', 'eval_every', 'checkpoint_hist', 'lr_base_size',
+      'loss_scale_window'), lambda v: v >= 1, 'must be at least 1'),
+    (('seed', 'prefetch', 'save_every', 'log_interval', 'aug_repeats', 'warmup_epochs', 'warmup_lr', 'min_lr',
+      'weight_decay', 'clip_grad', 'loss_scale', 'mixup', 'cutmix'), lambda v: v >= 0, 'must not be negative'),
+    (('lr', 'lr_base', 'opt_eps'), lambda v: v > 0, 'must be positive'),
+    (('hflip', 'reprob', 'mixup_switch_prob', 'model_ema_decay'), lambda v: 0 <= v <= 1, 'is not a probability'),
+    (('smoothing', 'drop_path'), lambda v: 0 <= v < 1, 'must be in [0, 1)'),
+    (('crop_pct',), lambda v: 0 < v <= 1, 'must be in (0, 1]'),
+)
+
+
+def output_folder(args, resumed):
+    """The run folder: ``--output``, else the resumed run's, else the config's or preset's (or, if
+    that holds another run's checkpoints, the first free ``<that>-N``). ``InputError`` where
+    ``--output`` holds the checkpoints of another run."""
+    from tnt_train.checkpoint import run_checkpoints, run_folder
+    from tnt_train.errors import InputError
+    if resumed and not args.output_given and run_folder(resumed):
+        return run_folder(resumed)
+    same_run = resumed and run_folder(resumed) == os.path.realpath(args.output)
+    if args.eval_only or same_run or not run_checkpoints(args.output):
+        return args.output
+    if args.output_given:
+        raise InputError(f'{args.output} holds the checkpoints of another run: continue it with --resume '
+                         f'{args.output}, or choose another --output')
+    n = 1
+    while run_checkpoints(f'{args.output}-{n}'):
+        n += 1
+    args.preset_note += (f'output {args.output}-{n}: {args.output} holds the checkpoints of another run',)
+    return f'{args.output}-{n}'
+
+
 def check_args(args):
-    """Checks of everything the run needs (arguments, output folder, data, files), before the device is set up."""
+    """Checks of everything the run needs (arguments, data, files, output folder), before the device
+    is set up and before anything is written."""
     from tnt_train.checkpoint import read as read_checkpoint, resolve_resume
     from tnt_train.data import check_dataset, export_digits
     from tnt_train.errors import InputError
-    for name in ('epochs', 'batch_size', 'validation_batch_size', 'workers', 'eval_every', 'checkpoint_hist'):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    for names, ok, what in RANGES:
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and not (math.isfinite(value) and ok(value)):
+                raise InputError(f"--{name.replace('_', '-')} {value:g} " + (what if math.isfinite(value) else
+                                                                             'is not a finite number'))
     if family(args.model) == 'ptnt':
         from tnt_common.pyramid import grid_sides
         try:
@@ -279,22 +325,12 @@ def check_args(args):
                              f'of {args.model}')
     if not 0 < args.scale[0] <= args.scale[1]:
         raise InputError(f'--scale {args.scale[0]:g} {args.scale[1]:g}: needs 0 < MIN <= MAX')
-    if not 0 <= args.mixup_switch_prob <= 1:
-        raise InputError(f'--mixup-switch-prob {args.mixup_switch_prob:g} is not a probability')
     if args.aa:
         from tnt_train.augment import parse_rand_augment
         try:
             parse_rand_augment(args.aa)
         except ValueError as e:
             raise InputError(f'--aa: {e}') from None
-    try:
-        os.makedirs(args.output, exist_ok=True)
-        probe = os.path.join(args.output, f'.write-test-{os.getpid()}')
-        with open(probe, 'w') as f:
-            f.write('ok')
-        os.remove(probe)
-    except OSError as e:
-        raise InputError(f'output folder {args.output} is not writable ({e.strerror})') from None
     if args.data is None:
         args.data = export_digits()
     classes = check_dataset(args.data, need_train=not args.eval_only)
@@ -315,6 +351,15 @@ def check_args(args):
         if args.numerics is None and saved:
             from tnt_common.numerics import Numerics
             args.numerics = Numerics.from_json(saved)       # the checkpoint's, unless --numerics says
+    args.output = output_folder(args, args.resume)
+    try:
+        os.makedirs(args.output, exist_ok=True)
+        probe = os.path.join(args.output, f'.write-test-{os.getpid()}')
+        with open(probe, 'w') as f:
+            f.write('ok')
+        os.remove(probe)
+    except OSError as e:
+        raise InputError(f'output folder {args.output} is not writable ({e.strerror})') from None
     return classes
 
 
@@ -332,10 +377,10 @@ def main(argv=None):
         args.lr, lr_note = peak_lr(args, runtime.world)
         from tnt_train.loop import Trainer
         trainer = Trainer(args, runtime, classes)
-        for line in args.preset_note + ((lr_note,) if lr_note and not args.eval_only else ()):
-            trainer.log.log(line)
         if args.resume:
             trainer.resume(args.resume, args.resume_state)
+        for line in args.preset_note + ((lr_note,) if lr_note and not args.eval_only else ()):
+            trainer.log.log(line)
     except InputError as e:
         return bad_input(PROG, e)
     if args.eval_only:

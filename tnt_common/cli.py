@@ -7,6 +7,8 @@ import argparse
 import sys
 
 EXIT_BAD_INPUT = 2
+# --device of every command: 'auto' picks Ascend, then GPU, then CPU
+DEVICES = ('auto', 'Ascend', 'GPU', 'CPU')
 
 
 def bad_input(prog, message):

@@ -2,8 +2,9 @@
 
 A checkpoint holds every Parameter of the training state (weights, AdamW moments and
 step, group LRs, the LR schedule's step, EMA weights, loss-scale value and counter),
-the default generator's state, and ``meta``: epoch, step within the epoch, global step,
-data seed and best accuracy (the data order and augmentations follow from them).
+the default generator's state, and ``meta`` (``Trainer.meta``): epoch, step within the
+epoch, global step, steps per epoch, data seed, worker count, best top-1 (the data order and
+augmentations follow from them), model, classes, image size and numerics.
 """
 import glob
 import hashlib
@@ -92,9 +93,24 @@ def restore(params, saved, path):
 
 def checkpoints_in(folder):
     """Step checkpoints in ``folder``, oldest first."""
-    found = [(int(m.group(1)), f) for f in glob.glob(os.path.join(folder, '*.ckpt'))
-             if (m := _PATTERN.search(os.path.basename(f)))]
-    return [f for _, f in sorted(found)]
+    return sorted((f for f in glob.glob(os.path.join(folder, '*.ckpt')) if _PATTERN.search(os.path.basename(f))),
+                  key=step_of)
+
+
+def step_of(path):
+    """The global step in a checkpoint's name (``epochE_stepG.ckpt``)."""
+    return int(_PATTERN.search(os.path.basename(path)).group(1))
+
+
+def run_folder(path):
+    """The run folder of the checkpoint file ``path`` (the one holding its ``checkpoints`` folder), or None."""
+    folder = os.path.dirname(os.path.realpath(path))
+    return os.path.dirname(folder) if os.path.basename(folder) == CKPT_DIR else None
+
+
+def run_checkpoints(out_dir):
+    """The step checkpoints in run folder ``out_dir``, oldest first."""
+    return checkpoints_in(os.path.join(out_dir, CKPT_DIR))
 
 
 def resolve_resume(path):
@@ -134,6 +150,22 @@ class CheckpointManager:
     def save_best(self, params, meta):
         if self.enabled:
             save_training_state(params, os.path.join(self.folder, 'best.ckpt'), meta)
+
+    def drop_after(self, global_step):
+        """Remove the checkpoints written after ``global_step`` (a resumed run writes its own); their paths."""
+        if not self.enabled:
+            return []
+        later = [f for f in checkpoints_in(self.folder) if step_of(f) > global_step]
+        best = os.path.join(self.folder, 'best.ckpt')
+        if os.path.isfile(best):
+            try:
+                if read(best)[1]['global_step'] > global_step:
+                    later.append(best)
+            except InputError:   # corrupt: it holds no best any more
+                later.append(best)
+        for f in later:
+            os.remove(f)
+        return later
 
 
 def save_weights(net, path):

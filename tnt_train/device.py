@@ -2,7 +2,7 @@
 import os
 from dataclasses import dataclass
 
-DEVICES = ('auto', 'Ascend', 'GPU', 'CPU')
+from tnt_common.cli import DEVICES
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ class Trainer:
         self.args, self.rt, self.classes = args, runtime, classes
         self.num_classes = len(classes)
         cfg = pretrained_cfg(args.model)
-        self.crop_pct, self.mean, self.std = args.crop_pct or cfg['crop_pct'], cfg['mean'], cfg['std']
+        self.crop_pct = cfg['crop_pct'] if args.crop_pct is None else args.crop_pct
+        self.mean, self.std = cfg['mean'], cfg['std']
         self.net = build_model(args.model, self.num_classes, args.img_size, args.drop_path, args.initial_checkpoint,
                                replace_head=args.num_classes is not None, numerics=args.numerics)
         self.train_net = apply_amp(self.net, args.amp)
@@ -55,10 +56,11 @@ class Trainer:
         extra = [self.scaler.scale_value, self.scaler.counter] if self.scaler else []
         fed = {p.name for p in self.noise.get_parameters()} if self.noise else set()   # refilled every step
         self.state = [p for p in ckpt.state_parameters(self.step, *extra) if p.name not in fed]
-        self.checkpoints = ckpt.CheckpointManager(args.output, args.checkpoint_hist, enabled=runtime.is_main)
+        self.checkpoints = ckpt.CheckpointManager(args.output, args.checkpoint_hist,
+                                                  enabled=runtime.is_main and not args.eval_only)
         self.log = RunLog(args.output, enabled=runtime.is_main)
         self.epoch = self.step_in_epoch = self.global_step = 0
-        self.best_top1 = None
+        self.best_top1 = self.resumed_at = None
         self.num_params = sum(int(np.prod(p.shape)) for p in self.net.trainable_params())
 
     # -- state -------------------------------------------------------------------------------
@@ -79,6 +81,7 @@ class Trainer:
                              f'this run has {self.steps_per_epoch}: use the same data, batch size and ranks')
         ckpt.restore(self.state, saved, path)
         ms.set_rng_state(rng_state)
+        self.resumed_at = meta['global_step']
         self.epoch, self.step_in_epoch = meta['epoch'], meta['step_in_epoch']
         self.global_step, self.best_top1 = meta['global_step'], meta['best_top1']
         self.args.seed = meta['seed']
@@ -88,7 +91,15 @@ class Trainer:
             self.args.workers = meta['workers']
         return meta
 
+    def _drop_later(self):
+        """Before this run's first checkpoint: remove those written after the one it resumed from."""
+        if self.resumed_at is not None:
+            for later in self.checkpoints.drop_after(self.resumed_at):
+                self.log.log(f'resume: removed {later}, written after the checkpoint resumed from')
+            self.resumed_at = None
+
     def save(self):
+        self._drop_later()
         return self.checkpoints.save(self.state, self.meta())
 
     # -- evaluation --------------------------------------------------------------------------
@@ -123,10 +134,10 @@ class Trainer:
         self.step.set_train(True)       # drop path on (evaluation switches the shared model to eval mode)
         bar = tqdm(total=S, initial=start, desc=f'epoch {self.epoch + 1}/{a.epochs}', unit='step',
                    disable=None if self.rt.is_main else True, leave=False)
-        # a resumed epoch's mean loss includes the steps logged before the interruption
-        losses = [float(r['loss']) for r in self.log.steps
-                  if int(r['epoch']) == self.epoch and not int(r['overflow'])]
-        times, overflows, row = [], 0, {}
+        # a resumed epoch's mean loss and skipped steps include the steps logged before the interruption
+        logged = [r for r in self.log.steps if int(r['epoch']) == self.epoch]
+        losses = [float(r['loss']) for r in logged if not int(r['overflow'])]
+        times, overflows, row = [], sum(int(r['overflow']) for r in logged), {}
         iterator = self._train_data(self.epoch).create_tuple_iterator(num_epochs=1)
         for i, (images, targets) in enumerate(iterator):
             if i >= S:
@@ -209,9 +220,10 @@ class Trainer:
                 **{k: _fmt(result.get(k)) for k in ('top1', 'top5', 'ema_top1', 'ema_top5')},
                 **{k: _fmt(v) for k, v in train.items()}))
             self.log.log(self._summary(train, result, seconds))
-            self.save()
-            if improved:
+            if improved:   # first: the step checkpoint's best_top1 is best.ckpt's
+                self._drop_later()
                 self.checkpoints.save_best(self.state, self.meta())
+            self.save()
         weights = {p.name: p.asnumpy() for p in self.net.trainable_params()}
         print(f'rank {self.rt.rank}: weights sha256 {ckpt.fingerprint(weights)}', flush=True)
         if self.rt.is_main:

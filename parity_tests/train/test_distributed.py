@@ -63,8 +63,10 @@ def test_data_parallel_matches_one_process_over_the_global_batch(runs):
     assert max_rel_err(weights(dp / 'model.ckpt'), weights(single / 'model.ckpt')) < BOUND
     dp_steps, single_steps = rows(dp / 'steps.csv'), rows(single / 'steps.csv')
     assert len(dp_steps) == len(single_steps) == 44      # rank 0 alone writes the records
-    for a, b in zip(dp_steps, single_steps):             # the logged loss is the mean over both ranks
+    for a, b in zip(dp_steps, single_steps):    # the logged loss and gradient norm: of the mean over both ranks
         assert abs(float(a['loss']) - float(b['loss'])) <= BOUND * abs(float(b['loss'])), (a, b)
+        # the norm is logged to 4 decimals: two roundings apart by up to 1e-4
+        assert abs(float(a['grad_norm']) - float(b['grad_norm'])) <= BOUND * float(b['grad_norm']) + 1e-4, (a, b)
     assert abs(float(rows(dp / 'metrics.csv')[0]['top1']) - float(rows(single / 'metrics.csv')[0]['top1'])) <= 0.3
 
 

@@ -27,7 +27,8 @@ def settings(*argv):
 
 
 def without(got, *keys):
-    return {k: v for k, v in got.items() if k not in keys}
+    """``got`` without ``keys`` and where its settings came from (``output_given``)."""
+    return {k: v for k, v in got.items() if k not in keys + ('output_given',)}
 
 
 def write(path, cfg):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from parity_tests.helpers import started, train_command
+from parity_tests.helpers import ROOT, started, train_command
 from tnt_train.data import export_digits
 
 DAMAGES = ['garbage', 'truncated', 'flipped byte']
@@ -132,7 +132,7 @@ def test_corrupt_checkpoint_on_resume(runs, damage):
     d, [msg] = refused(runs, damage)
     good = d / CHECKPOINT
     assert msg == f'train_ascend.py: error: checkpoint {good} is corrupt or not a training checkpoint (ValueError)'
-    assert sorted(os.listdir(d / 'out')) == []          # nothing was written
+    assert not (d / 'out').exists()          # nothing was written
 
 
 def test_resume_from_a_folder_without_checkpoints(runs):
@@ -157,3 +157,92 @@ def test_bad_config(runs, i):
 def test_bad_timm_settings(runs, i):
     _, [msg] = refused(runs, f'timm {i}')
     assert msg == f'train_ascend.py: error: {TIMM_SETTINGS[i][1]}'
+
+
+# Settings out of their range, refused in-process before the device is set up: (argv, message)
+RANGES = [
+    (['--seed', -1], '--seed -1 must not be negative'),
+    (['--save-every', -1], '--save-every -1 must not be negative'),
+    (['--lr-base-size', 0], '--lr-base-size 0 must be at least 1'),
+    (['-vb', 0], '--validation-batch-size 0 must be at least 1'),
+    (['--loss-scale-window', 0], '--loss-scale-window 0 must be at least 1'),
+    (['--hflip', 1.5], '--hflip 1.5 is not a probability'),
+    (['--drop-path', 1], '--drop-path 1 must be in [0, 1)'),
+    (['--crop-pct', 0], '--crop-pct 0 must be in (0, 1]'),
+    (['--lr', 0], '--lr 0 must be positive'),
+    (['--warmup-epochs', 'inf'], '--warmup-epochs inf is not a finite number'),
+    (['--img-size', 0], '--img-size 0 is not a positive multiple of the patch size 16 of tnt_tiny_patch16_64'),
+]
+
+
+def refusal(argv):
+    """The message of ``train_ascend.check_args`` refusing ``argv`` (the checks ``main`` runs first)."""
+    import train_ascend
+    from tnt_train.errors import InputError
+    with pytest.raises(InputError) as refused:
+        train_ascend.check_args(train_ascend.parse_args([str(a) for a in argv]))
+    return str(refused.value)
+
+
+@pytest.mark.parametrize('argv, message', RANGES, ids=[m for _, m in RANGES])
+def test_settings_out_of_range(argv, message, tmp_path):
+    assert refusal([*argv, '--output', tmp_path / 'out']) == message
+    assert not (tmp_path / 'out').exists()
+
+
+def test_output_holding_another_run(tmp_path, monkeypatch):
+    """A new run never writes into another run's folder: --output is refused, the preset's folder
+    gives way to the next free ``-N``."""
+    import train_ascend
+    monkeypatch.chdir(tmp_path)
+    for run in ('runs/digits', 'runs/digits-1'):
+        folder(tmp_path / run / 'checkpoints')
+        (tmp_path / run / 'checkpoints' / CHECKPOINT).write_bytes(b'an earlier run')
+    assert refusal(['--output', 'runs/digits']) == (
+        'runs/digits holds the checkpoints of another run: continue it with --resume runs/digits, '
+        'or choose another --output')
+    assert os.listdir(tmp_path / 'runs' / 'digits') == ['checkpoints']
+    args = train_ascend.parse_args([])
+    train_ascend.check_args(args)
+    assert args.output == 'runs/digits-2' and (tmp_path / 'runs' / 'digits-2').is_dir()
+    assert args.preset_note[-1] == 'output runs/digits-2: runs/digits holds the checkpoints of another run'
+    args = train_ascend.parse_args(['-c', os.path.join(ROOT, 'configs', 'digits.yaml')])
+    train_ascend.check_args(args)       # the config's output is no more given than the preset's
+    assert args.output == 'runs/digits-2'
+
+
+def test_resume_writes_into_the_resumed_run(tmp_path):
+    import mindspore as ms
+    import train_ascend
+    from tnt_train.checkpoint import save_training_state
+    path = folder(tmp_path / 'run' / 'checkpoints') / CHECKPOINT
+    save_training_state([ms.Parameter(ms.Tensor([1.]), name='w')], str(path), {'epoch': 1, 'global_step': 22})
+    args = train_ascend.parse_args(['--resume', path])
+    train_ascend.check_args(args)
+    assert args.output == str(tmp_path / 'run')
+
+
+def test_eval_only_evaluates_no_copy_as_ema():
+    import train_ascend
+    assert train_ascend.parse_args(['--data', '/nowhere']).model_ema        # the ImageNet preset's EMA
+    args = train_ascend.parse_args(['--data', '/nowhere', '--eval-only', '--initial-checkpoint', 'w.ckpt'])
+    assert not args.model_ema and args.preset_note[-1] == '--eval-only without --resume: no EMA weights to evaluate'
+
+
+def test_a_resume_drops_the_checkpoints_after_it(tmp_path):
+    """Checkpoints written after the one resumed from (by the run that went on from it) are removed,
+    best.ckpt too if it is one of them: kept, they would outrank the resumed run's own."""
+    import mindspore as ms
+    from tnt_train.checkpoint import CheckpointManager, checkpoints_in
+    manager = CheckpointManager(tmp_path, keep=3)
+    params = [ms.Parameter(ms.Tensor([1.]), name='w')]
+    for step in (10, 20, 30):
+        manager.save(params, {'epoch': 0, 'global_step': step})
+    manager.save_best(params, {'epoch': 0, 'global_step': 30})
+    names = lambda paths: [os.path.basename(p) for p in paths]   # noqa: E731
+    assert names(manager.drop_after(20)) == ['epoch0000_step00000030.ckpt', 'best.ckpt']
+    manager.save(params, {'epoch': 0, 'global_step': 25})
+    assert names(checkpoints_in(manager.folder)) == [
+        'epoch0000_step00000010.ckpt', 'epoch0000_step00000020.ckpt', 'epoch0000_step00000025.ckpt']
+    manager.save_best(params, {'epoch': 0, 'global_step': 25})
+    assert manager.drop_after(25) == [] and os.path.isfile(manager.folder + '/best.ckpt')
