@@ -18,8 +18,9 @@ import convert
 from convert import files, keymap, mindspore_ckpt
 from convert.cli import main
 from convert.errors import ConversionError
+from convert.canonical import from_timm
 from parity_tests.helpers import (TINY, Command, assert_refused, random_state, save_mindspore, snapshot, started, tensors,
-                                  to_official)
+                                  to_official, zoo_weights)
 
 
 class Payload:
@@ -158,6 +159,11 @@ CASES = {
     'two names for one weight': (lambda t, s: [ckpt({**{keymap.TIMM_TO_MINDSPORE.forward(k): v for k, v in s.items()},
                                                      'norm.weight': np.zeros(96, np.float32)}, t / 'both.ckpt')],
                                  'norm.gamma and norm.weight both map to norm.weight'),
+    'rows regrouped onto a stored name': (lambda t, s: [ckpt({**from_timm(zoo_weights(s), 'zoo'),
+                                                              'blocks.0.inner_attn.qk.weight': np.ones((12, 6), np.float32)},
+                                                             t / 'zoo.ckpt')],
+                                          'blocks.0.attn_in.qk.weight is stored beside blocks.0.attn_in.q.weight, '
+                                          'blocks.0.attn_in.k.weight, which make it'),
     'integer weight': (lambda t, s: [save(edited(s, change={'cls_token': np.zeros((1, 1, 96), np.int64)}), t / 'int.pth')],
                        'cls_token holds int64 values, not floating-point weights'),
     'fp32 overflow': (lambda t, s: [save(edited(s, change={'head.bias': np.full(1000, 1e300)}), t / 'f64.pth')],
