@@ -8,7 +8,6 @@ variant. Torch files go through ``safe_pickle``: training files load without run
 anything they name, and a pickle that asks for code is refused before it runs. Names are
 returned as stored (minus wrapper prefixes); ``canonical`` maps them.
 """
-import importlib.util
 import json
 import os
 import struct
@@ -17,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from convert import keymap, mindspore_ckpt
-from convert.errors import ConversionError
+from convert.dtypes import from_bf16_bits
+from convert.errors import ConversionError, needs_torch
 
 TORCH, SAFETENSORS, MINDSPORE_CKPT = 'torch', 'safetensors', 'mindspore-ckpt'
 
@@ -87,8 +87,7 @@ def sniff(path):
 
 def _torch_load(path):
     from convert import safe_pickle
-    if importlib.util.find_spec('torch') is None:
-        raise ConversionError(f"{path}: a torch file; reading it needs PyTorch: pip install 'mindspore-tnt[torch]'")
+    needs_torch(f'{path}: a torch file; reading it')
     try:
         return safe_pickle.load_torch(path)
     except ConversionError as e:
@@ -161,12 +160,16 @@ def _read_safetensors(path):
         with open(path, 'rb') as f:
             (n,) = struct.unpack('<Q', f.read(8))
             header = json.loads(f.read(n))
-        bf16 = any(isinstance(v, dict) and v.get('dtype') == 'BF16' for v in header.values())
         out = {}
-        with safe_open(path, framework='pt' if bf16 else 'numpy') as f:
+        with safe_open(path, framework='numpy') as f:   # checks the header: offsets in the file, no overlap
             metadata = f.metadata() or {}
             for k in f.keys():
-                out[k] = _tensor_to_numpy(f.get_tensor(k)) if bf16 else f.get_tensor(k)
+                if header[k]['dtype'] == 'BF16':   # numpy has no bfloat16: its bits, widened to fp32
+                    begin, end = header[k]['data_offsets']
+                    bits = np.fromfile(path, np.uint16, (end - begin) // 2, offset=8 + n + begin)
+                    out[k] = from_bf16_bits(bits).reshape(header[k]['shape'])
+                else:
+                    out[k] = f.get_tensor(k)
         return out, metadata.get('format') == 'ms', metadata
     except ConversionError:
         raise

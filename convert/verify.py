@@ -26,11 +26,11 @@ import numpy as np
 from convert import readers
 from convert.canonical import resolve_numerics, to_timm
 from convert.dtypes import rounded
-from convert.errors import ConversionError
+from convert.errors import ConversionError, needs_torch
 from convert.keymap import LAYOUTS
 from convert.layouts import stored_shapes
 from convert.pyramid import to_canonical
-from convert.writers import MINDSPORE, SAFETENSORS, container
+from convert.writers import MINDSPORE, PYTORCH, SAFETENSORS, container
 from tnt_common.compare import FP32_BOUND, compare_logits, compare_outputs, describe_failure
 from tnt_common.fixtures import make_batch
 from tnt_common.pyramid import stage_names
@@ -140,6 +140,8 @@ def verify(path, arrays, source, target, layout, variant, nc, size, numerics, dt
     from mindspore_tnt.context import execution
     if LAYOUTS[layout].framework != target:
         raise ConversionError(f'the {layout} layout is not a {target} layout')
+    if PYTORCH in (source, target):
+        needs_torch('the check against torch_ref (--no-verify skips it)')
     with execution('pynative'):
         return _verify(path, arrays, source, target, layout, variant, nc, size, numerics, dtype,
                        step or (lambda: None))

@@ -12,7 +12,7 @@ import numpy as np
 
 from convert import mindspore_ckpt
 from convert.dtypes import storage
-from convert.errors import ConversionError
+from convert.errors import ConversionError, needs_torch
 
 CKPT, SAFETENSORS, TORCH = 'ckpt', 'safetensors', 'torch'
 MINDSPORE, PYTORCH = 'mindspore', 'torch'
@@ -85,6 +85,7 @@ def _write_safetensors(f, items, metadata, tick):
 
 def _write_torch(f, items, wrap, tick):
     import warnings
+    needs_torch('writing a torch file')
     import torch
     state, total = {}, 0
     for name, a, dt in items:
