@@ -47,7 +47,8 @@ class Trainer:
         self.schedule = lr_schedule(self.peak_lr, total, round(args.warmup_epochs * self.steps_per_epoch),
                                     args.warmup_lr, args.min_lr)
         self.optimizer, self.lr_schedule = create_optimizer(self.net, self.schedule, args.weight_decay, args.opt_eps)
-        self.scaler = dynamic_loss_scaler(args.loss_scale, args.loss_scale_window) if args.loss_scale else None
+        self.scaler = dynamic_loss_scaler(args.loss_scale, args.loss_scale_window) \
+            if args.loss_scale and not args.eval_only else None
         self.ema = EMA(self.net, args.model_ema_decay) if args.model_ema else None
         self.noise = DropPathNoise(self.net, args.batch_size) if args.drop_path > 0 and not args.eval_only else None
         self.step = TrainStep(self.train_net, self.optimizer, self.lr_schedule, args.clip_grad, self.scaler,
@@ -76,9 +77,17 @@ class Trainer:
         next step is the one after it, with the checkpoint's data seed."""
         saved, meta, rng_state = saved_state or ckpt.read(path)
         import mindspore as ms
+        from tnt_train.train_step import LOSS_SCALE_NAMES
         if not self.args.eval_only and meta.get('steps_per_epoch') != self.steps_per_epoch:
             raise InputError(f'checkpoint {path} was written with {meta.get("steps_per_epoch")} steps per epoch, '
                              f'this run has {self.steps_per_epoch}: use the same data, batch size and ranks')
+        scaled = any(k in saved for k in LOSS_SCALE_NAMES)
+        if self.args.eval_only:    # evaluation takes no loss scale, whatever the run trained with
+            saved = {k: v for k, v in saved.items() if k not in LOSS_SCALE_NAMES}
+        elif scaled != (self.scaler is not None):
+            raise InputError(f'checkpoint {path} was written ' + (
+                'with a dynamic loss scale: resume with the --amp and --loss-scale the run had' if scaled else
+                'without a loss scale: resume with --loss-scale 0, or the --amp the run had'))
         ckpt.restore(self.state, saved, path)
         ms.set_rng_state(rng_state)
         self.resumed_at = meta['global_step']

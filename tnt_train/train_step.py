@@ -15,6 +15,8 @@ from mindspore import nn, ops
 from mindspore_tnt import square_sum
 from tnt_common.recipe import RECIPE
 
+# The dynamic loss scale's state in a training checkpoint.
+LOSS_SCALE_NAMES = ('loss_scale.value', 'loss_scale.counter')
 _square_sum = ops.MultitypeFuncGraph('square_sum')
 _scale = ops.MultitypeFuncGraph('scale')
 
@@ -41,8 +43,7 @@ def dynamic_loss_scaler(init=RECIPE['loss_scale'], window=RECIPE['loss_scale_win
                         factor=RECIPE['loss_scale_factor']):
     """MindSpore's ``DynamicLossScaler`` with parameter names that cannot clash in a checkpoint."""
     scaler = ms.amp.DynamicLossScaler(float(init), int(factor), int(window))
-    scaler.scale_value.name = 'loss_scale.value'
-    scaler.counter.name = 'loss_scale.counter'
+    scaler.scale_value.name, scaler.counter.name = LOSS_SCALE_NAMES
     return scaler
 
 

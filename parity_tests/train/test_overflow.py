@@ -1,5 +1,7 @@
 """The compiled train step skips a step whose gradients are not finite, reports it, and backs off
 the loss scale; no NaN or Inf ever reaches the weights, the AdamW moments or the EMA."""
+import os
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -29,9 +31,12 @@ def non_finite(snap):
 
 
 def start_commands(tmp_path_factory):
-    """The end-to-end AMP O2 run, queued at the start of the session."""
+    """The end-to-end AMP O2 run, then it evaluated and resumed without ``--amp`` (CPU's default:
+    O0, no loss scale), queued at the start of the session."""
     out = tmp_path_factory.mktemp('amp_o2')
-    return out, train_command('--amp', 'O2', '--epochs', 1, '--output', out)
+    run = train_command('--amp', 'O2', '--epochs', 1, '--output', out)
+    evaluated = train_command('--eval-only', '--resume', out, after=[run])
+    return out, run, evaluated, train_command('--epochs', 2, '--resume', out, after=[evaluated])
 
 
 @pytest.fixture(scope='module')
@@ -99,7 +104,7 @@ def test_check_catches_an_unguarded_update(setup):
 
 def test_amp_o2_run_reports_skipped_steps(tmp_path_factory):
     """End to end: fp16 gradients at the recipe's initial scale 2^24 overflow; the run backs off and says so."""
-    out, run = started(start_commands, tmp_path_factory)
+    out, run, _, _ = started(start_commands, tmp_path_factory)
     proc = run.result()
     steps = rows(out / 'steps.csv')
     skipped = [int(r['global_step']) for r in steps if r['overflow'] == '1']
@@ -112,3 +117,19 @@ def test_amp_o2_run_reports_skipped_steps(tmp_path_factory):
         assert f'step {s}: non-finite gradients at loss scale' in proc.stdout
     assert f'{len(skipped)} skipped steps' in proc.stdout
     assert all(np.isfinite(v).all() for v in weights(out / 'model.ckpt').values())
+
+
+def test_amp_run_evaluates_without_amp_and_resumes_only_with_it(tmp_path_factory):
+    """Evaluation takes no loss scale: ``--eval-only --resume`` of the O2 run evaluates it in fp32; a
+    resume that would train on without the run's loss scale is refused in one line naming it."""
+    out, run, evaluated, resumed = started(start_commands, tmp_path_factory)
+    run.result()
+    before = sorted(os.listdir(out / 'checkpoints'))
+    logged = rows(out / 'metrics.csv')[-1]
+    line = [ln for ln in evaluated.result().stdout.splitlines() if 'top-1' in ln][-1]
+    top1 = float(line.split('top-1 ')[1].split()[0])
+    assert '(360 images)' in line and abs(top1 - float(logged['top1'])) <= 1., (line, logged)  # fp32 against fp16
+    proc = resumed.result(check=False)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
+    assert 'was written with a dynamic loss scale: resume with the --amp and --loss-scale the run had' in proc.stderr
+    assert sorted(os.listdir(out / 'checkpoints')) == before
