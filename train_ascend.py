@@ -24,9 +24,9 @@ import math
 import os
 import sys
 
-from tnt_common.cli import DEVICES, Parser, bad_input
+from tnt_common.cli import DEVICES, Parser, add_model, bad_input
 from tnt_common.recipe import RECIPE, recipe
-from tnt_common.variants import family, list_models, model_args
+from tnt_common.variants import family, model_args
 
 PROG = os.path.basename(sys.argv[0]) or 'train_ascend.py'  # train_ascend.py, or tnt-train
 
@@ -76,7 +76,7 @@ def build_parser():
     g.add_argument('--data', '--data-dir', metavar='DIR',
                    help='folder with train/ and val/ class sub-folders (default: scikit-learn digits)')
     g.add_argument('--output', help='run folder: logs, metrics, plots, checkpoints, exports')
-    g.add_argument('--model', choices=list_models(None), help='a TNT or PyramidTNT (ptnt_*) variant')
+    add_model(g, 'a TNT or PyramidTNT (ptnt_*) variant')
     g.add_argument('--img-size', type=int, help="input size (default: the variant's)")
     g.add_argument('--num-classes', type=int, help='replace the head of --initial-checkpoint with this many classes')
     g.add_argument('--initial-checkpoint', metavar='FILE',

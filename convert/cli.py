@@ -19,9 +19,8 @@ examples:
 import sys
 
 from convert.keymap import LAYOUTS
-from tnt_common.cli import bad_input, parser
+from tnt_common.cli import add_model, bad_input, parser
 from tnt_common.numerics import PRESETS
-from tnt_common.variants import list_models
 
 
 def _parser():
@@ -37,7 +36,7 @@ def _parser():
                     help='GELU form and LayerNorm eps the weights are for, overriding what the file records '
                          'or its family implies (e.g. pytorch for MindCV\'s tnt_b_converted file); also '
                          'gelu=erf|tanh,norm_eps=X,final_norm_eps=Y')
-    ap.add_argument('--model', choices=list_models(None), help='variant (default: detected from shapes)')
+    add_model(ap, 'variant (default: detected from shapes)')
     ap.add_argument('--num-classes', type=int, help='classifier size; a different one gets a fresh head, 0 removes it')
     ap.add_argument('--img-size', type=int, help='input size; patch_pos is resampled bicubically')
     ap.add_argument('--dtype', choices=('fp32', 'fp16', 'bf16'), default='fp32', help='stored dtype')

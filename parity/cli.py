@@ -15,8 +15,7 @@ import argparse
 import os
 import sys
 
-from tnt_common.cli import Parser, bad_input
-from tnt_common.variants import list_models
+from tnt_common.cli import Parser, add_model, bad_input
 
 DEFAULT_MODEL = 'tnt_s_patch16_224'
 AMP_DTYPES = {'O0': 'fp32', 'O2': 'amp', 'O3': 'fp16'}  # the names of parity.precision.DTYPE_LEVELS
@@ -24,8 +23,7 @@ AMP_DTYPES = {'O0': 'fp32', 'O2': 'amp', 'O3': 'fp16'}  # the names of parity.pr
 
 def parse_args(argv):
     ap = Parser(prog='tnt-parity', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--model', choices=list_models(None),
-                    help=f'variant; default {DEFAULT_MODEL}, or detected from CHECKPOINT')
+    add_model(ap, f'variant; default {DEFAULT_MODEL}, or detected from CHECKPOINT')
     ap.add_argument('checkpoint', nargs='?', metavar='CHECKPOINT',
                     help='weights: any file or hub folder tnt-convert reads (default: random weights)')
     ap.add_argument('--checkpoint', dest='checkpoint_flag', metavar='CHECKPOINT', help='the same, as a flag')

@@ -25,6 +25,23 @@ class Parser(argparse.ArgumentParser):
         sys.exit(bad_input(self.prog, self.context + message))
 
 
+def model_name(text):
+    """argparse type of ``--model``: a variant, bare or tagged as timm's (``tnt_s_patch16_224.in1k``);
+    its bare name (every variant has one tag, so the tag changes nothing it selects)."""
+    from tnt_common.variants import split_tag
+    try:
+        return split_tag(text)[0]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_model(ap, what):
+    """``--model`` (``model_name``) on ``ap``, its help ``what`` and the variants."""
+    from tnt_common.variants import list_models
+    ap.add_argument('--model', type=model_name, metavar='NAME',
+                    help=f'{what}; bare or tagged (tnt_s_patch16_224.in1k): {", ".join(list_models(None))}')
+
+
 def parser(prog, doc, formatter=argparse.RawDescriptionHelpFormatter):
     """A ``Parser`` whose description is ``doc`` (its examples included, as written)."""
     return Parser(prog=prog, description=doc, formatter_class=formatter)

@@ -8,9 +8,8 @@ and ``--amp O0|O2|O3`` the hardware and precision, ``-b/--batch-size`` and
 ``-j/--workers`` the data pipeline. Bad input of any kind (arguments, files, data) prints
 one line ``PROG: error: MESSAGE`` on stderr and exits with ``tnt_common.cli.EXIT_BAD_INPUT``.
 """
-from tnt_common.cli import DEVICES, bad_input
+from tnt_common.cli import DEVICES, add_model, bad_input
 from tnt_common.numerics import PRESETS
-from tnt_common.variants import list_models
 
 FRAMEWORKS = ('mindspore', 'torch')
 AMP_LEVELS = ('O0', 'O2', 'O3')
@@ -24,7 +23,7 @@ def add_checkpoint_args(ap):
     ap.add_argument('checkpoint', metavar='CHECKPOINT',
                     help='weights: any file or hub folder tnt-convert reads (timm, official, mmpretrain, MindCV, '
                          'model zoo, mindspore_tnt)')
-    ap.add_argument('--model', choices=list_models(None), help='variant, TNT or PyramidTNT (default: detected from the checkpoint)')
+    add_model(ap, 'variant, TNT or PyramidTNT (default: detected from the checkpoint)')
     ap.add_argument('--numerics', metavar='|'.join(PRESETS),
                     help="GELU form and LayerNorm eps (default: the checkpoint's); also "
                          'gelu=erf|tanh,norm_eps=X,final_norm_eps=Y')
