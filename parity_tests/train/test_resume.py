@@ -2,9 +2,10 @@
 
 The killed run dies by SIGKILL while it writes a checkpoint (``DYING``): the point where a
 kill can do most harm, and a point the test chooses, so the kill does not race the run.
-The runs use the recipe's random augmentations (RandAugment, erasing, Mixup/CutMix) and
-drop path, so the data order, every augmentation and every drop-path mask must be
-restored too. Every run is queued at the start of the session; the resumes work on copies
+The runs use the recipe's random augmentations (RandAugment, erasing, Mixup/CutMix), drop
+path, the EMA and AMP O2 (whose dynamic loss scale backs off from 2^24 in the first epoch), so
+the data order, every augmentation, every drop-path mask, the EMA weights and the loss scale
+must be restored too. Every run is queued at the start of the session; the resumes work on copies
 of the killed run's folder, which stays as the kill left it.
 """
 import os
@@ -18,7 +19,7 @@ import pytest
 from parity_tests.helpers import SCRIPT, Command, rows, started, train_command, weights
 
 ARGS = ['--epochs', 2, '--save-every', 5, '--rand-augment', 'rand-m9-mstd0.5-inc1', '--reprob', 0.25,
-        '--mixup', 0.8, '--cutmix', 1.0, '--drop-path', 0.1]
+        '--mixup', 0.8, '--cutmix', 1.0, '--drop-path', 0.1, '--model-ema', '--amp', 'O2']
 LAST_WHOLE = 'epoch0001_step00000030.ckpt'    # 8 steps into the second epoch of 22 steps
 KILLED_WRITING = 'epoch0001_step00000035.ckpt'
 COMPARED = ('global_step', 'epoch', 'loss', 'lr', 'grad_norm', 'loss_scale', 'overflow')
@@ -134,9 +135,11 @@ def test_resume_reproduces_the_uninterrupted_run(runs):
     want, got = step_rows(full / 'steps.csv'), step_rows(resumed / 'steps.csv')
     assert len(got) == len(want) == 44
     assert got == want          # loss, LR, gradient norm of every step, bit for bit
+    assert len(set(r[-2] for r in want)) > 1 and '1' in [r[-1] for r in want]   # the loss scale backed off
+    logged = ('train_loss', 'val_loss', 'top1', 'top5', 'ema_top1', 'ema_top5', 'overflow_steps')
     assert rows(resumed / 'metrics.csv') and [
-        {k: r[k] for k in ('train_loss', 'val_loss', 'top1', 'top5')} for r in rows(resumed / 'metrics.csv')] == [
-        {k: r[k] for k in ('train_loss', 'val_loss', 'top1', 'top5')} for r in rows(full / 'metrics.csv')]
+        {k: r[k] for k in logged} for r in rows(resumed / 'metrics.csv')] == [
+        {k: r[k] for k in logged} for r in rows(full / 'metrics.csv')]
     a, b = weights(full / 'model.ckpt'), weights(resumed / 'model.ckpt')
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
