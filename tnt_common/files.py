@@ -1,5 +1,6 @@
 """Atomic outputs: a file or folder appears whole under its name, or not at all; figures to write as PNG."""
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -9,6 +10,16 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def remove_temporaries(folder):
+    """Remove what ``atomic_output`` writers killed mid-write left in ``folder``: for the process
+    that owns the folder's outputs, when it starts writing them."""
+    for stale in glob.glob(os.path.join(glob.escape(folder), '.*.tmp-*')):
+        if os.path.isdir(stale) and not os.path.islink(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            os.remove(stale)
 
 
 @contextlib.contextmanager

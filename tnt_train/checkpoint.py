@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from tnt_common.files import atomic_output
+from tnt_common.files import atomic_output, remove_temporaries
 from tnt_common.strict import check_strict
 from tnt_train.errors import InputError
 from tnt_train.mslog import quiet_mindspore_log
@@ -135,8 +135,7 @@ class CheckpointManager:
         self.enabled = enabled
         if enabled:
             os.makedirs(self.folder, exist_ok=True)
-            for stale in glob.glob(os.path.join(self.folder, '.*.tmp-*')):
-                os.remove(stale)
+            remove_temporaries(self.folder)
 
     def save(self, params, meta):
         if not self.enabled:

@@ -3,7 +3,7 @@ import csv
 import json
 import os
 
-from tnt_common.files import atomic_output, figure
+from tnt_common.files import atomic_output, figure, remove_temporaries
 
 STEP_FIELDS = ('global_step', 'epoch', 'loss', 'lr', 'grad_norm', 'loss_scale', 'overflow', 'step_ms')
 EPOCH_FIELDS = ('epoch', 'global_step', 'train_loss', 'lr', 'val_loss', 'top1', 'top5', 'ema_top1', 'ema_top5',
@@ -43,6 +43,7 @@ class RunLog:
         """Keep the records up to ``global_step`` (a resumed run rewrites what follows)."""
         if not self.enabled:
             return
+        remove_temporaries(os.path.dirname(self.paths['steps']))
         self.steps = [r for r in _read_rows(self.paths['steps']) if int(r['global_step']) <= global_step]
         self.epochs = [r for r in _read_rows(self.paths['epochs']) if int(r['global_step']) <= global_step]
         _write_rows(self.paths['steps'], STEP_FIELDS, self.steps)

@@ -22,6 +22,7 @@ ARGS = ['--epochs', 2, '--save-every', 5, '--rand-augment', 'rand-m9-mstd0.5-inc
         '--mixup', 0.8, '--cutmix', 1.0, '--drop-path', 0.1, '--model-ema', '--amp', 'O2']
 LAST_WHOLE = 'epoch0001_step00000030.ckpt'    # 8 steps into the second epoch of 22 steps
 KILLED_WRITING = 'epoch0001_step00000035.ckpt'
+STALE = '.metrics.json.tmp-killed.json'    # as a kill while metrics.json is written leaves it
 COMPARED = ('global_step', 'epoch', 'loss', 'lr', 'grad_norm', 'loss_scale', 'overflow')
 
 # Training that SIGKILLs itself halfway through writing the checkpoint named by argv[1]: the
@@ -65,11 +66,12 @@ def step_rows(path):
 
 def resume(killed, folder, *command, cut_row=''):
     """``command ARGS --resume folder`` on a copy ``folder`` of the killed run, made when it starts,
-    with ``cut_row`` appended to its steps.csv."""
+    with ``cut_row`` appended to its steps.csv and a records file half-written (``STALE``)."""
     def argv():
         shutil.copytree(killed, folder)
         with open(folder / 'steps.csv', 'a') as f:
             f.write(cut_row)
+        (folder / STALE).write_text('{"epochs": [')
         return [*command, '--device', 'CPU', *ARGS, '--output', folder, '--resume', folder]
     return argv
 
@@ -131,7 +133,8 @@ def test_resume_reproduces_the_uninterrupted_run(runs):
     proc = commands['resumed'].result()
     resumed_at = int(proc.stdout.split('resumed at epoch 2 step ')[1].split()[0])
     assert resumed_at == 8
-    assert not [f for f in os.listdir(resumed / 'checkpoints') if f.startswith('.')]   # the temporary removed
+    assert not [f for f in os.listdir(resumed / 'checkpoints') if f.startswith('.')]   # the temporaries removed
+    assert not [f for f in os.listdir(resumed) if f.startswith('.')]
     want, got = step_rows(full / 'steps.csv'), step_rows(resumed / 'steps.csv')
     assert len(got) == len(want) == 44
     assert got == want          # loss, LR, gradient norm of every step, bit for bit
