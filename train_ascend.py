@@ -117,6 +117,10 @@ def build_parser():
     g.add_argument('--model-ema', '--ema', action=argparse.BooleanOptionalAction,
                    help='EMA of the weights, evaluated and saved')
     g.add_argument('--model-ema-decay', '--ema-decay', type=float, default=RECIPE['ema_decay'])
+    g.add_argument('--dist-bn', choices=('reduce', 'broadcast', ''), default='reduce',
+                   help="under msrun, BatchNorm statistics (PyramidTNT's stem) after each epoch: 'reduce' "
+                        "averages them over the ranks, 'broadcast' takes rank 0's, '' leaves each rank its own "
+                        "(default reduce, as timm's)")
     g = ap.add_argument_group('augmentation')
     g.add_argument('--smoothing', type=float)
     g.add_argument('--mixup', type=float, help='Mixup alpha, 0 = off')

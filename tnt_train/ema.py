@@ -4,6 +4,8 @@ import contextlib
 import mindspore as ms
 from mindspore import nn, ops
 
+from tnt_train.batchnorm import statistics
+
 _ema_update = ops.MultitypeFuncGraph('ema_update')
 
 
@@ -14,9 +16,7 @@ def _update(decay, shadow, param):
 
 def averaged(net):
     """The parameters of ``net`` the EMA follows: the trainable ones, then BatchNorm statistics."""
-    stats = [p for _, c in net.cells_and_names() if isinstance(c, nn.BatchNorm2d)
-             for p in (c.moving_mean, c.moving_variance)]
-    return list(net.trainable_params()) + stats
+    return list(net.trainable_params()) + statistics(net)
 
 
 class EMA(nn.Cell):

@@ -20,6 +20,7 @@ class Trainer:
     def __init__(self, args, runtime, classes):
         from mindspore_tnt.amp import apply_amp
         from tnt_train.droppath import DropPathNoise
+        from tnt_train.batchnorm import distributor
         from tnt_train.ema import EMA
         from tnt_train.evaluate import Evaluator
         from tnt_train.model import build_model
@@ -50,6 +51,7 @@ class Trainer:
         self.scaler = dynamic_loss_scaler(args.loss_scale, args.loss_scale_window) \
             if args.loss_scale and not args.eval_only else None
         self.ema = EMA(self.net, args.model_ema_decay) if args.model_ema else None
+        self.dist_bn = None if args.eval_only else distributor(self.net, self.ema, runtime.world, args.dist_bn)
         self.noise = DropPathNoise(self.net, args.batch_size) if args.drop_path > 0 and not args.eval_only else None
         self.step = TrainStep(self.train_net, self.optimizer, self.lr_schedule, args.clip_grad, self.scaler,
                               self.ema, runtime.world, self.noise)
@@ -217,6 +219,8 @@ class Trainer:
         while self.epoch < a.epochs:
             t0 = time.perf_counter()
             train = self._train_epoch()
+            if self.dist_bn is not None:     # every rank evaluates, and rank 0 saves, the same statistics
+                self.dist_bn()
             result = self.evaluate() if (self.epoch + 1) % a.eval_every == 0 or self.epoch + 1 == a.epochs else {}
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
             improved = 'top1' in result and (self.best_top1 is None or result['top1'] > self.best_top1)
@@ -233,7 +237,8 @@ class Trainer:
                 self._drop_later()
                 self.checkpoints.save_best(self.state, self.meta())
             self.save()
-        weights = {p.name: p.asnumpy() for p in self.net.trainable_params()}
+        from tnt_train.ema import averaged
+        weights = {p.name: p.asnumpy() for p in averaged(self.net)}    # BatchNorm statistics too
         print(f'rank {self.rt.rank}: weights sha256 {ckpt.fingerprint(weights)}', flush=True)
         if self.rt.is_main:
             ckpt.save_weights(self.net, os.path.join(a.output, 'model.ckpt'))

@@ -27,15 +27,46 @@ def free_port():
         return s.getsockname()[1]
 
 
+# Each rank sets PyramidTNT-tiny's stem statistics and their EMA to values of its own, then
+# distributes them as train_ascend.py does after an epoch (reduce, then broadcast); prints them.
+DIST_BN = """
+import json
+import numpy as np
+import mindspore as ms
+import mindspore_tnt
+from tnt_train.batchnorm import distributor, statistics
+from tnt_train.device import setup
+from tnt_train.ema import EMA
+rt = setup('CPU')
+net = mindspore_tnt.create_model('ptnt_tiny_patch16_64')
+ema = EMA(net, 0.9)
+stats = statistics(net) + [p for p in ema.shadow if p.name[len('ema.'):] in {q.name for q in statistics(net)}]
+def own():
+    for i, p in enumerate(stats):
+        p.set_data(ms.Tensor(np.arange(p.shape[0], dtype=np.float32) * (i + 1) + 100 * rt.rank + 1))
+    return {p.name: p.asnumpy().tolist() for p in stats}
+out = {'own': own()}
+for mode in ('reduce', 'broadcast'):
+    own()
+    distributor(net, ema, rt.world, mode)()
+    out[mode] = {p.name: p.asnumpy().tolist() for p in stats}
+print('RESULT ' + json.dumps(dict(out, rank=rt.rank)), flush=True)
+"""
+
+
 def start_commands(tmp_path_factory):
     """msrun over 2 ranks on batches of 16, one process on batches of 32 (the same global batch) and,
-    the planted fault, one process on batches of 16."""
+    the planted fault, one process on batches of 16; msrun of ``DIST_BN``."""
     base = tmp_path_factory.mktemp('dp')
     msrun = [MSRUN, '--worker_num=2', '--local_worker_num=2', f'--log_dir={base / "logs"}', '--join=True', SCRIPT,
              '--device', 'CPU', '--output', base / 'dp', '--batch-size', '16', *ARGS]
+    (base / 'dist_bn.py').write_text(DIST_BN)
+    dist_bn = [MSRUN, '--worker_num=2', '--local_worker_num=2', f'--log_dir={base / "bn_logs"}', '--join=True',
+               base / 'dist_bn.py']
     return base, dict(dp=Command(lambda: [*msrun[:3], f'--master_port={free_port()}', *msrun[3:]]),
                       single=train_command('--output', base / 'single', '--batch-size', 32, *ARGS),
-                      half=train_command('--output', base / 'half', '--batch-size', 16, *ARGS))
+                      half=train_command('--output', base / 'half', '--batch-size', 16, *ARGS),
+                      dist_bn=Command(lambda: [*dist_bn[:3], f'--master_port={free_port()}', *dist_bn[3:]]))
 
 
 @pytest.fixture(scope='module')
@@ -83,3 +114,28 @@ def test_comparison_catches_a_rank_that_sees_half_the_batch(runs):
     commands['half'].result()
     assert max_rel_err(weights(base / 'half' / 'model.ckpt'), weights(base / 'single' / 'model.ckpt')) > 100 * BOUND
     assert {key for key, _ in step_mismatches(base / 'half', base / 'single')} == {'loss', 'grad_norm'}
+
+
+def same_on_every_rank(results, key):
+    """Whether every rank holds the same ``results[rank][key]`` statistics."""
+    return all(r[key] == results[0][key] for r in results[1:])
+
+
+def test_batchnorm_statistics_are_distributed(tmp_path_factory):
+    """``--dist-bn``: after the reduce every rank holds the mean of the ranks' statistics (the
+    stem's and the EMA's), after the broadcast rank 0's; before, each its own."""
+    import json
+    import numpy as np
+    base, commands = started(start_commands, tmp_path_factory)
+    code = commands['dist_bn'].result(check=False).returncode
+    logs = [(base / 'bn_logs' / f'worker_{r}.log').read_text() for r in range(2)]
+    assert code == 0, '\n'.join(w[-3000:] for w in logs)
+    results = [json.loads(log.split('RESULT ')[1].splitlines()[0]) for log in logs]
+    assert [r['rank'] for r in results] == [0, 1]
+    names = list(results[0]['own'])
+    assert len(names) >= 4 and sum(n.startswith('ema.') for n in names) * 2 == len(names), names  # the stem's
+    assert not same_on_every_rank(results, 'own')          # the check below fails without the distribution
+    for name in names:
+        mean = np.mean([r['own'][name] for r in results], axis=0)
+        assert all(np.array_equal(r['reduce'][name], mean) for r in results), name
+        assert all(r['broadcast'][name] == results[0]['own'][name] for r in results), name
