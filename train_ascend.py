@@ -355,15 +355,25 @@ def check_args(args):
         if args.numerics is None and saved:
             from tnt_common.numerics import Numerics
             args.numerics = Numerics.from_json(saved)       # the checkpoint's, unless --numerics says
+        has_ema = any(k.startswith('ema.') for k in args.resume_state[0])
+        if args.eval_only and bool(args.model_ema) != has_ema:     # evaluate what the run holds
+            args.model_ema = has_ema
+            args.preset_note += (f"--eval-only: {args.resume} {'holds' if has_ema else 'holds no'} EMA weights",)
     args.output = output_folder(args, args.resume)
+    args.output_made = not os.path.exists(args.output)     # removed again if the run is refused while empty
     try:
         os.makedirs(args.output, exist_ok=True)
-        probe = os.path.join(args.output, f'.write-test-{os.getpid()}')
-        with open(probe, 'w') as f:
-            f.write('ok')
-        os.remove(probe)
     except OSError as e:
         raise InputError(f'output folder {args.output} is not writable ({e.strerror})') from None
+    for folder in (args.output, os.path.join(args.output, 'checkpoints')):
+        try:
+            if os.path.isdir(folder):
+                probe = os.path.join(folder, f'.write-test-{os.getpid()}')
+                with open(probe, 'w') as f:
+                    f.write('ok')
+                os.remove(probe)
+        except OSError as e:
+            raise InputError(f'output folder {folder} is not writable ({e.strerror})') from None
     return classes
 
 
@@ -386,6 +396,8 @@ def main(argv=None):
         for line in args.preset_note + ((lr_note,) if lr_note and not args.eval_only else ()):
             trainer.log.log(line)
     except InputError as e:
+        if getattr(args, 'output_made', False) and os.path.isdir(args.output) and not os.listdir(args.output):
+            os.rmdir(args.output)
         return bad_input(PROG, e)
     if args.eval_only:
         r = trainer.evaluate()

@@ -12,14 +12,14 @@ def _umask():
     return mask
 
 
-def remove_temporaries(folder):
-    """Remove what ``atomic_output`` writers killed mid-write left in ``folder``: for the process
-    that owns the folder's outputs, when it starts writing them."""
-    for stale in glob.glob(os.path.join(glob.escape(folder), '.*.tmp-*')):
-        if os.path.isdir(stale) and not os.path.islink(stale):
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            os.remove(stale)
+def remove_temporaries(folder, names):
+    """Remove the files ``atomic_output`` writers of ``names`` (glob patterns of output names)
+    left in ``folder`` when killed mid-write: for the process that owns those outputs, when it
+    starts writing them. Nothing else is touched."""
+    for name in names:
+        for stale in glob.glob(os.path.join(glob.escape(folder), f'.{name}.tmp-*')):
+            if os.path.isfile(stale) and not os.path.islink(stale):
+                os.remove(stale)
 
 
 @contextlib.contextmanager

@@ -129,13 +129,20 @@ def resolve_resume(path):
 class CheckpointManager:
     """Writes ``epochE_stepG.ckpt`` into ``<out>/checkpoints``, keeps the last ``keep`` and ``best.ckpt``."""
 
+    NAMES = ('epoch*_step*.ckpt', 'best.ckpt')   # what it writes
+
     def __init__(self, out_dir, keep=3, enabled=True):
         self.folder = os.path.join(out_dir, CKPT_DIR)
         self.keep = max(int(keep), 1)
         self.enabled = enabled
-        if enabled:
-            os.makedirs(self.folder, exist_ok=True)
-            remove_temporaries(self.folder)
+
+    def start(self, resumed_at=None):
+        """When training starts: the temporaries a killed writer left removed and, resuming from
+        the checkpoint of step ``resumed_at``, those written after it (``drop_after``); their paths."""
+        if not self.enabled or not os.path.isdir(self.folder):
+            return []
+        remove_temporaries(self.folder, self.NAMES)
+        return [] if resumed_at is None else self.drop_after(resumed_at)
 
     def save(self, params, meta):
         if not self.enabled:

@@ -5,13 +5,15 @@ import time
 
 import numpy as np
 
-from tnt_common.files import atomic_output
+from tnt_common.files import atomic_output, remove_temporaries
 from tnt_common.recipe import lr_schedule
 from tnt_common.variants import pretrained_cfg
 from tnt_train import checkpoint as ckpt
 from tnt_train.data import TrainTransform, eval_dataset, samples_per_rank, train_dataset
 from tnt_train.errors import InputError
 from tnt_train.metrics import RunLog
+
+OUTPUTS = ('model.ckpt', 'model_ema.ckpt', 'tnt.mindir')   # what a run writes beside its records
 
 
 class Trainer:
@@ -83,6 +85,11 @@ class Trainer:
         if not self.args.eval_only and meta.get('steps_per_epoch') != self.steps_per_epoch:
             raise InputError(f'checkpoint {path} was written with {meta.get("steps_per_epoch")} steps per epoch, '
                              f'this run has {self.steps_per_epoch}: use the same data, batch size and ranks')
+        has_ema = any(k.startswith('ema.') for k in saved)
+        if has_ema != (self.ema is not None):
+            raise InputError(f'checkpoint {path} was written ' + (
+                'with an EMA of the weights: resume with --model-ema' if has_ema else
+                'without an EMA of the weights: resume without --model-ema'))
         scaled = any(k in saved for k in LOSS_SCALE_NAMES)
         if self.args.eval_only:    # evaluation takes no loss scale, whatever the run trained with
             saved = {k: v for k, v in saved.items() if k not in LOSS_SCALE_NAMES}
@@ -102,15 +109,9 @@ class Trainer:
             self.args.workers = meta['workers']
         return meta
 
-    def _drop_later(self):
-        """Before this run's first checkpoint: remove those written after the one it resumed from."""
-        if self.resumed_at is not None:
-            for later in self.checkpoints.drop_after(self.resumed_at):
-                self.log.log(f'resume: removed {later}, written after the checkpoint resumed from')
-            self.resumed_at = None
-
     def save(self):
-        self._drop_later()
+        if self.dist_bn is not None:   # mid-epoch too: a resume from it continues as the run did
+            self.dist_bn()
         return self.checkpoints.save(self.state, self.meta())
 
     # -- evaluation --------------------------------------------------------------------------
@@ -210,11 +211,17 @@ class Trainer:
     def fit(self):
         a = self.args
         info = self.run_info()
-        self.log.start(self.global_step, info)
+        # a run resumed into another folder takes its records up to the checkpoint from the run's
+        self.log.start(self.global_step, info, ckpt.run_folder(a.resume) if a.resume else None)
         self.log.log(f"{a.model} ({self.num_params:,} params) on {self.rt.device} x{self.rt.world}, "
                      f"{'PyNative' if a.pynative else 'GRAPH'} mode, AMP {a.amp}; global batch {self.global_batch}, "
                      f"peak LR {self.peak_lr:.3g}, {a.epochs} epochs x {self.steps_per_epoch} steps"
                      + (f'; resumed at epoch {self.epoch + 1} step {self.step_in_epoch}' if self.global_step else ''))
+        # the records now end at the checkpoint resumed from: so do the checkpoints
+        for later in self.checkpoints.start(self.resumed_at):
+            self.log.log(f'resume: removed {later}, written after the checkpoint resumed from')
+        if self.rt.is_main:
+            remove_temporaries(a.output, OUTPUTS)
         self._warm = False
         while self.epoch < a.epochs:
             t0 = time.perf_counter()
@@ -234,17 +241,16 @@ class Trainer:
                 **{k: _fmt(v) for k, v in train.items()}))
             self.log.log(self._summary(train, result, seconds))
             if improved:   # first: the step checkpoint's best_top1 is best.ckpt's
-                self._drop_later()
                 self.checkpoints.save_best(self.state, self.meta())
             self.save()
         from tnt_train.ema import averaged
         weights = {p.name: p.asnumpy() for p in averaged(self.net)}    # BatchNorm statistics too
         print(f'rank {self.rt.rank}: weights sha256 {ckpt.fingerprint(weights)}', flush=True)
         if self.rt.is_main:
-            ckpt.save_weights(self.net, os.path.join(a.output, 'model.ckpt'))
+            ckpt.save_weights(self.net, os.path.join(a.output, OUTPUTS[0]))
             if self.ema is not None:
                 with self.ema.applied(self.net):
-                    ckpt.save_weights(self.net, os.path.join(a.output, 'model_ema.ckpt'))
+                    ckpt.save_weights(self.net, os.path.join(a.output, OUTPUTS[1]))
         self.log.close()
         return self.best_top1
 
@@ -261,7 +267,7 @@ class Trainer:
                                                                **self.net.numerics.model_kwargs()))
         net.set_train(False)
         s = self.args.img_size
-        path = os.path.join(self.args.output, 'tnt.mindir')
+        path = os.path.join(self.args.output, OUTPUTS[2])
         with atomic_output(path) as tmp:   # ends in .mindir: ms.export appends nothing
             ms.export(net, ms.Tensor(np.zeros((1, 3, s, s), np.float32)), file_name=tmp, file_format='MINDIR')
         return path

@@ -39,13 +39,16 @@ class RunLog:
         self.steps, self.epochs = [], []
         self._step_file = None
 
-    def start(self, global_step, info):
-        """Keep the records up to ``global_step`` (a resumed run rewrites what follows)."""
+    def start(self, global_step, info, records=None):
+        """Keep the records up to ``global_step`` (a resumed run rewrites what follows), read
+        from the run folder ``records`` (a resumed run's; default this one)."""
         if not self.enabled:
             return
-        remove_temporaries(os.path.dirname(self.paths['steps']))
-        self.steps = [r for r in _read_rows(self.paths['steps']) if int(r['global_step']) <= global_step]
-        self.epochs = [r for r in _read_rows(self.paths['epochs']) if int(r['global_step']) <= global_step]
+        remove_temporaries(os.path.dirname(self.paths['steps']), [os.path.basename(p) for p in self.paths.values()])
+        source = {k: os.path.join(records, os.path.basename(p)) for k, p in self.paths.items()} if records \
+            else self.paths
+        self.steps = [r for r in _read_rows(source['steps']) if int(r['global_step']) <= global_step]
+        self.epochs = [r for r in _read_rows(source['epochs']) if int(r['global_step']) <= global_step]
         _write_rows(self.paths['steps'], STEP_FIELDS, self.steps)
         _write_rows(self.paths['epochs'], EPOCH_FIELDS, self.epochs)
         self._step_file = open(self.paths['steps'], 'a', newline='')

@@ -69,6 +69,7 @@ def start_commands(tmp_path_factory):
         'class count': lambda d: [['--num-classes', 5, '--output', d / 'out']],
         'unwritable output': lambda d: [['--output', written(d / 'file', 'not a folder') / 'run']],
         'no checkpoint': lambda d: [['--resume', d, '--output', d / 'out']],
+        'batch too large': lambda d: [['-b', 100000, '--output', d / 'out']],
         'pretrained': lambda d: [['--pretrained', '--output', d / 'out'],
                                  ['--pretrained', d / 'weights.pth', '--output', d / 'out'],
                                  ['-c', written(d / 'c.yaml', 'pretrained: true\n'), '--output', d / 'out']],
@@ -133,6 +134,13 @@ def test_corrupt_checkpoint_on_resume(runs, damage):
     good = d / CHECKPOINT
     assert msg == f'train_ascend.py: error: checkpoint {good} is corrupt or not a training checkpoint (ValueError)'
     assert not (d / 'out').exists()          # nothing was written
+
+
+def test_refused_after_the_model_is_built_leaves_no_folder(runs):
+    d, [msg] = refused(runs, 'batch too large')
+    assert msg == (f'train_ascend.py: error: --batch-size 100000 is larger than the {export_digits()}/train '
+                   f'images one rank reads per epoch')
+    assert not (d / 'out').exists()
 
 
 def test_resume_from_a_folder_without_checkpoints(runs):
@@ -239,8 +247,12 @@ def test_a_resume_drops_the_checkpoints_after_it(tmp_path):
     for step in (10, 20, 30):
         manager.save(params, {'epoch': 0, 'global_step': step})
     manager.save_best(params, {'epoch': 0, 'global_step': 30})
+    stale, own = '.epoch0000_step00000040.ckpt.tmp-x.ckpt', '.notes.tmp-keep'   # a killed write; a user's file
+    for name in (stale, own):
+        (tmp_path / 'checkpoints' / name).write_text('x')
     names = lambda paths: [os.path.basename(p) for p in paths]   # noqa: E731
-    assert names(manager.drop_after(20)) == ['epoch0000_step00000030.ckpt', 'best.ckpt']
+    assert names(manager.start(resumed_at=20)) == ['epoch0000_step00000030.ckpt', 'best.ckpt']
+    assert sorted(f for f in os.listdir(manager.folder) if f.startswith('.')) == [own]
     manager.save(params, {'epoch': 0, 'global_step': 25})
     assert names(checkpoints_in(manager.folder)) == [
         'epoch0000_step00000010.ckpt', 'epoch0000_step00000020.ckpt', 'epoch0000_step00000025.ckpt']

@@ -23,6 +23,7 @@ ARGS = ['--epochs', 2, '--save-every', 5, '--rand-augment', 'rand-m9-mstd0.5-inc
 LAST_WHOLE = 'epoch0001_step00000030.ckpt'    # 8 steps into the second epoch of 22 steps
 KILLED_WRITING = 'epoch0001_step00000035.ckpt'
 STALE = '.metrics.json.tmp-killed.json'    # as a kill while metrics.json is written leaves it
+USERS = '.notes.tmp-keep'                  # a file of the user's the run must leave alone
 COMPARED = ('global_step', 'epoch', 'loss', 'lr', 'grad_norm', 'loss_scale', 'overflow')
 
 # Training that SIGKILLs itself halfway through writing the checkpoint named by argv[1]: the
@@ -72,6 +73,7 @@ def resume(killed, folder, *command, cut_row=''):
         with open(folder / 'steps.csv', 'a') as f:
             f.write(cut_row)
         (folder / STALE).write_text('{"epochs": [')
+        (folder / USERS).write_text('not the run\'s')
         return [*command, '--device', 'CPU', *ARGS, '--output', folder, '--resume', folder]
     return argv
 
@@ -91,8 +93,13 @@ def start_commands(tmp_path_factory):
     # the first character of a step row, as a crash while writing it leaves it: its step reads 3
     runs['resumed'] = Command(resume(killed, base / 'resumed', sys.executable, SCRIPT, cut_row='3'),
                               after=[runs['killed']])
-    runs['forgetful'] = Command(resume(killed, base / 'forgetful', sys.executable, forgetful, SCRIPT),
-                                after=[runs['killed']])
+    # into a folder of its own, as a user resumes elsewhere: it takes the killed run's records
+    runs['forgetful'] = Command([sys.executable, forgetful, SCRIPT, '--device', 'CPU', *ARGS,
+                                 '--output', base / 'forgetful', '--resume', killed], after=[runs['killed']])
+    # the run's EMA and loss scale: evaluated without naming them, a resume without --model-ema refused
+    runs['evaluated'] = train_command('--amp', 'O2', '--eval-only', '--resume', full, after=[runs['full']])
+    runs['no_ema'] = train_command(*[a for a in ARGS if a != '--model-ema'], '--resume', killed,
+                                   after=[runs['resumed'], runs['forgetful']])
     return base, runs
 
 
@@ -134,7 +141,7 @@ def test_resume_reproduces_the_uninterrupted_run(runs):
     resumed_at = int(proc.stdout.split('resumed at epoch 2 step ')[1].split()[0])
     assert resumed_at == 8
     assert not [f for f in os.listdir(resumed / 'checkpoints') if f.startswith('.')]   # the temporaries removed
-    assert not [f for f in os.listdir(resumed) if f.startswith('.')]
+    assert [f for f in os.listdir(resumed) if f.startswith('.')] == [USERS]
     want, got = step_rows(full / 'steps.csv'), step_rows(resumed / 'steps.csv')
     assert len(got) == len(want) == 44
     assert got == want          # loss, LR, gradient norm of every step, bit for bit
@@ -153,5 +160,16 @@ def test_comparison_catches_a_resume_without_optimizer_moments(runs):
     resumed_at = read(resolve_resume(str(base / 'killed')))[1]['global_step']
     commands['forgetful'].result()
     want, got = step_rows(base / 'full' / 'steps.csv'), step_rows(base / 'forgetful' / 'steps.csv')
-    assert got[:resumed_at] == want[:resumed_at]
+    assert got[:resumed_at] == want[:resumed_at]       # the killed run's records, in the new folder
     assert got[resumed_at + 1:] != want[resumed_at + 1:]
+
+
+def test_eval_only_takes_the_runs_ema_and_a_resume_needs_it(runs):
+    base, commands = runs
+    logged = rows(base / 'full' / 'metrics.csv')[-1]
+    line = [ln for ln in commands['evaluated'].result().stdout.splitlines() if 'top-1' in ln][-1]
+    assert (f"top-1 {float(logged['top1']):.2f} top-5 {float(logged['top5']):.2f}" in line and
+            f"EMA top-1 {float(logged['ema_top1']):.2f} top-5 {float(logged['ema_top5']):.2f}" in line), (line, logged)
+    proc = commands['no_ema'].result(check=False)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
+    assert 'was written with an EMA of the weights: resume with --model-ema' in proc.stderr
