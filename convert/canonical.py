@@ -288,7 +288,7 @@ def adapt(can, num_classes=None, img_size=None, head=None):
                               f'of {can.variant}')
     if size != can.img_size:
         arrays['patch_pos'] = resample_patch_pos(arrays['patch_pos'], size // patch)
-        notes.append(f'patch_pos resampled from {can.img_size} to {size} (bicubic, cls kept)')
+        notes.append(f'patch_pos resampled from {can.img_size} to {size} (bicubic antialiased as timm, cls kept)')
     if nc != can.num_classes:
         arrays.pop('head.weight', None)
         arrays.pop('head.bias', None)

@@ -1,31 +1,35 @@
-"""Resampling ``patch_pos`` to another input size: cls token kept, grid resized bicubically.
+"""Resampling ``patch_pos`` to another input size, as timm does when it loads TNT weights at
+another size (``resample_abs_pos_embed``): cls token kept, grid resized bicubically with
+antialiasing, i.e. torch's ``interpolate(mode='bicubic', align_corners=False, antialias=True)``.
 
-Bicubic as in torch's ``interpolate(mode='bicubic', align_corners=False)`` (cubic
-convolution with a = -0.75, edge samples repeated), written in numpy so no framework is
-needed; the tests compare it with torch.
+That kernel is PIL's: cubic convolution with a = -0.5, widened by the scale when shrinking,
+weights normalised to sum 1 and cut at the edges (no samples repeated). Written in numpy so no
+framework is needed; the tests compare it with torch.
 """
 import math
 
 import numpy as np
 
-A = -0.75
+A = -0.5
 
 
 def _cubic(x):
     x = np.abs(x)
-    return np.where(x <= 1, ((A + 2) * x - (A + 3)) * x * x + 1,
+    return np.where(x < 1, ((A + 2) * x - (A + 3)) * x * x + 1,
                     np.where(x < 2, ((A * x - 5 * A) * x + 8 * A) * x - 4 * A, 0.))
 
 
 def bicubic_matrix(n_in, n_out):
     """``(n_out, n_in)`` matrix resampling a length-``n_in`` axis to ``n_out`` samples."""
-    src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    base = np.floor(src).astype(int)
-    t = src - base
+    scale = n_in / n_out
+    support = 2. * max(scale, 1.)           # the cubic's half-width 2, in input samples
+    inv = 1. / max(scale, 1.)
     m = np.zeros((n_out, n_in))
-    for k in range(-1, 3):
-        idx = np.clip(base + k, 0, n_in - 1)
-        np.add.at(m, (np.arange(n_out), idx), _cubic(t - k))
+    for i in range(n_out):
+        center = scale * (i + 0.5)
+        lo, hi = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), n_in)
+        w = _cubic((np.arange(lo, hi) - center + 0.5) * inv)
+        m[i, lo:hi] = w / w.sum()
     return m
 
 

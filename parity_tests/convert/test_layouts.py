@@ -111,12 +111,15 @@ def test_inner_pos_transform_against_design():
     np.testing.assert_array_equal(to_timm_fn(inner), pixel_pos)
 
 
-@pytest.mark.parametrize('grid', [2, 6, 14])
-def test_patch_pos_resampling_matches_torch_bicubic(grid):
+@pytest.mark.parametrize('grid', [2, 3, 6, 14])
+def test_patch_pos_resampling_matches_timms(grid):
+    """timm's ``resample_abs_pos_embed``: torch's antialiased bicubic (shrinking and growing)."""
     pos = np.random.default_rng(1).standard_normal((1, 1 + 4 * 4, 8)).astype(np.float32)
     ours = resample_patch_pos(pos, grid)
     g = torch.from_numpy(pos[:, 1:].astype(np.float64)).reshape(1, 4, 4, 8).permute(0, 3, 1, 2)
-    ref = torch.nn.functional.interpolate(g, size=(grid, grid), mode='bicubic', align_corners=False)
+    ref = torch.nn.functional.interpolate(g, size=(grid, grid), mode='bicubic', align_corners=False, antialias=True)
+    plain = torch.nn.functional.interpolate(g, size=(grid, grid), mode='bicubic', align_corners=False)
+    assert np.abs(plain.numpy() - ref.numpy()).max() > 1e-3    # the check tells the two kernels apart
     ref = ref.permute(0, 2, 3, 1).reshape(1, grid * grid, 8).numpy()
     np.testing.assert_array_equal(ours[:, 0], pos[:, 0])
     np.testing.assert_allclose(ours[:, 1:], ref, rtol=0, atol=5e-7)  # fp32 rounding of |x| < 4
