@@ -24,7 +24,7 @@ import math
 import os
 import sys
 
-from tnt_common.cli import DEVICES, Parser, add_model, bad_input
+from tnt_common.cli import DEVICES, Parser, add_model, bad_input, end_on_sigterm
 from tnt_common.recipe import RECIPE, recipe
 from tnt_common.variants import family, model_args
 
@@ -379,6 +379,7 @@ def check_args(args):
 
 def main(argv=None):
     from tnt_train.errors import InputError
+    end_on_sigterm()
     args = parse_args(argv)
     try:
         classes = check_args(args)

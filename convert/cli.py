@@ -19,7 +19,7 @@ examples:
 import sys
 
 from convert.keymap import LAYOUTS
-from tnt_common.cli import add_model, bad_input, parser
+from tnt_common.cli import add_model, bad_input, end_on_sigterm, parser
 from tnt_common.numerics import PRESETS
 
 
@@ -87,7 +87,10 @@ def format_report(r):
 
 
 def main(argv=None):
+    end_on_sigterm()
     args = _parser().parse_args(argv)
+    if args.seed < 0:
+        return bad_input('tnt-convert', f'--seed {args.seed} must not be negative')
     from convert.errors import ConversionError
     from convert.files import convert_file
     try:
@@ -95,7 +98,7 @@ def main(argv=None):
                               model_name=args.model, num_classes=args.num_classes,
                               img_size=args.img_size, dtype=args.dtype, ema=args.ema,
                               force=args.force, verify=args.verify, seed=args.seed,
-                              progress=args.progress, numerics=args.numerics)
+                              progress=args.progress and sys.stderr.isatty(), numerics=args.numerics)
     except (ConversionError, OSError) as e:
         return bad_input('tnt-convert', e)
     print(format_report(report))

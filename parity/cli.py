@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from tnt_common.cli import Parser, add_model, bad_input
+from tnt_common.cli import Parser, add_model, bad_input, end_on_sigterm
 
 DEFAULT_MODEL = 'tnt_s_patch16_224'
 AMP_DTYPES = {'O0': 'fp32', 'O2': 'amp', 'O3': 'fp16'}  # the names of parity.precision.DTYPE_LEVELS
@@ -52,6 +52,7 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    end_on_sigterm()
     args = parse_args(argv)
     from parity.report import build_report, format_text, write_outputs
     try:

@@ -4,11 +4,18 @@ argparse's own usage errors follow the same rule (``Parser``), so a wrong flag a
 file look alike to a script that calls the commands: ``PROG: error: MESSAGE``.
 """
 import argparse
+import signal
 import sys
 
 EXIT_BAD_INPUT = 2
 # --device of every command: 'auto' picks Ascend, then GPU, then CPU
 DEVICES = ('auto', 'Ascend', 'GPU', 'CPU')
+
+
+def end_on_sigterm():
+    """SIGTERM (kill, timeout, a job scheduler) ends the command as Ctrl-C does, through its
+    ``finally`` blocks: no temporary of an output it was writing stays behind."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def bad_input(prog, message):

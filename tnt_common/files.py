@@ -36,11 +36,14 @@ def atomic_output(path, suffix=None, directory=False):
     folder, name = os.path.split(os.path.abspath(path))
     prefix = f'.{name}.tmp-'
     suffix = os.path.splitext(name)[1] if suffix is None else suffix
-    if directory:
-        tmp = tempfile.mkdtemp(prefix=prefix, dir=folder)
-    else:
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
-        os.close(fd)
+    try:
+        if directory:
+            tmp = tempfile.mkdtemp(prefix=prefix, dir=folder)
+        else:
+            fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+            os.close(fd)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None   # the user knows the output, not its temporary
     try:
         yield tmp
         if not directory:
@@ -48,6 +51,10 @@ def atomic_output(path, suffix=None, directory=False):
                 os.fsync(f.fileno())
         os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename != tmp:
+            raise
+        raise OSError(e.errno, e.strerror, path) from None   # the user knows the output, not its temporary
     finally:
         if directory:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -8,7 +8,7 @@ and ``--amp O0|O2|O3`` the hardware and precision, ``-b/--batch-size`` and
 ``-j/--workers`` the data pipeline. Bad input of any kind (arguments, files, data) prints
 one line ``PROG: error: MESSAGE`` on stderr and exits with ``tnt_common.cli.EXIT_BAD_INPUT``.
 """
-from tnt_common.cli import DEVICES, add_model, bad_input
+from tnt_common.cli import DEVICES, add_model, bad_input, end_on_sigterm
 from tnt_common.numerics import PRESETS
 
 FRAMEWORKS = ('mindspore', 'torch')
@@ -43,7 +43,11 @@ def add_framework_args(ap, amp=True):
 def setup_mindspore(device, pynative=False):
     """Select the MindSpore device ('auto' picks the best available) and mode; returns the device."""
     from tnt_train.device import setup
-    return setup(device, pynative).device
+    from tnt_train.errors import InputError
+    try:
+        return setup(device, pynative).device
+    except InputError as e:
+        raise BadInput(str(e)) from None
 
 
 def load(args, framework=None):
@@ -65,7 +69,8 @@ def load(args, framework=None):
 def run(prog, main, argv=None):
     """``main(argv)`` with every ``BadInput`` (and the converters' errors) as one line and exit 2."""
     from convert import ConversionError
+    end_on_sigterm()
     try:
         return main(argv)
-    except (BadInput, ConversionError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+    except (BadInput, ConversionError, OSError) as e:   # OSError: a file not there, or an output not written
         return bad_input(prog, e)

@@ -85,7 +85,8 @@ def export_model(source, variant, img_size, fmt):
 def write_mindir(net, path, shape):
     """MindIR of ``net`` at ``path``, which must end in ``.mindir``; a ``None`` batch in ``shape`` is dynamic."""
     import mindspore as ms
-    ms.export(net, ms.Tensor(shape=list(shape), dtype=ms.float32), file_name=path, file_format='MINDIR')
+    from tnt_train.model import write_mindir as write
+    write(net, path, ms.Tensor(shape=list(shape), dtype=ms.float32))
 
 
 def write_onnx(model, path, shape):

@@ -51,10 +51,16 @@ def read_labels(path):
     return [(None, n) for n in names]
 
 
+# The first bytes of the formats MindSpore's Decode reads: JPEG, PNG, BMP, TIFF (either byte order)
+SIGNATURES = (b'\xff\xd8\xff', b'\x89PNG', b'BM', b'II*\x00', b'MM\x00*')
+
+
 def load_image(path, pre):
     """``(3, S, S)`` float32 of image ``path`` under the eval preprocessing ``pre`` (tnt-validate's ops)."""
     from tnt_train.data import _eval_ops
     x = np.fromfile(path, np.uint8)
+    if not bytes(x[:4]).startswith(SIGNATURES):   # MindSpore writes an image it cannot decode into the cwd
+        raise BadInput(f'{path} is not an image MindSpore decodes (JPEG, PNG, BMP, TIFF)')
     try:
         for op in _eval_ops(pre['img_size'], pre['crop_pct'], pre['mean'], pre['std']):
             x = op(x)

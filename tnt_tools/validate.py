@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -82,6 +83,10 @@ def check_results_file(path):
         raise BadInput(f'--results-file {path}: folder {folder} does not exist')
     if os.path.isdir(path):
         raise BadInput(f'--results-file {path} is a folder')
+    try:   # before the evaluation, not after it
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise BadInput(f'--results-file {path}: folder {folder} is not writable ({e.strerror})') from None
 
 
 def write_results(path, row):

@@ -7,6 +7,7 @@ Each epoch's pipeline is seeded from (seed, epoch), so for a given worker count 
 C++ random transforms draw per worker) the data order and every random augmentation are
 reproducible: a resumed run rebuilds the epoch and skips what it has seen.
 """
+import itertools
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,7 +19,9 @@ from tnt_common.recipe import RECIPE
 from tnt_common.variants import CROP_PCT, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from tnt_train.errors import InputError
 
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff')   # what MindSpore's Decode reads
+# every spelling of them (.Jpg as .JPG): ImageFolderDataset matches suffixes case-sensitively
+_SPELLINGS = sorted({''.join(c) for e in IMG_EXTENSIONS for c in itertools.product(*((ch, ch.upper()) for ch in e))})
 
 
 def _images_in(folder):
@@ -129,7 +132,7 @@ def _folder(root, split, classes, shuffle, rank, world, indices=None):
     sharding = dict(shuffle=shuffle, num_shards=world, shard_id=rank) if indices is None else \
         dict(sampler=ds.SubsetSampler([int(i) for i in indices]))
     return ds.ImageFolderDataset(os.path.join(root, split), class_indexing={c: i for i, c in enumerate(classes)},
-                                 extensions=list(IMG_EXTENSIONS) + [e.upper() for e in IMG_EXTENSIONS], **sharding)
+                                 extensions=_SPELLINGS, **sharding)
 
 
 def repeated_aug_indices(n, repeats, seed, epoch, rank=0, world=1):
@@ -159,6 +162,11 @@ def _set_prefetch(prefetch):
     import mindspore.dataset as ds
     if prefetch:
         ds.config.set_prefetch_size(prefetch)
+
+
+def workers_here(workers):
+    """``workers``, at most this machine's CPU count (MindSpore's limit for a pipeline)."""
+    return max(1, min(int(workers), os.cpu_count() or 1))
 
 
 def _augment(data, tf, workers):
@@ -210,6 +218,7 @@ def train_dataset(root, classes, tf, batch_size, seed, epoch, rank=0, world=1, w
     import mindspore.dataset as ds
     from mindspore.dataset import transforms
     _set_prefetch(prefetch)
+    workers = workers_here(workers)
     ds.config.set_seed(int(seed) * 100003 + int(epoch))
     if repeats > 1:
         n = _folder(root, 'train', classes, False, 0, 1).get_dataset_size()
@@ -236,6 +245,7 @@ def eval_dataset(root, classes, img_size, crop_pct, batch_size, mean=IMAGENET_IN
     """Batched ``(image, label int32)`` of ``root/split`` for this rank (no shuffling)."""
     from mindspore.dataset import transforms
     _set_prefetch(prefetch)
+    workers = workers_here(workers)
     data = _folder(root, split, classes, False, rank, world)
     data = data.map(_eval_ops(img_size, crop_pct, mean, std), 'image', num_parallel_workers=workers)
     data = data.map(transforms.TypeCast(np.int32), 'label')

@@ -17,15 +17,19 @@ class Runtime:
         return self.rank == 0
 
 
-def available_device():
-    """The best device MindSpore can use here: Ascend, then GPU, then CPU."""
+def is_available(name):
+    """Whether MindSpore can use device ``name`` ('Ascend', 'GPU' or 'CPU') here."""
     import mindspore as ms
     from tnt_train.mslog import quiet_mindspore_log
-    for name, ctx in (('Ascend', ms.device_context.ascend), ('GPU', ms.device_context.gpu)):
-        with quiet_mindspore_log():   # an absent backend is expected here, not worth a warning
-            if ctx.is_available():
-                return name
-    return 'CPU'
+    if name == 'CPU':
+        return True
+    with quiet_mindspore_log():   # an absent backend is expected here, not worth a warning
+        return bool({'Ascend': ms.device_context.ascend, 'GPU': ms.device_context.gpu}[name].is_available())
+
+
+def available_device():
+    """The best device MindSpore can use here: Ascend, then GPU, then CPU."""
+    return next(name for name in ('Ascend', 'GPU', 'CPU') if is_available(name))
 
 
 def launched_by_msrun():
@@ -44,6 +48,9 @@ def setup(device='auto', pynative=False, seed=0):
     if device not in DEVICES:
         raise ValueError(f'unknown device {device!r}; choose one of {", ".join(DEVICES)}')
     device = available_device() if device == 'auto' else device
+    if not is_available(device):
+        from tnt_train.errors import InputError
+        raise InputError(f'--device {device}: MindSpore finds no {device} here (it has {available_device()})')
     select('pynative' if pynative else 'graph', device)
     rank, world = 0, 1
     if launched_by_msrun():

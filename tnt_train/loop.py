@@ -259,7 +259,7 @@ class Trainer:
         run's numerics in ``impl='standard'`` (no custom operator: it loads on CPU, GPU and Ascend, as tnt-export's)."""
         import mindspore as ms
         import mindspore_tnt
-        from tnt_train.model import copy_weights
+        from tnt_train.model import copy_weights, write_mindir
         if not self.rt.is_main:
             return None
         net = copy_weights(self.net, mindspore_tnt.create_model(self.args.model, num_classes=self.num_classes,
@@ -269,7 +269,7 @@ class Trainer:
         s = self.args.img_size
         path = os.path.join(self.args.output, OUTPUTS[2])
         with atomic_output(path) as tmp:   # ends in .mindir: ms.export appends nothing
-            ms.export(net, ms.Tensor(np.zeros((1, 3, s, s), np.float32)), file_name=tmp, file_format='MINDIR')
+            write_mindir(net, tmp, ms.Tensor(np.zeros((1, 3, s, s), np.float32)))
         return path
 
 

@@ -1,4 +1,10 @@
-"""The model to train: a mindspore_tnt variant, optionally initialised from a converted checkpoint."""
+"""The model to train: a mindspore_tnt variant, optionally initialised from a converted checkpoint;
+its MindIR."""
+import os
+import re
+import shutil
+import tempfile
+
 from convert.transfer import mindspore_to_numpy, numpy_to_mindspore
 from tnt_train.errors import InputError
 
@@ -49,3 +55,22 @@ def build_model(name, num_classes, img_size, drop_path, checkpoint=None, replace
 def copy_weights(src, dst):
     """Copy every weight of ``src`` into ``dst`` (models of the same variant and head)."""
     return numpy_to_mindspore(mindspore_to_numpy(src), dst)
+
+
+# The file names ms.export takes; others (a space, non-ASCII) it refuses
+_MINDIR_NAME = re.compile(r'^[0-9a-zA-Z@_\-.:/\\]+$')
+
+
+def write_mindir(net, path, inputs):
+    """MindIR of ``net`` called on ``inputs`` (a Tensor) at ``path`` (ending in ``.mindir``), wherever
+    ``path`` is: written in a temporary folder first if MindSpore refuses its name."""
+    import mindspore as ms
+    if _MINDIR_NAME.match(os.path.abspath(path)):
+        return ms.export(net, inputs, file_name=path, file_format='MINDIR')
+    folder = tempfile.mkdtemp()
+    try:
+        ms.export(net, inputs, file_name=os.path.join(folder, 'net.mindir'), file_format='MINDIR')
+        shutil.move(os.path.join(folder, 'net.mindir'), path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return None

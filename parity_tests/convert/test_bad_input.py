@@ -190,6 +190,7 @@ OUTPUT_CASES = {
     'ckpt for torch': (['out.ckpt', '--to', 'torch'], '.ckpt is a MindSpore format'),
     'pth for mindspore': (['out.pth', '--to', 'mindspore'], 'is a torch format'),
     'unknown suffix': (['out.npz'], 'unknown output type'),
+    'negative seed': (['new.ckpt', '--num-classes', '3', '--seed', '-1'], '--seed -1 must not be negative'),
     'missing directory': (['no/such/dir/out.ckpt'], 'does not exist'),
     'official for mindspore': (['out.ckpt', '--layout', 'official'], 'the official layout is a torch layout'),
     'zoo as torch': (['out.pth', '--layout', 'zoo'], 'the zoo layout is a mindspore layout'),

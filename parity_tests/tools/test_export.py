@@ -87,12 +87,13 @@ def assert_matches(test, ref):
     ('.onnx', ['--dynamic-batch'], '(batch, 3, 64, 64)', [2, 5]),
 ])
 def test_export_round_trips(timm_file, weights, tmp_path, capsys, suffix, extra, shape, batches):
-    out = tmp_path / f'tiny{suffix}'
+    out = tmp_path / 'a folder, 模型' / f'tiny{suffix}'     # a name ms.export itself refuses
+    out.parent.mkdir()
     out.write_bytes(b'old')
     code, report, err = run(capsys, timm_file, out, '-b', 2, '--force', *extra)
     assert code == 0, err
     assert f'input     float32 {shape}' in report and 'PASS' in report and err == ''
-    assert out.is_file() and leftovers(tmp_path) == []
+    assert out.is_file() and leftovers(out.parent) == []
     if suffix == '.mindir':   # impl='standard': Conv2D, no custom (AOT) kernel, portable to Ascend
         data = out.read_bytes()
         assert b'Conv2D' in data and b'Custom' not in data

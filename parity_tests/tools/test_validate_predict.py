@@ -37,6 +37,7 @@ def write_inputs(d):
     """Bad and good inputs: a text file posing as a checkpoint and as an image, folders, labels."""
     (d / 'notes.ckpt').write_text('not weights\n')
     (d / 'notes.jpg').write_text('not pixels\n')
+    (d / 'photo.webp').write_bytes(b'RIFF\x24\x00\x00\x00WEBPVP8 ')   # a format MindSpore does not decode
     (d / 'two.txt').write_text('cat\ndog\n')
     os.makedirs(d / 'empty')
     os.makedirs(d / 'no_images' / 'a')
@@ -197,6 +198,11 @@ BAD = {
     'predict: missing image': (predict.main, ['{f}/tiny0.safetensors', '{t}/nowhere.jpg'], 'does not exist'),
     'predict: not an image': (predict.main, ['{f}/tiny0.safetensors', '{t}/notes.jpg', '--framework', 'torch'],
                               'is not an image'),
+    'predict: WebP': (predict.main, ['{f}/tiny0.safetensors', '{t}/photo.webp'], 'is not an image MindSpore decodes'),
+    'predict: no Ascend': (predict.main, ['{f}/tiny0.safetensors', '{f}/china.jpg', '--device', 'Ascend'],
+                           '--device Ascend: MindSpore finds no Ascend here'),
+    'validate: results folder unwritable': (validate.main, ['{f}/tiny0.safetensors', '{d}', '--results-file',
+                                                            '/proc/results.json'], 'is not writable'),
     'predict: labels count': (predict.main, ['{f}/tiny0.safetensors', '{f}/china.jpg', '--labels', '{t}/two.txt',
                                              '--framework', 'torch'], 'has a 1000-class head but --labels'),
     'predict: missing labels': (predict.main, ['{f}/tiny0.safetensors', '{f}/china.jpg', '--labels', '{t}/no.txt'],
@@ -220,6 +226,7 @@ def test_bad_input_is_one_line_and_exit_2(case, inputs, files, capfd):
     assert out == ''
     assert not os.path.exists(inputs / 'results.json') and not os.path.exists(inputs / 'r.txt')
     assert not [f for f in os.listdir(inputs) if '.tmp-' in f]
+    assert not [f for f in os.listdir('.') if f.startswith('unsupported_image')]   # MindSpore's copy of a bad image
 
 
 def test_console_scripts_report_bad_input_on_one_line(commands):

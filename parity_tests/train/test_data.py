@@ -1,4 +1,6 @@
 """The training data pipeline: timm-style RandAugment and erasing, seeded and reproducible batches."""
+import os
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,20 @@ def test_repeated_augmentation_batches_hold_copies(digits):
     aug = next(train_dataset(root, classes, TrainTransform(img_size=32), 30, seed=0, epoch=0, repeats=3)
                .create_tuple_iterator(output_numpy=True, num_epochs=1))[0]
     assert not np.array_equal(aug[0], aug[1])               # the copies are augmented differently
+
+
+def test_images_are_read_whatever_the_case_of_their_suffix(digits, tmp_path):
+    """``.Png`` as ``.png``: every image the folder check counts is evaluated (a class of mixed-case
+    suffixes was skipped, its images left out of the accuracy)."""
+    import pathlib
+    import shutil
+    root = pathlib.Path(digits[0])
+    for split in ('train', 'val'):
+        for i, name in enumerate(sorted(os.listdir(root / 'val' / '0'))[:4]):
+            folder = tmp_path / split / ('a' if i % 2 else 'b')
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / 'val' / '0' / name, folder / name.replace('.png', ['.png', '.PNG', '.Png', '.pNg'][i]))
+    classes = check_dataset(tmp_path)
+    data = eval_dataset(tmp_path, classes, 32, 0.875, 8, workers=64)   # more workers than cores: as many as there are
+    labels = np.concatenate([y for _, y in data.create_tuple_iterator(output_numpy=True, num_epochs=1)])
+    assert sorted(labels.tolist()) == [0, 0, 1, 1]

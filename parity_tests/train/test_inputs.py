@@ -115,7 +115,7 @@ def test_empty_data_folders(runs):
     d, [msg] = refused(runs, 'empty data')
     assert msg == f'train_ascend.py: error: data folder {d / "data" / "val"} does not exist'
     d, [msg] = refused(runs, 'data without images')
-    assert msg == f'train_ascend.py: error: data folder {d / "images" / "val"} holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp)'
+    assert msg == f'train_ascend.py: error: data folder {d / "images" / "val"} holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff)'
 
 
 def test_class_count_mismatch_with_data(runs):
