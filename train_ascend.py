@@ -29,6 +29,8 @@ from tnt_common.recipe import RECIPE, recipe
 from tnt_common.variants import family, model_args
 
 PROG = os.path.basename(sys.argv[0]) or 'train_ascend.py'  # train_ascend.py, or tnt-train
+SETTINGS = 'args.yaml'    # the run's settings in its folder, as timm writes them
+UNSAVED = ('resume', 'eval_only', 'pretrained')
 
 # What a preset fills in when neither the command line nor the config sets it.
 PRESETS = {
@@ -160,6 +162,27 @@ def config_keys(ap):
                     and not (isinstance(action, argparse.BooleanOptionalAction) and option.startswith('--no-'))):
                 keys[option[2:].replace('-', '_')] = action
     return keys
+
+
+def settings(args):
+    """``{key: value}`` of the run's settings as a ``-c`` file takes them (``SETTINGS``), every
+    default filled in; what names the run's state (resume, eval-only) left out."""
+    out, dests = {}, set()
+    for key, action in config_keys(build_parser()).items():
+        value = getattr(args, action.dest, None)
+        if action.dest in dests or action.dest in UNSAVED or value is None:
+            continue
+        dests.add(action.dest)
+        out[key] = list(value) if isinstance(value, tuple) else getattr(value, 'name', value)   # Numerics: its name
+    return out
+
+
+def write_settings(args, path):
+    """The run's ``settings`` as YAML at ``path`` (timm's ``args.yaml``): ``-c`` of it runs the run again."""
+    import yaml
+    from tnt_common.files import atomic_output
+    with atomic_output(path) as tmp, open(tmp, 'w') as f:
+        yaml.safe_dump(settings(args), f, sort_keys=False)
 
 
 def config_argv(ap, path):
@@ -407,6 +430,8 @@ def main(argv=None):
                   f"loss {r['loss']:.4f} ({r['count']} images)"
                   + (f", EMA top-1 {r['ema_top1']:.2f} top-5 {r['ema_top5']:.2f}" if 'ema_top1' in r else ''))
     else:
+        if runtime.is_main:
+            write_settings(args, os.path.join(args.output, SETTINGS))
         trainer.fit()
     if args.export:
         path = trainer.export()

@@ -75,3 +75,16 @@ def test_exported_mindir_matches_the_model(run):
     numpy_to_mindspore({TIMM_TO_MINDSPORE.backward(k): v for k, v in weights(out / 'model.ckpt').items()}, net)
     net.set_train(False)
     np.testing.assert_allclose(graph(ms.Tensor(x)).asnumpy(), net(ms.Tensor(x)).asnumpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_runs_settings_run_it_again(run):
+    """``args.yaml`` holds every setting of the run, as timm's; ``-c`` of it sets them all again."""
+    import yaml
+    import train_ascend
+    out, proc = run
+    saved = yaml.safe_load((out / 'args.yaml').read_text())
+    expected = {'preset': 'digits', 'model': 'tnt_tiny_patch16_64', 'img_size': 32, 'epochs': EPOCHS, 'amp': 'O0',
+                'loss_scale': 0., 'lr_base': 0.002, 'scale': [0.5, 1.], 'output': str(out)}
+    assert {k: saved.get(k) for k in expected} == expected, saved
+    assert f"peak LR {saved['lr']:.3g}" in proc.stdout      # the LR the run computed, absolute
+    assert train_ascend.settings(train_ascend.parse_args(['-c', str(out / 'args.yaml')])) == saved
