@@ -13,7 +13,7 @@ from tnt_train.data import TrainTransform, eval_dataset, samples_per_rank, train
 from tnt_train.errors import InputError
 from tnt_train.metrics import RunLog
 
-OUTPUTS = ('model.ckpt', 'model_ema.ckpt', 'tnt.mindir')   # what a run writes beside its records
+OUTPUTS = ('model.ckpt', 'model_ema.ckpt', 'tnt.mindir', 'args.yaml')   # what a run writes beside its records
 
 
 class Trainer:
