@@ -328,7 +328,7 @@ def output_folder(args, resumed):
 def check_args(args):
     """Checks of everything the run needs (arguments, data, files, output folder), before the device
     is set up and before anything is written."""
-    from tnt_train.checkpoint import read as read_checkpoint, resolve_resume
+    from tnt_train.checkpoint import CKPT_DIR, read as read_checkpoint, resolve_resume
     from tnt_train.data import check_dataset, export_digits
     from tnt_train.errors import InputError
     for names, ok, what in RANGES:
@@ -388,7 +388,7 @@ def check_args(args):
         os.makedirs(args.output, exist_ok=True)
     except OSError as e:
         raise InputError(f'output folder {args.output} is not writable ({e.strerror})') from None
-    for folder in (args.output, os.path.join(args.output, 'checkpoints')):
+    for folder in (args.output, os.path.join(args.output, CKPT_DIR)):
         try:
             if os.path.isdir(folder):
                 probe = os.path.join(folder, f'.write-test-{os.getpid()}')

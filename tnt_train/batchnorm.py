@@ -1,9 +1,11 @@
 """BatchNorm running statistics: which parameters hold them, and made equal across ranks.
 
 Each rank updates the statistics from its own batches (no synchronised BatchNorm, as in timm by
-default). After each epoch, before evaluating and saving, ``DistributeBN`` does what timm's
-``--dist-bn`` does: ``reduce`` averages them over the ranks, ``broadcast`` gives every rank
-rank 0's; so every rank evaluates the model the checkpoint holds. Only PyramidTNT's stem has any.
+default). After each epoch, before evaluating, and before every checkpoint, ``DistributeBN`` does
+what timm's ``--dist-bn`` does after each epoch: ``reduce`` averages them over the ranks,
+``broadcast`` gives every rank rank 0's; so every rank evaluates the model the checkpoint holds,
+and a run resumed from a checkpoint mid-epoch continues as the run did. Only PyramidTNT's stem
+has any.
 """
 import mindspore as ms
 from mindspore import nn, ops
