@@ -305,24 +305,50 @@ RANGES = (
 
 
 def output_folder(args, resumed):
-    """The run folder: ``--output``, else the resumed run's, else the config's or preset's (or, if
-    that holds another run's checkpoints, the first free ``<that>-N``). ``InputError`` where
-    ``--output`` holds the checkpoints of another run."""
+    """The run folder, held by this run from here on (``tnt_train.claim``): ``--output``, else the
+    resumed run's, else the config's or preset's (or, if that holds another run's checkpoints or
+    another run is writing into it, the first free ``<that>-N``). ``InputError`` where ``--output``
+    holds the checkpoints of another run, or where another run is writing into the folder."""
     from tnt_train.checkpoint import run_checkpoints, run_folder
+    from tnt_train.claim import holder
     from tnt_train.errors import InputError
     if resumed and not args.output_given and run_folder(resumed):
-        return run_folder(resumed)
+        return _take(args, run_folder(resumed), refuse=True)
     same_run = resumed and run_folder(resumed) == os.path.realpath(args.output)
-    if args.eval_only or same_run or not run_checkpoints(args.output):
+    if args.eval_only:
         return args.output
-    if args.output_given:
+    if same_run or not run_checkpoints(args.output):
+        if _take(args, args.output, refuse=args.output_given or same_run):
+            return args.output
+        why = f'{args.output} is in use by another run ({holder(args.output)})'
+    elif args.output_given:
         raise InputError(f'{args.output} holds the checkpoints of another run: continue it with --resume '
                          f'{args.output}, or choose another --output')
+    else:
+        why = f'{args.output} holds the checkpoints of another run'
     n = 1
-    while run_checkpoints(f'{args.output}-{n}'):
+    while run_checkpoints(f'{args.output}-{n}') or not _take(args, f'{args.output}-{n}'):
         n += 1
-    args.preset_note += (f'output {args.output}-{n}: {args.output} holds the checkpoints of another run',)
+    args.preset_note += (f'output {args.output}-{n}: {why}',)
     return f'{args.output}-{n}'
+
+
+def _take(args, folder, refuse=False):
+    """``folder`` if this run now holds it (``tnt_train.claim``; ``args.output_made`` says whether
+    it made it), else None; with ``refuse``, ``InputError`` if another run holds it."""
+    from tnt_train.claim import claim, holder
+    from tnt_train.errors import InputError
+    existed = os.path.isdir(folder)
+    try:
+        if claim(folder):
+            args.output_made = not existed
+            return folder
+    except OSError as e:
+        raise InputError(f'output folder {folder} is not writable ({e.strerror})') from None
+    if refuse:
+        raise InputError(f'{folder} is in use by another run ({holder(folder)}): wait for it to end, '
+                         'or choose another --output')
+    return None
 
 
 def check_args(args):
@@ -382,8 +408,9 @@ def check_args(args):
         if args.eval_only and bool(args.model_ema) != has_ema:     # evaluate what the run holds
             args.model_ema = has_ema
             args.preset_note += (f"--eval-only: {args.resume} {'holds' if has_ema else 'holds no'} EMA weights",)
+    args.output_made = False                               # removed again if the run is refused while empty
     args.output = output_folder(args, args.resume)
-    args.output_made = not os.path.exists(args.output)     # removed again if the run is refused while empty
+    args.output_made = args.output_made or not os.path.exists(args.output)
     try:
         os.makedirs(args.output, exist_ok=True)
     except OSError as e:
@@ -420,6 +447,8 @@ def main(argv=None):
         for line in args.preset_note + ((lr_note,) if lr_note and not args.eval_only else ()):
             trainer.log.log(line)
     except InputError as e:
+        from tnt_train.claim import release
+        release(args.output)
         if getattr(args, 'output_made', False) and os.path.isdir(args.output) and not os.listdir(args.output):
             os.rmdir(args.output)
         return bad_input(PROG, e)

@@ -219,6 +219,44 @@ def test_output_holding_another_run(tmp_path, monkeypatch):
     assert args.output == 'runs/digits-2'
 
 
+def test_a_folder_another_run_writes_into(tmp_path, monkeypatch):
+    """A run started while another writes into the preset's folder takes the next free ``-N``;
+    ``--output`` of that folder is refused; once the other run has ended (or was killed), the
+    folder is free."""
+    import signal
+    import subprocess
+    import sys
+    import train_ascend
+    from tnt_train.claim import NAME
+    monkeypatch.chdir(tmp_path)
+    holding = ("import sys; from tnt_train.claim import claim; print(claim('runs/digits'), flush=True); "
+               "sys.stdin.read()")
+    other = subprocess.Popen([sys.executable, '-c', holding], cwd=tmp_path, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert other.stdout.readline() == 'True\n'
+    args = train_ascend.parse_args([])
+    train_ascend.check_args(args)
+    assert args.output == 'runs/digits-1'
+    assert args.preset_note[-1] == f'output runs/digits-1: runs/digits is in use by another run (process {other.pid})'
+    assert refusal(['--output', 'runs/digits']) == (
+        f'runs/digits is in use by another run (process {other.pid}): wait for it to end, or choose another --output')
+    other.communicate('')               # ends, removing its claim
+    assert not (tmp_path / 'runs' / 'digits' / NAME).exists()
+    args = train_ascend.parse_args(['--output', 'runs/digits'])
+    train_ascend.check_args(args)
+    assert args.output == 'runs/digits'
+    killed = subprocess.Popen([sys.executable, '-c', holding.replace('runs/digits', 'runs/killed')], cwd=tmp_path,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=ROOT))
+    assert killed.stdout.readline() == 'True\n'
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert (tmp_path / 'runs' / 'killed' / NAME).exists()      # left behind, holding nothing
+    args = train_ascend.parse_args(['--output', 'runs/killed'])
+    train_ascend.check_args(args)
+    assert args.output == 'runs/killed'
+
+
 def test_resume_writes_into_the_resumed_run(tmp_path):
     import mindspore as ms
     import train_ascend
