@@ -452,16 +452,21 @@ def main(argv=None):
         if getattr(args, 'output_made', False) and os.path.isdir(args.output) and not os.listdir(args.output):
             os.rmdir(args.output)
         return bad_input(PROG, e)
-    if args.eval_only:
-        r = trainer.evaluate()
-        if runtime.is_main:
-            print(f"{args.model} on {args.data}/val: top-1 {r['top1']:.2f} top-5 {r['top5']:.2f} "
-                  f"loss {r['loss']:.4f} ({r['count']} images)"
-                  + (f", EMA top-1 {r['ema_top1']:.2f} top-5 {r['ema_top5']:.2f}" if 'ema_top1' in r else ''))
-    else:
-        if runtime.is_main:
-            write_settings(args, os.path.join(args.output, SETTINGS))
-        trainer.fit()
+    from tnt_train.data import reading_images
+    try:
+        with reading_images():
+            if args.eval_only:
+                r = trainer.evaluate()
+            else:
+                if runtime.is_main:
+                    write_settings(args, os.path.join(args.output, SETTINGS))
+                trainer.fit()
+    except InputError as e:
+        return bad_input(PROG, e)
+    if args.eval_only and runtime.is_main:
+        print(f"{args.model} on {args.data}/val: top-1 {r['top1']:.2f} top-5 {r['top5']:.2f} "
+              f"loss {r['loss']:.4f} ({r['count']} images)"
+              + (f", EMA top-1 {r['ema_top1']:.2f} top-5 {r['ema_top5']:.2f}" if 'ema_top1' in r else ''))
     if args.export:
         path = trainer.export()
         if path:

@@ -167,12 +167,6 @@ def evaluate_torch(model, batches, num_classes):
     return dict(loss=loss / count, top1=100. * top1 / count, top5=100. * top5 / count, count=int(count))
 
 
-def _pipeline_error(e):
-    """A one-line ``BadInput`` for a MindSpore data pipeline failure (an unreadable image)."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip().startswith('[ERROR]')]
-    return BadInput(f'reading the images failed: {lines[0] if lines else str(e).splitlines()[0]}')
-
-
 def main(argv=None):
     return run(PROG, _main, argv)
 
@@ -195,17 +189,18 @@ def _main(argv):
     amp = f', AMP {args.amp}' if args.framework == 'mindspore' else ''
     print(f'run         {args.framework} on {device}{amp}, batch {args.batch_size}', flush=True)
     batches = Batches(dataset, f'{args.framework} {can.variant}')
+    from tnt_train.data import reading_images
+    from tnt_train.errors import InputError
     try:
-        if args.framework == 'mindspore':
-            from mindspore_tnt.amp import apply_amp
-            from tnt_train.evaluate import Evaluator
-            result = Evaluator(apply_amp(model, args.amp), can.num_classes, args.batch_size)(batches)
-        else:
-            result = evaluate_torch(model, batches, can.num_classes)
-    except RuntimeError as e:
-        if 'Dataset Pipeline Error Message' not in str(e):
-            raise
-        raise _pipeline_error(e) from None
+        with reading_images():
+            if args.framework == 'mindspore':
+                from mindspore_tnt.amp import apply_amp
+                from tnt_train.evaluate import Evaluator
+                result = Evaluator(apply_amp(model, args.amp), can.num_classes, args.batch_size)(batches)
+            else:
+                result = evaluate_torch(model, batches, can.num_classes)
+    except InputError as e:
+        raise BadInput(str(e)) from None
     print(f"images      {result['count']}")
     print(f"top-1       {result['top1']:.3f} % (error {100 - result['top1']:.3f})")
     print(f"top-5       {result['top5']:.3f} % (error {100 - result['top5']:.3f})")

@@ -7,6 +7,8 @@ Each epoch's pipeline is seeded from (seed, epoch), so for a given worker count 
 C++ random transforms draw per worker) the data order and every random augmentation are
 reproducible: a resumed run rebuilds the epoch and skips what it has seen.
 """
+import contextlib
+import glob
 import itertools
 import os
 from dataclasses import dataclass
@@ -22,6 +24,25 @@ from tnt_train.errors import InputError
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff')   # what MindSpore's Decode reads
 # every spelling of them (.Jpg as .JPG): ImageFolderDataset matches suffixes case-sensitively
 _SPELLINGS = sorted({''.join(c) for e in IMG_EXTENSIONS for c in itertools.product(*((ch, ch.upper()) for ch in e))})
+
+
+@contextlib.contextmanager
+def reading_images():
+    """A failure of MindSpore's data pipeline inside the block (an image it cannot decode) as one
+    ``InputError`` line; the copy of that image MindSpore's Decode writes into the working
+    directory (``abnormal_image.*``) is removed, unless a file of that name was there before."""
+    before = set(glob.glob('abnormal_image.*'))
+    try:
+        yield
+    except RuntimeError as e:
+        if 'Dataset Pipeline Error Message' not in str(e):
+            raise
+        for path in set(glob.glob('abnormal_image.*')) - before:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        lines = [line.strip() for line in str(e).splitlines() if line.strip().startswith('[ERROR]')]
+        line = (lines[0][len('[ERROR]'):] if lines else str(e).splitlines()[0]).split(' Dump the abnormal image')[0]
+        raise InputError(f'reading the images failed: {line.strip()}') from None
 
 
 def _images_in(folder):

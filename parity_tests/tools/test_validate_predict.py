@@ -229,6 +229,24 @@ def test_bad_input_is_one_line_and_exit_2(case, inputs, files, capfd):
     assert not [f for f in os.listdir('.') if f.startswith('unsupported_image')]   # MindSpore's copy of a bad image
 
 
+def test_validate_names_an_undecodable_image(trained, tmp_path, monkeypatch, capfd):
+    """One line of ours (after MindSpore's log lines) naming the file, exit 2, no results file, and no
+    copy of the image left in the working directory (MindSpore's Decode writes one there)."""
+    import shutil
+    out, digits = trained
+    data = shutil.copytree(digits, tmp_path / 'data')
+    (data / 'val' / '3' / 'broken.jpg').write_text('not a JPEG')
+    monkeypatch.chdir(tmp_path)
+    code, _, err = call(validate.main, [out / 'model.ckpt', data, '--framework', 'torch', '--img-size', 32,
+                                        '--results-file', tmp_path / 'r.json'], capfd)
+    assert code == EXIT_BAD_INPUT and 'Traceback' not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith('tnt-validate: error: reading the images failed: map operation: [Decode] failed. The '
+                           f"corresponding data file is: {data / 'val' / '3' / 'broken.jpg'}. ") and \
+        line.endswith('Decode: image decode failed.'), line
+    assert sorted(os.listdir(tmp_path)) == ['data']
+
+
 def test_console_scripts_report_bad_input_on_one_line(commands):
     """As commands, with MindSpore set up (the in-process cases above avoid it): still one stderr line."""
     inputs = commands['inputs']

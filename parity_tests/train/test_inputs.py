@@ -84,7 +84,18 @@ def start_commands(tmp_path_factory):
     for name, runs_of in cases.items():
         d = tmp_path_factory.mktemp('refused')
         runs[name] = d, [train_command(*argv) for argv in runs_of(d)]
+    d = tmp_path_factory.mktemp('undecodable')     # run in its folder, where MindSpore dumps the image
+    runs['undecodable image'] = d, [train_command('--data', undecodable_images(d), '--output', d / 'out', cwd=d)]
     return runs
+
+
+def undecodable_images(d):
+    """The digits with one file in each train class that is named .jpg and is not a JPEG."""
+    import shutil
+    data = shutil.copytree(export_digits(), d / 'data')
+    for c in os.listdir(data / 'train'):
+        written(data / 'train' / c / 'broken.jpg', 'not a JPEG')
+    return data
 
 
 @pytest.fixture(scope='module')
@@ -104,6 +115,18 @@ def refused(runs, name):
         assert 'Traceback' not in proc.stdout + proc.stderr
         errors.append(lines[0])
     return d, errors
+
+
+def test_undecodable_image(runs):
+    """One line of ours after MindSpore's log lines, exit 2, and no copy of the image left where the
+    run was started (MindSpore's Decode writes one there)."""
+    d, [command] = runs['undecodable image']
+    proc = command.result(check=False)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith('train_ascend.py: error: reading the images failed: map operation: [Decode] failed. ') \
+        and line.endswith('Decode: image decode failed.'), line
+    assert sorted(os.listdir(d)) == ['data', 'out']
 
 
 def test_missing_data_folder(runs):
