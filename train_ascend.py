@@ -463,10 +463,10 @@ def main(argv=None):
                 trainer.fit()
     except InputError as e:
         return bad_input(PROG, e)
-    if args.eval_only and runtime.is_main:
-        print(f"{args.model} on {args.data}/val: top-1 {r['top1']:.2f} top-5 {r['top5']:.2f} "
-              f"loss {r['loss']:.4f} ({r['count']} images)"
-              + (f", EMA top-1 {r['ema_top1']:.2f} top-5 {r['ema_top5']:.2f}" if 'ema_top1' in r else ''))
+    if args.eval_only:   # printed, and in train.log with the lines before it (rank 0)
+        trainer.log.log(f"{args.model} on {args.data}/val: top-1 {r['top1']:.2f} top-5 {r['top5']:.2f} "
+                        f"loss {r['loss']:.4f} ({r['count']} images)"
+                        + (f", EMA top-1 {r['ema_top1']:.2f} top-5 {r['ema_top5']:.2f}" if 'ema_top1' in r else ''))
     if args.export:
         path = trainer.export()
         if path:

@@ -13,7 +13,8 @@ def read_hub(path, model_name=None, ema=False, numerics=None):
     ``numerics`` overrides the numerics the file records or its family implies.
     """
     ckpt = readers.read(path, ema=ema)
-    if model_name is None and ckpt.architecture in VARIANTS:
+    configured = model_name is None and ckpt.architecture in {**VARIANTS, **PYRAMID_VARIANTS}
+    if configured:
         model_name = ckpt.architecture
     try:
         if is_pyramid(ckpt.arrays):
@@ -27,7 +28,8 @@ def read_hub(path, model_name=None, ema=False, numerics=None):
         if ckpt.num_classes is not None and ckpt.num_classes != can.num_classes:
             raise ConversionError(f'config.json says {ckpt.num_classes} classes, the head has {can.num_classes}')
     except ConversionError as e:
-        raise ConversionError(f'{ckpt.path}: {e}') from None
+        raise ConversionError(f'{ckpt.path}: ' + (f'config.json names {model_name}; ' if configured else '')
+                              + str(e)) from None
     return can, ckpt
 
 

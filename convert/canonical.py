@@ -158,6 +158,11 @@ def _variant(shapes, model_name):
     found = matching_variants(shapes)
     if len(found) > 1:
         raise ConversionError(f'ambiguous: the shapes fit {", ".join(found)}; choose one with --model')
+    near = [name for name, v in VARIANTS.items() if facts['grid'] is not None and
+            (v['embed_dim'], v['inner_dim'], v['depth'], v['legacy']) ==
+            (facts['embed_dim'], facts['inner_dim'], facts['depth'], facts['legacy'])]
+    if not found and len(near) == 1:    # that variant's dims and depth: name the keys that differ
+        _variant(shapes, near[0])
     if not found:
         raise ConversionError(
             f'no registered TNT variant has these keys and shapes (embed_dim {facts["embed_dim"]}, '

@@ -5,9 +5,9 @@ Reads every TNT family: timm (current and legacy), official Huawei PyTorch, mmpr
 mindspore_tnt (.pth/.pt/.pth.tar/.bin, .safetensors, .ckpt, Hugging Face hub folders), and
 PyramidTNT: the official PyTorch state dict (BatchNorm statistics included) and mindspore_tnt's.
 Writes MindSpore .ckpt/.safetensors (mindspore_tnt, mindcv or zoo layout) or torch
-.pth/.safetensors (timm or official layout; mmpretrain: .pth), carrying the model's
-numerics, and verifies the written file. Bad input: a one-line error, exit 2, no output
-file.
+.pth/.safetensors (timm or official layout; mmpretrain: .pth and the other torch suffixes),
+carrying the model's numerics, and verifies the written file. Bad input: a one-line error,
+exit 2, no output file.
 
 examples:
   tnt-convert model.safetensors tnt_s.ckpt                        # timm -> MindSpore

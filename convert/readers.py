@@ -217,7 +217,8 @@ def _select_weights(arrays, ema, notes):
         notes.append(f'EMA weights also present ({keymap.EMA_PREFIX}*); --ema selects them')
     if prefix:
         notes.append(f'prefix {prefix!r} removed')
-    others = sorted(p + '*' for p in groups if p not in (None, prefix)) + sorted(groups.get(None, ()))
+    others = sorted(p + '*' if p else 'the weights (not the EMA)' for p in groups if p not in (None, prefix)) + \
+        sorted(groups.get(None, ()))
     if others:
         dropped = len(arrays) - len(groups[prefix])
         notes.append(f'{dropped} training-state entries dropped: {", ".join(others[:6])}'

@@ -8,6 +8,7 @@ from tnt_common.recipe import RECIPE
 
 SMOOTHING = RECIPE['smoothing']
 GRAD_BOUND = 1e-4
+AMP_LOSS_SCALE = 2. ** 16    # the first loss scale tried at an AMP level (torch's GradScaler starts there)
 
 
 def make_labels(batch, num_classes, seed=0):
@@ -51,7 +52,7 @@ def loss_cell(net, smoothing=SMOOTHING):
 
 
 def grad_cell(cell, params):
-    """A Cell returning (loss, input grad, parameter grads) of ``cell(x, y)``; one graph in GRAPH mode."""
+    """A Cell returning (loss, input grad, parameter grads) of ``cell(x, y, *scale)``; one graph in GRAPH mode."""
     import mindspore as ms
     from mindspore import nn
 
@@ -61,31 +62,59 @@ def grad_cell(cell, params):
             self.cell = cell
             self.grad_fn = ms.value_and_grad(cell, grad_position=0, weights=params)
 
-        def construct(self, x, y):
-            loss, (dx, grads) = self.grad_fn(x, y)
+        def construct(self, x, y, *scale):
+            loss, (dx, grads) = self.grad_fn(x, y, *scale)
             return loss, dx, grads
 
     return WithGrads()
+
+
+def scaled(cell):
+    """``cell(x, y) * scale`` in fp32: the loss scaling of a mixed-precision backward."""
+    import mindspore as ms
+    from mindspore import nn
+
+    class Scaled(nn.Cell):
+        def __init__(self):
+            super().__init__(auto_prefix=False)
+            self.cell = cell
+
+        def construct(self, x, y, scale):
+            return self.cell(x, y).astype(ms.float32) * scale
+
+    return Scaled()
 
 
 def mindspore_gradients(net, x, y, smoothing=SMOOTHING, wrap=None, keymap=None):
     """(loss, {timm_name: grad}, input grad) of a MindSpore TNT in training mode, as numpy.
 
     ``wrap`` (e.g. an AMP level's ``apply_amp``) is applied to the loss cell before the
-    gradient is taken. ``keymap`` names the gradients as torch does (default
-    ``TIMM_TO_MINDSPORE``; a PyramidTNT: ``PYRAMID_TO_MINDSPORE``).
+    gradient is taken, and the loss is then scaled as training scales it: gradients below
+    fp16's smallest normal number (6.1e-5; timm's initialisation gives many) lose their bits
+    in an fp16 backward. The scale starts at ``AMP_LOSS_SCALE`` and halves while a gradient is
+    not finite (a dynamic loss scaler's back-off); the gradients and loss are divided by it
+    again. ``keymap`` names the gradients as torch does (default ``TIMM_TO_MINDSPORE``; a
+    PyramidTNT: ``PYRAMID_TO_MINDSPORE``).
     """
     import mindspore as ms
     from convert.keymap import TIMM_TO_MINDSPORE
     keymap = keymap or TIMM_TO_MINDSPORE
     net.set_train(True)
     cell = loss_cell(net, smoothing)
-    if wrap is not None:
-        cell = wrap(cell)
     params = net.trainable_params()
-    loss, dx, grads = grad_cell(cell, params)(ms.Tensor(x), ms.Tensor(y))
-    named = {keymap.backward(p.name): g.asnumpy() for p, g in zip(params, grads)}
-    return float(loss.asnumpy()), named, dx.asnumpy()
+    if wrap is None:
+        loss, dx, grads = grad_cell(cell, params)(ms.Tensor(x), ms.Tensor(y))
+        scale, dx, grads = 1., dx.asnumpy(), [g.asnumpy() for g in grads]
+    else:
+        step, scale = grad_cell(scaled(wrap(cell)), params), AMP_LOSS_SCALE
+        while True:
+            loss, dx, grads = step(ms.Tensor(x), ms.Tensor(y), ms.Tensor(scale, ms.float32))
+            dx, grads = dx.asnumpy(), [g.asnumpy() for g in grads]
+            if scale <= 1 or all(np.isfinite(g).all() for g in [dx, *grads]):
+                break
+            scale /= 2
+    named = {keymap.backward(p.name): g / np.float32(scale) for p, g in zip(params, grads)}
+    return float(loss.asnumpy()) / scale, named, dx / np.float32(scale)
 
 
 def zero_gradient_scales(model):

@@ -509,9 +509,9 @@ def started(start, tmp_path_factory):
     return _STARTED[start]
 
 
-def tool(name, *args, after=(), timeout=900):
-    """Console script ``name`` (of this virtualenv) as a queued ``Command``."""
-    return Command([os.path.join(os.path.dirname(sys.executable), name), *args], after=after, timeout=timeout)
+def tool(name, *args, **kwargs):
+    """Console script ``name`` (of this virtualenv) as a queued ``Command`` (``after``, ``timeout``, ``cwd``)."""
+    return Command([os.path.join(os.path.dirname(sys.executable), name), *args], **kwargs)
 
 
 def call(main, args, capfd):
@@ -522,6 +522,24 @@ def call(main, args, capfd):
         code = e.code
     out, err = capfd.readouterr()
     return code, out, err
+
+
+def jpeg_bytes(**save):
+    """A photo as JPEG bytes (PIL's ``save`` options; ``mode`` converts it first)."""
+    import io
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    image, buffer = Image.fromarray(load_sample_images().images[0][:96, :128]), io.BytesIO()
+    (image.convert(save.pop('mode')) if 'mode' in save else image).save(buffer, 'JPEG', **save)
+    return buffer.getvalue()
+
+
+def cut_jpeg(path):
+    """A JPEG at ``path`` that ends within its Huffman tables, before its scan: MindSpore's Decode
+    dies of SIGFPE on it."""
+    data = jpeg_bytes()
+    path.write_bytes(data[:data.index(b'\xff\xc4') + 40])
+    return path
 
 
 def train_command(*args, **kwargs):

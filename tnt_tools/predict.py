@@ -57,10 +57,12 @@ SIGNATURES = (b'\xff\xd8\xff', b'\x89PNG', b'BM', b'II*\x00', b'MM\x00*')
 
 def load_image(path, pre):
     """``(3, S, S)`` float32 of image ``path`` under the eval preprocessing ``pre`` (tnt-validate's ops)."""
-    from tnt_train.data import _eval_ops
+    from tnt_train.data import _eval_ops, jpeg_damage
     x = np.fromfile(path, np.uint8)
     if not bytes(x[:4]).startswith(SIGNATURES):   # MindSpore writes an image it cannot decode into the cwd
         raise BadInput(f'{path} is not an image MindSpore decodes (JPEG, PNG, BMP, TIFF)')
+    if jpeg_damage(x):
+        raise BadInput(f'{path} is a damaged JPEG: {jpeg_damage(x)}')
     try:
         for op in _eval_ops(pre['img_size'], pre['crop_pct'], pre['mean'], pre['std']):
             x = op(x)
@@ -134,6 +136,9 @@ def _main(argv):
             raise BadInput(f'image {path} ' + ('is not a file' if os.path.exists(path) else 'does not exist'))
     device = setup_mindspore(args.device) if args.framework == 'mindspore' else 'CPU'
     model, can = load(args)
+    if can.num_classes == 0:
+        raise BadInput(f'{args.checkpoint} has no classifier head (a feature extractor): there are no classes '
+                       'to predict')
     if classes is None:
         if can.num_classes != 1000:
             raise BadInput(f'{args.checkpoint} has a {can.num_classes}-class head, not ImageNet-1k\'s 1000 classes: '

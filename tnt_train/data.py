@@ -11,6 +11,7 @@ import contextlib
 import glob
 import itertools
 import os
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -40,6 +41,11 @@ def reading_images():
         for path in set(glob.glob('abnormal_image.*')) - before:
             with contextlib.suppress(OSError):
                 os.remove(path)
+        damaged = re.search(r'ValueError: (damaged JPEG: .*?)\n', str(e))
+        if damaged:     # check_decodable's, with the file's name if MindSpore gives it
+            named = re.search(r'The corresponding data file is: (.*?)\. Error description:', str(e))
+            raise InputError(f'reading the images failed: {named[1] + " is a " if named else "a "}{damaged[1]}') \
+                from None
         lines = [line.strip() for line in str(e).splitlines() if line.strip().startswith('[ERROR]')]
         line = (lines[0][len('[ERROR]'):] if lines else str(e).splitlines()[0]).split(' Dump the abnormal image')[0]
         raise InputError(f'reading the images failed: {line.strip()}') from None
@@ -136,6 +142,52 @@ class TrainTransform:
     std: tuple = IMAGENET_INCEPTION_STD
 
 
+# JPEG markers: SOF0-SOF15 but DHT (C4), JPG (C8) and DAC (CC); SOS; those without a length
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_SOS = 0xDA
+_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}
+
+
+def jpeg_damage(data):
+    """Why the JPEG ``data`` (bytes or uint8 array) cannot be decoded safely, or None (also for
+    other formats). MindSpore's Decode dies of SIGFPE on a JPEG that ends before its scan begins,
+    rather than raising; this walks the marker segments up to the scan's header."""
+    data = bytes(data)
+    if not data.startswith(b'\xff\xd8'):
+        return None
+    i, frame = 2, None
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return f'no marker at byte {i}'
+        marker = data[i + 1]
+        if marker == 0xFF:          # fill byte
+            i += 1
+            continue
+        if marker in _STANDALONE:
+            i += 2
+            continue
+        end = i + 2 + int.from_bytes(data[i + 2:i + 4], 'big')
+        if end > len(data):
+            break
+        if marker in _SOF:
+            frame = data[i + 5:i + 9]
+            if int.from_bytes(frame[:2], 'big') == 0 or int.from_bytes(frame[2:], 'big') == 0:
+                return 'its frame header gives a size of 0'
+        if marker == _SOS:
+            return None if frame is not None else 'it has no frame header before its scan'
+        i = end
+    return 'it ends before its image data'
+
+
+def check_decodable(image):
+    """The pipelines' first map: ``image`` (a file's bytes) unchanged; ``ValueError`` if ``jpeg_damage``
+    finds it damaged (``reading_images`` reports it)."""
+    why = jpeg_damage(image)
+    if why:
+        raise ValueError(f'damaged JPEG: {why}')
+    return image
+
+
 def _normalize(mean, std):
     from mindspore.dataset import vision
     return [vision.Normalize([255. * m for m in mean], [255. * s for s in std]), vision.HWC2CHW()]
@@ -152,8 +204,9 @@ def _folder(root, split, classes, shuffle, rank, world, indices=None):
     import mindspore.dataset as ds
     sharding = dict(shuffle=shuffle, num_shards=world, shard_id=rank) if indices is None else \
         dict(sampler=ds.SubsetSampler([int(i) for i in indices]))
-    return ds.ImageFolderDataset(os.path.join(root, split), class_indexing={c: i for i, c in enumerate(classes)},
+    data = ds.ImageFolderDataset(os.path.join(root, split), class_indexing={c: i for i, c in enumerate(classes)},
                                  extensions=_SPELLINGS, **sharding)
+    return data.map(check_decodable, 'image')   # a map of its own: Decode's errors still name the file
 
 
 def repeated_aug_indices(n, repeats, seed, epoch, rank=0, world=1):

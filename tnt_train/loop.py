@@ -245,7 +245,11 @@ class Trainer:
             self.save()
         from tnt_train.ema import averaged
         weights = {p.name: p.asnumpy() for p in averaged(self.net)}    # BatchNorm statistics too
-        print(f'rank {self.rt.rank}: weights sha256 {ckpt.fingerprint(weights)}', flush=True)
+        line = f'rank {self.rt.rank}: weights sha256 {ckpt.fingerprint(weights)}'
+        if self.rt.is_main:
+            self.log.log(line)      # printed and in train.log
+        else:
+            print(line, flush=True)
         if self.rt.is_main:
             ckpt.save_weights(self.net, os.path.join(a.output, OUTPUTS[0]))
             if self.ema is not None:

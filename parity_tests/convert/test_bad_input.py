@@ -130,7 +130,13 @@ CASES = {
                          "numerics 'fast': a preset (pytorch, mindcv, zoo) or gelu=erf|tanh"),
     'bad eps': (lambda t, s: [save(s, t / 'a.pth'), '--numerics', 'norm_eps=0'], 'norm_eps must be a number in (0, 1)'),
     'shape mismatch': (lambda t, s: [save(edited(s, change={'blocks.0.mlp.fc1.weight': np.zeros((100, 96), np.float32)}),
-                                          t / 'bad.pth')], 'no registered TNT variant has these keys and shapes'),
+                                          t / 'bad.pth')], f'not a {TINY} checkpoint: blocks.0.mlp.fc1.weight has '
+                                                           'shape (100, 96), expected (384, 96)'),
+    'unexpected key, unnamed': (lambda t, s: [save(edited(s, add={'extra.weight': np.zeros(3, np.float32)}),
+                                                   t / 'bad.pth')], f"not a {TINY} checkpoint: missing keys [] (0), "
+                                                                    "unexpected keys ['extra.weight'] (1)"),
+    'other dims': (lambda t, s: [save(edited(s, change={'cls_token': np.zeros((1, 1, 100), np.float32)}),
+                                      t / 'bad.pth')], 'no registered TNT variant has these keys and shapes'),
     'shape mismatch, named': (lambda t, s: [save(edited(s, change={
         'blocks.0.mlp.fc1.weight': np.zeros((100, 96), np.float32)}), t / 'bad.pth'), '--model', TINY],
         'blocks.0.mlp.fc1.weight has shape (100, 96), expected (384, 96)'),
@@ -182,6 +188,9 @@ CASES = {
                                                 'config.json: architecture ["tnt"] is not a string'),
     'hub config with true for classes': (lambda t, s: [hub(t / 'hub', s, {'num_classes': True})],
                                          'config.json: num_classes true is not an integer'),
+    'hub config naming another variant': (lambda t, s: [hub(t / 'hub', s, {'architecture': 'tnt_s_patch16_224'})],
+                                          'config.json names tnt_s_patch16_224; not a tnt_s_patch16_224 checkpoint: '
+                                          'missing keys'),
 }
 
 OUTPUT_CASES = {

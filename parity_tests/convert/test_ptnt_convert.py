@@ -223,13 +223,23 @@ def _tnt_layout(tmp_path, state):
     return [save(state, tmp_path / 'p.pth'), '--layout', 'mindcv'], 'the MindCV layout holds TNT only'
 
 
+def _hub_config_naming_another_size(tmp_path, state):
+    import json
+    from safetensors.numpy import save_file
+    (tmp_path / 'hub').mkdir()
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(tmp_path / 'hub' / 'model.safetensors'))
+    (tmp_path / 'hub' / 'config.json').write_text(json.dumps({'architecture': 'ptnt_s_patch16_256'}))
+    return [tmp_path / 'hub'], 'config.json names ptnt_s_patch16_256; not a ptnt_s_patch16_256 checkpoint: missing keys'
+
+
 def _nan(tmp_path, state):
     bad = dict(state, **{f'{BN}.running_mean': np.full_like(state[f'{BN}.running_mean'], np.nan)})
     return [save(bad, tmp_path / 'p.pth')], f'{BN}.running_mean holds'
 
 
 CASES = {f.__name__[1:]: f for f in (_tnt_as_ptnt, _ptnt_as_tnt, _truncated, _missing_tensor,
-                                     _missing_tensor_named, _resize, _tnt_layout, _nan)}
+                                     _missing_tensor_named, _resize, _tnt_layout, _hub_config_naming_another_size,
+                                     _nan)}
 
 
 @pytest.mark.parametrize('case', sorted(CASES))

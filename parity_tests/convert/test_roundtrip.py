@@ -159,7 +159,9 @@ def test_mindspore_training_checkpoint(reference, tmp_path):
     assert (f'{3 * len(state) + 3} training-state entries dropped: ema.*, exp_avg.*, exp_avg_sq.*, '
             'loss_scale.value, lr_schedule.step, meta') in p.stdout
     assert_same_tensors({k: v.numpy() for k, v in torch.load(tmp_path / 'weights.pth').items()}, state)
-    convert_cli(src, tmp_path / 'ema.pth', '--ema', '--no-verify')
+    p = convert_cli(src, tmp_path / 'ema.pth', '--ema', '--no-verify')
+    assert (f'{3 * len(state) + 3} training-state entries dropped: exp_avg.*, exp_avg_sq.*, the weights (not the '
+            'EMA), loss_scale.value, lr_schedule.step, meta') in p.stdout
     assert_same_tensors({k: v.numpy() for k, v in torch.load(tmp_path / 'ema.pth').items()}, ema)
     assert_same_tensors(mindspore_to_numpy(convert.load_torch_into_mindspore(src, ema=True)), ema)
 

@@ -125,6 +125,31 @@ def test_amp_gradients_against_torch_fp32(level):
     assert report['worst']['rel'] > BOUNDS['O0']['grad_rel']
 
 
+@pytest.fixture(scope='module')
+def timm_initialised(tmp_path_factory):
+    """A tnt_tiny file with timm's initialisation (std 0.02 weights): many of its gradients are
+    below fp16's smallest normal number."""
+    import torch
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('timm_init') / 'tnt_tiny.safetensors'
+    save_file({k: v.contiguous() for k, v in torch_ref.create_model(NAME).state_dict().items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize('dtype', ['amp', 'fp16'])
+def test_amp_gradients_of_timm_initialised_weights(timm_initialised, dtype, monkeypatch):
+    """tnt-parity at O2 and O3 on such a file: the gradients pass with the loss scaled as training
+    scales it; unscaled (the planted fault), tiny fp16 gradients lose their bits and fail the bound."""
+    from parity import gradients
+    from parity.report import build_report
+    report = build_report(NAME, str(timm_initialised), 'pynative', dtype)
+    assert report['forward']['passed'] and report['gradients']['passed'], describe_gradients(report['gradients'])
+    monkeypatch.setattr(gradients, 'AMP_LOSS_SCALE', 1.)
+    report = build_report(NAME, str(timm_initialised), 'pynative', dtype)
+    assert not report['gradients']['passed'], describe_gradients(report['gradients'])
+
+
 def test_o2_pynative_matches_graph():
     # PyNative must apply the same casts as the compiled graph (checked above)
     _, x, _, _, _ = reference(NAME)

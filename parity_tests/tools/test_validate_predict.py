@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from parity_tests.helpers import call, digits_run, rows, started, tool
+from parity_tests.helpers import call, cut_jpeg, digits_run, rows, started, tool
 from tnt_tools import predict, validate
 from tnt_common.cli import EXIT_BAD_INPUT
 
@@ -38,6 +38,11 @@ def write_inputs(d):
     (d / 'notes.ckpt').write_text('not weights\n')
     (d / 'notes.jpg').write_text('not pixels\n')
     (d / 'photo.webp').write_bytes(b'RIFF\x24\x00\x00\x00WEBPVP8 ')   # a format MindSpore does not decode
+    cut_jpeg(d / 'cut.jpg')
+    from safetensors.numpy import save_file
+    from convert.layouts import timm_shapes
+    from tnt_common.fixtures import random_timm_weights
+    save_file(random_timm_weights(timm_shapes('tnt_tiny_patch16_64', 0), 0), str(d / 'headless.safetensors'))
     (d / 'two.txt').write_text('cat\ndog\n')
     os.makedirs(d / 'empty')
     os.makedirs(d / 'no_images' / 'a')
@@ -53,7 +58,11 @@ def start_commands(tmp_path_factory):
     files = write_files(tmp_path_factory.mktemp('predict'))
     inputs = write_inputs(tmp_path_factory.mktemp('bad_inputs'))
     results = tmp_path_factory.mktemp('validate') / 'results.json'
+    cut = tmp_path_factory.mktemp('cut_jpeg')       # the command runs there: MindSpore dumps bad images into the cwd
+    cut_jpeg(shutil.copytree(data, cut / 'data') / 'val' / '3' / 'cut.jpg')
     return dict(
+        cut=cut, validate_cut=tool('tnt-validate', out / 'model.ckpt', cut / 'data', '--img-size', 32,
+                                   '--results-file', cut / 'r.json', after=[training], cwd=cut),
         out=out, training=training, data=data, files=files, inputs=inputs, results=results,
         validate=tool('tnt-validate', out / 'model.ckpt', data, '--img-size', 32, '--results-file', results,
                       after=[training]),
@@ -199,6 +208,8 @@ BAD = {
     'predict: not an image': (predict.main, ['{f}/tiny0.safetensors', '{t}/notes.jpg', '--framework', 'torch'],
                               'is not an image'),
     'predict: WebP': (predict.main, ['{f}/tiny0.safetensors', '{t}/photo.webp'], 'is not an image MindSpore decodes'),
+    'predict: cut JPEG': (predict.main, ['{f}/tiny0.safetensors', '{t}/cut.jpg'],
+                          'cut.jpg is a damaged JPEG: it ends before its image data'),
     'predict: no Ascend': (predict.main, ['{f}/tiny0.safetensors', '{f}/china.jpg', '--device', 'Ascend'],
                            '--device Ascend: MindSpore finds no Ascend here'),
     'validate: results folder unwritable': (validate.main, ['{f}/tiny0.safetensors', '{d}', '--results-file',
@@ -211,6 +222,8 @@ BAD = {
                         '--topk must be at least 1'),
     'predict: topk too large': (predict.main, ['{f}/tiny0.safetensors', '{f}/china.jpg', '--topk', '1001',
                                                '--framework', 'torch'], '--topk 1001 but the head has 1000'),
+    'predict: no head': (predict.main, ['{t}/headless.safetensors', '{f}/china.jpg', '--labels', '{t}/two.txt',
+                                        '--framework', 'torch'], 'has no classifier head (a feature extractor)'),
 }
 
 
@@ -245,6 +258,16 @@ def test_validate_names_an_undecodable_image(trained, tmp_path, monkeypatch, cap
                            f"corresponding data file is: {data / 'val' / '3' / 'broken.jpg'}. ") and \
         line.endswith('Decode: image decode failed.'), line
     assert sorted(os.listdir(tmp_path)) == ['data']
+
+
+def test_validate_names_a_cut_jpeg(commands):
+    """A JPEG that ends before its scan (MindSpore's Decode dies of SIGFPE on it) is found first and named."""
+    cut = commands['cut']
+    proc = commands['validate_cut'].result(check=False)
+    assert proc.returncode == EXIT_BAD_INPUT and proc.stderr.strip().splitlines()[-1] == (
+        f"tnt-validate: error: reading the images failed: {cut / 'data' / 'val' / '3' / 'cut.jpg'} is a damaged "
+        'JPEG: it ends before its image data'), (proc.returncode, proc.stderr[-2000:])
+    assert sorted(os.listdir(cut)) == ['data']
 
 
 def test_console_scripts_report_bad_input_on_one_line(commands):

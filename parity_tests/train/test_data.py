@@ -145,3 +145,19 @@ def test_images_are_read_whatever_the_case_of_their_suffix(digits, tmp_path):
     data = eval_dataset(tmp_path, classes, 32, 0.875, 8, workers=64)   # more workers than cores: as many as there are
     labels = np.concatenate([y for _, y in data.create_tuple_iterator(output_numpy=True, num_epochs=1)])
     assert sorted(labels.tolist()) == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize('save', [{}, {'progressive': True}, {'mode': 'L'}, {'mode': 'CMYK'},
+                                  {'exif': b'Exif\0\0' + bytes(60000)}], ids=str)
+def test_jpeg_damage_passes_whole_jpegs_and_finds_cut_ones(save):
+    """Every cut before the scan's header is found (MindSpore's Decode dies of SIGFPE on some of them:
+    ``train/test_inputs.py``, ``tools/test_validate_predict.py``); whole files and other formats pass."""
+    from parity_tests.helpers import jpeg_bytes
+    from tnt_train.data import jpeg_damage
+    data = jpeg_bytes(**save)
+    scan = data.index(b'\xff\xda')
+    image_data = scan + 2 + int.from_bytes(data[scan + 2:scan + 4], 'big')    # the scan's header ends there
+    assert jpeg_damage(data) is None and jpeg_damage(data[:image_data]) is None
+    assert jpeg_damage(b'\x89PNG\r\n') is None
+    for cut in [2, 3, 20, *range(100, image_data, 97), image_data - 1]:
+        assert jpeg_damage(data[:cut]) == 'it ends before its image data', cut

@@ -4,10 +4,11 @@ Every refused run is queued at the start of the session (``start_commands``), ea
 folder of its own where its inputs were made; the tests read what the runs printed and left.
 """
 import os
+import re
 
 import pytest
 
-from parity_tests.helpers import ROOT, started, train_command
+from parity_tests.helpers import ROOT, cut_jpeg, started, train_command
 from tnt_train.data import export_digits
 
 DAMAGES = ['garbage', 'truncated', 'flipped byte']
@@ -84,17 +85,18 @@ def start_commands(tmp_path_factory):
     for name, runs_of in cases.items():
         d = tmp_path_factory.mktemp('refused')
         runs[name] = d, [train_command(*argv) for argv in runs_of(d)]
-    d = tmp_path_factory.mktemp('undecodable')     # run in its folder, where MindSpore dumps the image
-    runs['undecodable image'] = d, [train_command('--data', undecodable_images(d), '--output', d / 'out', cwd=d)]
+    for name, damage in (('undecodable image', lambda p: written(p, 'not a JPEG')), ('cut JPEG', cut_jpeg)):
+        d = tmp_path_factory.mktemp('undecodable')     # run in its folder, where MindSpore dumps the image
+        runs[name] = d, [train_command('--data', undecodable_images(d, damage), '--output', d / 'out', cwd=d)]
     return runs
 
 
-def undecodable_images(d):
-    """The digits with one file in each train class that is named .jpg and is not a JPEG."""
+def undecodable_images(d, damage):
+    """The digits with one file in each train class named .jpg and made by ``damage(path)``."""
     import shutil
     data = shutil.copytree(export_digits(), d / 'data')
     for c in os.listdir(data / 'train'):
-        written(data / 'train' / c / 'broken.jpg', 'not a JPEG')
+        damage(data / 'train' / c / 'broken.jpg')
     return data
 
 
@@ -127,6 +129,16 @@ def test_undecodable_image(runs):
     assert line.startswith('train_ascend.py: error: reading the images failed: map operation: [Decode] failed. ') \
         and line.endswith('Decode: image decode failed.'), line
     assert sorted(os.listdir(d)) == ['data', 'out']
+
+
+def test_cut_jpeg(runs):
+    """A JPEG that ends before its scan (MindSpore's Decode dies of SIGFPE on it) is found first."""
+    d, [command] = runs['cut JPEG']
+    proc = command.result(check=False)
+    line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and re.fullmatch(
+        f"train_ascend.py: error: reading the images failed: {d / 'data' / 'train'}/[0-9]/broken.jpg is a damaged "
+        'JPEG: it ends before its image data', line), (proc.returncode, proc.stderr[-2000:])
 
 
 def test_missing_data_folder(runs):

@@ -4,6 +4,7 @@ The run is ``helpers.digits_run``, which the tools' tests read too.
 """
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,7 +41,9 @@ def test_trains_and_learns(run):
 
 
 def test_writes_records_checkpoints_and_exports(run):
-    out, _ = run
+    out, proc = run
+    fingerprint = [line for line in proc.stdout.splitlines() if line.startswith('rank 0: weights sha256 ')]
+    assert len(fingerprint) == 1 and fingerprint[0] in (out / 'train.log').read_text().splitlines()
     assert (out / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     record = json.loads((out / 'metrics.json').read_text())
     assert [float(e['top1']) for e in record['epochs']] == [float(r['top1']) for r in rows(out / 'metrics.csv')]
@@ -57,9 +60,11 @@ def test_writes_records_checkpoints_and_exports(run):
 def test_eval_only_reproduces_the_logged_accuracy(run, tmp_path_factory):
     out, _ = run
     logged = rows(out / 'metrics.csv')[-1]
-    proc = started(start_commands, tmp_path_factory)[2].result()
+    evaluation = started(start_commands, tmp_path_factory)[2]
+    proc = evaluation.result()
     line = [l for l in proc.stdout.splitlines() if 'top-1' in l][-1]
     assert f"top-1 {float(logged['top1']):.2f} top-5 {float(logged['top5']):.2f}" in line, (line, logged)
+    assert (Path(evaluation.argv[-1]) / 'train.log').read_text().splitlines()[-1] == line    # --output's log
 
 
 def test_exported_mindir_matches_the_model(run):
