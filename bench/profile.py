@@ -50,8 +50,10 @@ def main(argv=None):
     p.set_defaults(models=['tnt_s_patch16_224'], batches=[8], tasks=['infer'], variants=['ms-graph', 'torch'])
     p.add_argument('--top', type=int, default=15, help='rows per table (default 15)')
     args = parse(p, argv)
-    if args.top < 1 or not {'infer', 'train'} & set(args.tasks):
-        p.error('--top must be >= 1, --tasks infer or train')
+    if args.top < 1:
+        p.error('--top must be >= 1')
+    if not set(args.tasks) <= {'infer', 'train'}:
+        p.error('--tasks: infer and/or train (conversion is not profiled)')
     with tempfile.TemporaryDirectory(prefix='bench-prof-') as workdir:
         for _, rows in groups(args):
             for row in rows:

@@ -205,7 +205,8 @@ def _main(argv):
     print(f"top-1       {result['top1']:.3f} % (error {100 - result['top1']:.3f})")
     print(f"top-5       {result['top5']:.3f} % (error {100 - result['top5']:.3f})")
     print(f"loss        {result['loss']:.4f}")
-    print(f'speed       {batches.img_per_s:.1f} img/s after the first batch ({batches.seconds:.1f} s in all)')
+    when = 'after the first batch' if batches.warm_images else 'one batch, its graph compile included'
+    print(f'speed       {batches.img_per_s:.1f} img/s {when} ({batches.seconds:.1f} s in all)')
     if args.results_file:
         write_results(args.results_file, dict(
             checkpoint=args.checkpoint, model=can.variant, framework=args.framework, device=device,

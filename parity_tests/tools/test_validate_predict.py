@@ -102,15 +102,17 @@ def test_validate_reproduces_the_top1_training_logged(trained, mindspore_result)
     assert (result['model'], result['img_size'], result['crop_pct']) == ('tnt_tiny_patch16_64', 32, 0.9)
     assert f"{result['top1']:.4f}" == logged['top1'] and f"{result['top5']:.4f}" == logged['top5'], (result, logged)
     assert abs(result['loss'] - float(logged['val_loss'])) <= 5e-5, (result['loss'], logged['val_loss'])
-    assert f"top-1       {result['top1']:.3f} %" in stdout and 'img/s' in stdout
+    assert f"top-1       {result['top1']:.3f} %" in stdout and 'img/s after the first batch' in stdout
 
 
 def test_torch_validates_the_same_file_equally(trained, mindspore_result, tmp_path, capfd):
     out, data = trained
     ms_result, _ = mindspore_result
-    code, _, err = call(validate.main, [out / 'model.ckpt', os.path.join(data, 'val'), '--img-size', 32,
-                                        '--framework', 'torch', '--results-file', tmp_path / 'torch.csv'], capfd)
+    code, printed, err = call(validate.main, [out / 'model.ckpt', os.path.join(data, 'val'), '--img-size', 32,
+                                              '--framework', 'torch', '-b', 400, '--results-file',
+                                              tmp_path / 'torch.csv'], capfd)
     assert code == 0, err
+    assert 'img/s one batch, its graph compile included' in printed     # all 360 images in one batch
     torch_result = rows(tmp_path / 'torch.csv')[0]
     assert torch_result['framework'] == 'torch' and int(torch_result['images']) == ms_result['images']
     assert float(torch_result['top1']) == ms_result['top1'] and float(torch_result['top5']) == ms_result['top5']

@@ -259,6 +259,7 @@ def test_a_folder_another_run_writes_into(tmp_path, monkeypatch):
     ``--output`` of that folder is refused; once the other run has ended (or was killed), the
     folder is free."""
     import signal
+    import socket
     import subprocess
     import sys
     import train_ascend
@@ -272,9 +273,10 @@ def test_a_folder_another_run_writes_into(tmp_path, monkeypatch):
     args = train_ascend.parse_args([])
     train_ascend.check_args(args)
     assert args.output == 'runs/digits-1'
-    assert args.preset_note[-1] == f'output runs/digits-1: runs/digits is in use by another run (process {other.pid})'
+    held = f'process {other.pid} on {socket.gethostname()}'
+    assert args.preset_note[-1] == f'output runs/digits-1: runs/digits is in use by another run ({held})'
     assert refusal(['--output', 'runs/digits']) == (
-        f'runs/digits is in use by another run (process {other.pid}): wait for it to end, or choose another --output')
+        f'runs/digits is in use by another run ({held}): wait for it to end, or choose another --output')
     other.communicate('')               # ends, removing its claim
     assert not (tmp_path / 'runs' / 'digits' / NAME).exists()
     args = train_ascend.parse_args(['--output', 'runs/digits'])
@@ -290,6 +292,19 @@ def test_a_folder_another_run_writes_into(tmp_path, monkeypatch):
     args = train_ascend.parse_args(['--output', 'runs/killed'])
     train_ascend.check_args(args)
     assert args.output == 'runs/killed'
+    # a claim made on another host (a shared file system) holds the folder: its process cannot be seen
+    claimed = tmp_path / 'runs' / 'elsewhere' / NAME
+    claimed.parent.mkdir()
+    claimed.write_text('process 7 on node-b\n7\nnode-b\n')
+    assert refusal(['--output', 'runs/elsewhere']) == ('runs/elsewhere is in use by another run (process 7 on '
+                                                       'node-b): wait for it to end, or choose another --output')
+    claimed.write_text('msrun job 10.0.0.2:8118\n7\nnode-b\n')      # ranks on two nodes: one job
+    monkeypatch.setenv('MS_ROLE', 'MS_WORKER')
+    monkeypatch.setenv('MS_SCHED_HOST', '10.0.0.2')
+    monkeypatch.setenv('MS_SCHED_PORT', '8118')
+    args = train_ascend.parse_args(['--output', 'runs/elsewhere'])
+    train_ascend.check_args(args)
+    assert args.output == 'runs/elsewhere'
 
 
 def test_resume_writes_into_the_resumed_run(tmp_path):
