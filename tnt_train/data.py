@@ -157,10 +157,8 @@ def jpeg_damage(data):
         return None
     i, frame = 2, None
     while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return f'no marker at byte {i}'
         marker = data[i + 1]
-        if marker == 0xFF:          # fill byte
+        if data[i] != 0xFF or marker == 0xFF:   # stray bytes (libjpeg skips them, with a warning), fill bytes
             i += 1
             continue
         if marker in _STANDALONE:

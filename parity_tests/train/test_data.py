@@ -159,5 +159,6 @@ def test_jpeg_damage_passes_whole_jpegs_and_finds_cut_ones(save):
     image_data = scan + 2 + int.from_bytes(data[scan + 2:scan + 4], 'big')    # the scan's header ends there
     assert jpeg_damage(data) is None and jpeg_damage(data[:image_data]) is None
     assert jpeg_damage(b'\x89PNG\r\n') is None
+    assert jpeg_damage(data[:2] + b'stray' + data[2:]) is None     # skipped, as libjpeg skips them
     for cut in [2, 3, 20, *range(100, image_data, 97), image_data - 1]:
         assert jpeg_damage(data[:cut]) == 'it ends before its image data', cut
