@@ -84,7 +84,7 @@ def convert_file(src, dst, to=None, layout=None, model_name=None, num_classes=No
     total = sum(stored_nbytes(a, dtype) for a in stored.values())
     t_read = time.perf_counter() - t0
     from tqdm import tqdm
-    with atomic_output(dst) as tmp:
+    with atomic_output(dst, suffix=writers.container(dst)[1]) as tmp:   # '.ckpt' alone has no extension
         with tqdm(total=total, unit='B', unit_scale=True, desc=f'writing {os.path.basename(dst)}',
                   disable=not progress) as bar:
             writers.write(tmp, stored, target, dtype, bar.update, strings={NUMERICS_KEY: can.numerics.to_json()},

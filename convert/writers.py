@@ -36,12 +36,15 @@ def container(path):
 
 def check_target(path, framework, force):
     """Validate the output path for ``framework``; returns its container."""
-    kind, _ = container(path)
+    kind, suffix = container(path)
     if kind == CKPT and framework != MINDSPORE:
         raise ConversionError(f'{path}: .ckpt is a MindSpore format; use .pth or .safetensors for torch')
     if kind == TORCH and framework != PYTORCH:
         raise ConversionError(f'{path}: {os.path.basename(path)} is a torch format; use .ckpt or '
                               '.safetensors for MindSpore')
+    if framework == MINDSPORE and not path.endswith(suffix):
+        raise ConversionError(f'{path}: MindSpore loads only names ending in {suffix} (lower case); '
+                              f'name it {path[:len(path) - len(suffix)]}{suffix}')
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise ConversionError(f'{path}: directory {parent} does not exist')

@@ -75,10 +75,14 @@ def parse(text):
         return text
     if text in PRESETS:
         return PRESETS[text]
+    expected = f'numerics {text!r}: a preset ({", ".join(PRESETS)}) or gelu=erf|tanh,norm_eps=X,final_norm_eps=Y'
+    parts = [part.split('=', 1) for part in text.split(',')]
+    if any(len(p) != 2 for p in parts):
+        raise ValueError(expected)
+    unknown = [k.strip() for k, _ in parts if k.strip() not in Numerics.__dataclass_fields__]
+    if unknown:
+        raise ValueError(f'{expected} (unknown key {unknown[0]!r})')
     try:
-        fields = dict(part.split('=', 1) for part in text.split(','))
-        kwargs = {k.strip(): (v.strip() if k.strip() == 'gelu' else float(v)) for k, v in fields.items()}
-        return Numerics(**kwargs)
+        return Numerics(**{k.strip(): (v.strip() if k.strip() == 'gelu' else float(v)) for k, v in parts})
     except (ValueError, TypeError) as e:
-        raise ValueError(f'numerics {text!r}: a preset ({", ".join(PRESETS)}) or '
-                         f'gelu=erf|tanh,norm_eps=X,final_norm_eps=Y ({e})') from None
+        raise ValueError(f'{expected} ({e})') from None

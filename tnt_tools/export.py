@@ -49,7 +49,7 @@ def build_parser():
 
 def check_args(args):
     """The output format, or ``BadInput`` for arguments that need no checkpoint to refuse."""
-    fmt = FORMATS.get(os.path.splitext(args.output)[1].lower())
+    fmt = next((v for k, v in FORMATS.items() if args.output.lower().endswith(k)), None)   # '.onnx' alone too
     if fmt is None:
         raise BadInput(f'{args.output}: unknown format; the suffix must be {" or ".join(FORMATS)}')
     if args.batch_size < 1:

@@ -57,15 +57,20 @@ SIGNATURES = (b'\xff\xd8\xff', b'\x89PNG', b'BM', b'II*\x00', b'MM\x00*')
 
 def load_image(path, pre):
     """``(3, S, S)`` float32 of image ``path`` under the eval preprocessing ``pre`` (tnt-validate's ops)."""
-    from tnt_train.data import _eval_ops, jpeg_damage
+    from tnt_train.data import _eval_ops, jpeg_damage, reading_images
+    from tnt_train.errors import InputError
     x = np.fromfile(path, np.uint8)
-    if not bytes(x[:4]).startswith(SIGNATURES):   # MindSpore writes an image it cannot decode into the cwd
+    if not bytes(x[:4]).startswith(SIGNATURES):
         raise BadInput(f'{path} is not an image MindSpore decodes (JPEG, PNG, BMP, TIFF)')
-    if jpeg_damage(x):
-        raise BadInput(f'{path} is a damaged JPEG: {jpeg_damage(x)}')
+    damage = jpeg_damage(x)
+    if damage:
+        raise BadInput(f'{path} is a damaged JPEG: {damage}')
     try:
-        for op in _eval_ops(pre['img_size'], pre['crop_pct'], pre['mean'], pre['std']):
-            x = op(x)
+        with reading_images(f'{path} could not be decoded'):   # removes the copy Decode dumps into the cwd
+            for op in _eval_ops(pre['img_size'], pre['crop_pct'], pre['mean'], pre['std']):
+                x = op(x)
+    except InputError as e:
+        raise BadInput(str(e)) from None
     except (RuntimeError, ValueError, TypeError):
         raise BadInput(f'{path} is not an image MindSpore decodes (JPEG, PNG, BMP, TIFF)') from None
     return x

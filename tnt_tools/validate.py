@@ -41,6 +41,8 @@ def check_model_args(args):
         raise BadInput(f'--crop-pct {args.crop_pct:g} is not in (0, 1]')
     if args.framework == 'torch' and args.amp != 'O0':
         raise BadInput(f'--amp {args.amp} applies to MindSpore; torch_ref runs in fp32')
+    if args.framework == 'torch' and args.device not in ('auto', 'CPU'):
+        raise BadInput(f'--device {args.device} applies to MindSpore; torch_ref runs on the CPU')
 
 
 def preprocessing(args, can):
@@ -103,12 +105,11 @@ def write_results(path, row):
 
 def split_folder(data):
     """(root, split, class names) of DATA/val if it exists, else of DATA."""
-    from tnt_train.data import image_folder_classes
+    from tnt_train.data import image_folder_classes, require_folder
     from tnt_train.errors import InputError
-    if not os.path.isdir(data):
-        raise BadInput(f'data folder {data} does not exist')
     folder = os.path.abspath(os.path.join(data, 'val') if os.path.isdir(os.path.join(data, 'val')) else data)
     try:
+        require_folder(data)
         classes = image_folder_classes(folder)
     except InputError as e:
         raise BadInput(str(e)) from None

@@ -28,10 +28,10 @@ _SPELLINGS = sorted({''.join(c) for e in IMG_EXTENSIONS for c in itertools.produ
 
 
 @contextlib.contextmanager
-def reading_images():
+def reading_images(failed='reading the images failed'):
     """A failure of MindSpore's data pipeline inside the block (an image it cannot decode) as one
-    ``InputError`` line; the copy of that image MindSpore's Decode writes into the working
-    directory (``abnormal_image.*``) is removed, unless a file of that name was there before."""
+    ``InputError`` line, ``failed: reason``; the copy of that image MindSpore's Decode writes into
+    the working directory (``abnormal_image.*``) is removed, unless a file of that name was there before."""
     before = set(glob.glob('abnormal_image.*'))
     try:
         yield
@@ -44,21 +44,25 @@ def reading_images():
         damaged = re.search(r'ValueError: (damaged JPEG: .*?)\n', str(e))
         if damaged:     # check_decodable's, with the file's name if MindSpore gives it
             named = re.search(r'The corresponding data file is: (.*?)\. Error description:', str(e))
-            raise InputError(f'reading the images failed: {named[1] + " is a " if named else "a "}{damaged[1]}') \
-                from None
+            raise InputError(f'{failed}: {named[1] + " is a " if named else "a "}{damaged[1]}') from None
         lines = [line.strip() for line in str(e).splitlines() if line.strip().startswith('[ERROR]')]
         line = (lines[0][len('[ERROR]'):] if lines else str(e).splitlines()[0]).split(' Dump the abnormal image')[0]
-        raise InputError(f'reading the images failed: {line.strip()}') from None
+        raise InputError(f'{failed}: {line.strip()}') from None
 
 
 def _images_in(folder):
     return [f for f in os.listdir(folder) if f.lower().endswith(IMG_EXTENSIONS)]
 
 
+def require_folder(path):
+    """``InputError`` unless ``path`` is a folder."""
+    if not os.path.isdir(path):
+        raise InputError(f'data folder {path} ' + ('is not a folder' if os.path.exists(path) else 'does not exist'))
+
+
 def image_folder_classes(split_dir):
     """Sorted class names of an image folder split; ``InputError`` if missing or empty."""
-    if not os.path.isdir(split_dir):
-        raise InputError(f'data folder {split_dir} does not exist')
+    require_folder(split_dir)
     classes = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
     if not classes:
         raise InputError(f'data folder {split_dir} has no class sub-folders')
@@ -72,8 +76,7 @@ def image_folder_classes(split_dir):
 
 def check_dataset(root, need_train=True):
     """Class names of ``root/train`` and ``root/val`` (which must agree)."""
-    if not os.path.isdir(root):
-        raise InputError(f'data folder {root} does not exist')
+    require_folder(root)
     val = image_folder_classes(os.path.join(root, 'val'))
     if need_train:
         train = image_folder_classes(os.path.join(root, 'train'))

@@ -128,6 +128,8 @@ CASES = {
                                                                  'pytorch_model.bin'),
     'unknown numerics': (lambda t, s: [save(s, t / 'a.pth'), '--numerics', 'fast'],
                          "numerics 'fast': a preset (pytorch, mindcv, zoo) or gelu=erf|tanh"),
+    'unknown numerics key': (lambda t, s: [save(s, t / 'a.pth'), '--numerics', 'gelu=tanh,eps=1e-6'],
+                             "gelu=erf|tanh,norm_eps=X,final_norm_eps=Y (unknown key 'eps')"),
     'bad eps': (lambda t, s: [save(s, t / 'a.pth'), '--numerics', 'norm_eps=0'], 'norm_eps must be a number in (0, 1)'),
     'shape mismatch': (lambda t, s: [save(edited(s, change={'blocks.0.mlp.fc1.weight': np.zeros((100, 96), np.float32)}),
                                           t / 'bad.pth')], f'not a {TINY} checkpoint: blocks.0.mlp.fc1.weight has '
@@ -199,6 +201,9 @@ OUTPUT_CASES = {
     'ckpt for torch': (['out.ckpt', '--to', 'torch'], '.ckpt is a MindSpore format'),
     'pth for mindspore': (['out.pth', '--to', 'mindspore'], 'is a torch format'),
     'unknown suffix': (['out.npz'], 'unknown output type'),
+    'upper-case ckpt': (['out.CKPT'], 'out.CKPT: MindSpore loads only names ending in .ckpt (lower case); name it '),
+    'upper-case safetensors for mindspore': (['out.SafeTensors', '--to', 'mindspore'],
+                                             'MindSpore loads only names ending in .safetensors (lower case)'),
     'negative seed': (['new.ckpt', '--num-classes', '3', '--seed', '-1'], '--seed -1 must not be negative'),
     'missing directory': (['no/such/dir/out.ckpt'], 'does not exist'),
     'official for mindspore': (['out.ckpt', '--layout', 'official'], 'the official layout is a torch layout'),
@@ -236,6 +241,23 @@ def test_bad_output(case, state, tmp_path, capsys):
     before = snapshot(tmp_path)
     code = main(['--no-progress', str(tmp_path / 'a.pth'), str(tmp_path / args[0]), *args[1:]])
     assert_refused(code, capsys.readouterr().err, expected, tmp_path, before)
+
+
+def test_a_numerics_spec_that_is_no_preset_is_refused_plainly():
+    from tnt_common.numerics import parse
+    with pytest.raises(ValueError) as refused:
+        parse('fast')
+    assert str(refused.value) == "numerics 'fast': a preset (pytorch, mindcv, zoo) or gelu=erf|tanh,norm_eps=X,final_norm_eps=Y"
+
+
+def test_a_name_that_is_only_the_suffix_is_written(state, tmp_path, capsys):
+    """``.ckpt`` has no extension to Python's splitext: its temporary must still be written as a .ckpt."""
+    save(state, tmp_path / 'a.pth')
+    assert main(['--no-progress', '--no-verify', str(tmp_path / 'a.pth'), str(tmp_path / '.ckpt')]) == 0, \
+        capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ['.ckpt', 'a.pth']
+    import mindspore as ms
+    assert np.array_equal(ms.load_checkpoint(str(tmp_path / '.ckpt'))['cls_token'].asnumpy(), state['cls_token'])
 
 
 def hostile_files(folder, marker):

@@ -82,12 +82,12 @@ def assert_matches(test, ref):
     assert np.array_equal(test.argmax(-1), ref.argmax(-1))
 
 
-@pytest.mark.parametrize('suffix, extra, shape, batches', [
-    ('.mindir', [], '(2, 3, 64, 64)', [2]),
-    ('.onnx', ['--dynamic-batch'], '(batch, 3, 64, 64)', [2, 5]),
+@pytest.mark.parametrize('name, suffix, extra, shape, batches', [
+    ('tiny', '.mindir', [], '(2, 3, 64, 64)', [2]),
+    ('', '.onnx', ['--dynamic-batch'], '(batch, 3, 64, 64)', [2, 5]),   # a name that is only the suffix
 ])
-def test_export_round_trips(timm_file, weights, tmp_path, capsys, suffix, extra, shape, batches):
-    out = tmp_path / 'a folder, 模型' / f'tiny{suffix}'     # a name ms.export itself refuses
+def test_export_round_trips(timm_file, weights, tmp_path, capsys, name, suffix, extra, shape, batches):
+    out = tmp_path / 'a folder, 模型' / f'{name}{suffix}'     # a folder name ms.export itself refuses
     out.parent.mkdir()
     out.write_bytes(b'old')
     code, report, err = run(capsys, timm_file, out, '-b', 2, '--force', *extra)

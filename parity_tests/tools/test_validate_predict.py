@@ -200,6 +200,10 @@ BAD = {
                                  'must end in .csv or .json'),
     'validate: unknown framework': (validate.main, ['{f}/tiny0.safetensors', '{d}', '--framework', 'tf', *VALIDATE],
                                     "invalid choice: 'tf'"),
+    'validate: data is a file': (validate.main, ['{f}/tiny0.safetensors', '{f}/china.jpg', *VALIDATE],
+                                 'china.jpg is not a folder'),
+    'validate: torch on Ascend': (validate.main, ['{f}/tiny0.safetensors', '{d}', '--framework', 'torch', '--device',
+                                                  'Ascend', *VALIDATE], '--device Ascend applies to MindSpore'),
     'validate: torch with AMP': (validate.main, ['{f}/tiny0.safetensors', '{d}', '--framework', 'torch', '--amp',
                                                  'O2', *VALIDATE], '--amp O2 applies to MindSpore'),
     'predict: missing file': (predict.main, ['{t}/nothing.ckpt', '{f}/china.jpg', '--framework', 'torch'],
@@ -260,6 +264,20 @@ def test_validate_names_an_undecodable_image(trained, tmp_path, monkeypatch, cap
                            f"corresponding data file is: {data / 'val' / '3' / 'broken.jpg'}. ") and \
         line.endswith('Decode: image decode failed.'), line
     assert sorted(os.listdir(tmp_path)) == ['data']
+
+
+def test_predict_names_a_jpeg_cut_inside_its_image_data(files, tmp_path, monkeypatch, capfd):
+    """MindSpore's Decode refuses it (and writes a copy into the working directory): one line naming the
+    file and libjpeg's reason, exit 2, and the copy removed."""
+    data = (files / 'china.jpg').read_bytes()
+    (tmp_path / 'half.jpg').write_bytes(data[:len(data) // 2])
+    monkeypatch.chdir(tmp_path)
+    code, out, err = call(predict.main, [files / 'tiny0.safetensors', tmp_path / 'half.jpg', '--framework', 'torch'],
+                          capfd)
+    assert (code, out) == (EXIT_BAD_INPUT, '')
+    assert err == f"tnt-predict: error: {tmp_path / 'half.jpg'} could not be decoded: Error raised by libjpeg: " \
+                  'Empty input file\n', err
+    assert os.listdir(tmp_path) == ['half.jpg']
 
 
 def test_validate_names_a_cut_jpeg(commands):
