@@ -16,6 +16,7 @@ import os
 import sys
 
 from tnt_common.cli import Parser, add_model, bad_input, end_on_sigterm
+from tnt_common.files import unwritable
 
 DEFAULT_MODEL = 'tnt_s_patch16_224'
 AMP_DTYPES = {'O0': 'fp32', 'O2': 'amp', 'O3': 'fp16'}  # the names of parity.precision.DTYPE_LEVELS
@@ -39,6 +40,8 @@ def parse_args(argv):
     ap.add_argument('--output-dir', default='parity-report',
                     help='where the JSON, Markdown and PNG go (default parity-report)')
     args = ap.parse_args(argv)
+    if args.checkpoint and args.checkpoint_flag:
+        ap.error(f'give the checkpoint once: CHECKPOINT {args.checkpoint} or --checkpoint {args.checkpoint_flag}')
     args.checkpoint = args.checkpoint or args.checkpoint_flag
     if args.batch_size < 1:
         ap.error(f'--batch-size must be at least 1, got {args.batch_size}')
@@ -46,6 +49,8 @@ def parse_args(argv):
         ap.error(f'--checkpoint {args.checkpoint}: no such file')
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         ap.error(f'--output-dir {args.output_dir}: exists and is not a directory')
+    if unwritable(args.output_dir):   # before the run, not after it
+        ap.error(f'--output-dir {args.output_dir}: {unwritable(args.output_dir)}')
     if not args.checkpoint and args.model is None:
         args.model = DEFAULT_MODEL
     return args
@@ -61,7 +66,11 @@ def main(argv=None):
     except ValueError as e:  # convert.ConversionError included: unreadable or mismatched checkpoint
         return bad_input('tnt-parity', e)
     print(format_text(report))
-    for path in write_outputs(report, args.output_dir):
+    try:
+        paths = write_outputs(report, args.output_dir)
+    except OSError as e:
+        return bad_input('tnt-parity', f'--output-dir {args.output_dir}: {e.filename}: {e.strerror}' if e.filename else e)
+    for path in paths:
         print(f'wrote {path}')
     return 0 if report['passed'] else 1
 

@@ -22,6 +22,23 @@ def remove_temporaries(folder, names):
                 os.remove(stale)
 
 
+def unwritable(folder):
+    """Why files cannot be written into ``folder`` (made first if missing), or None: probed with a
+    temporary file in it, or in its nearest existing ancestor, so that nothing is left behind."""
+    if not folder:
+        return 'no folder named'
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return f'{probe} is not a folder'
+    try:
+        tempfile.TemporaryFile(dir=probe).close()
+    except OSError as e:
+        return f'{probe} is not writable ({e.strerror})'
+    return None
+
+
 @contextlib.contextmanager
 def atomic_output(path, suffix=None, directory=False):
     """Yield a temporary path beside ``path`` to write; it becomes ``path`` when the block succeeds.

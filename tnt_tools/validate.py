@@ -16,13 +16,12 @@ import csv
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from tnt_common.cli import parser
-from tnt_common.files import atomic_output
+from tnt_common.files import atomic_output, unwritable
 from tnt_tools.common import BadInput, add_checkpoint_args, add_framework_args, load, run, setup_mindspore
 
 PROG = 'tnt-validate'
@@ -85,10 +84,8 @@ def check_results_file(path):
         raise BadInput(f'--results-file {path}: folder {folder} does not exist')
     if os.path.isdir(path):
         raise BadInput(f'--results-file {path} is a folder')
-    try:   # before the evaluation, not after it
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as e:
-        raise BadInput(f'--results-file {path}: folder {folder} is not writable ({e.strerror})') from None
+    if unwritable(folder):   # before the evaluation, not after it
+        raise BadInput(f'--results-file {path}: folder {unwritable(folder)}')
 
 
 def write_results(path, row):

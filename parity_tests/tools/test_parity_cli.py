@@ -93,3 +93,41 @@ def test_checkpoint_positional_or_flag(tmp_path):
     f = tmp_path / 'w.pth'
     f.write_bytes(b'x')
     assert cli.parse_args([str(f)]).checkpoint == cli.parse_args(['--checkpoint', str(f)]).checkpoint == str(f)
+
+
+def test_checkpoint_given_twice_is_refused(tmp_path, capsys):
+    f = tmp_path / 'w.pth'
+    f.write_bytes(b'x')
+    with pytest.raises(SystemExit) as e:
+        cli.parse_args([str(f), '--checkpoint', str(tmp_path / 'other.pth')])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f'tnt-parity: error: give the checkpoint once: CHECKPOINT {f} or --checkpoint {tmp_path / "other.pth"}'
+
+
+def test_an_output_dir_that_cannot_be_made_is_refused_before_the_run(tmp_path, capsys):
+    (tmp_path / 'afile').write_text('')
+    with pytest.raises(SystemExit) as e:
+        cli.parse_args(['--model', NAME, '--output-dir', str(tmp_path / 'afile' / 'report')])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"tnt-parity: error: --output-dir {tmp_path / 'afile' / 'report'}: {tmp_path / 'afile'} is not a folder"
+
+
+def test_report_files_are_written_all_or_none(tmp_path, capsys):
+    """One of the three cannot be written (a folder holds its name): one line, exit 2, and neither of the others."""
+    png = tmp_path / 'report' / 'parity_tnt_tiny_patch16_64_pynative_fp32.png'
+    png.mkdir(parents=True)
+    code, out = run(tmp_path)
+    err = capsys.readouterr().err
+    assert code == 2 and err == f'tnt-parity: error: --output-dir {out}: {png}: Is a directory\n', err
+    assert [p.name for p in out.iterdir()] == [png.name]
+
+
+def test_pyramid_amp_is_refused(tmp_path, capsys):
+    code, out = cli.main(['--model', 'ptnt_tiny_patch16_64', '--amp', 'O2', '--mode', 'pynative',
+                          '--output-dir', str(tmp_path / 'report')]), tmp_path / 'report'
+    err = capsys.readouterr().err
+    assert code == 2 and err == ('tnt-parity: error: ptnt_tiny_patch16_64: mixed precision is not done for '
+                                 'PyramidTNT yet (docs/ptnt.md); compare it in fp32\n'), err
+    assert not out.exists()
