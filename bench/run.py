@@ -222,8 +222,8 @@ def main(argv=None):
     p.add_argument('--out', metavar='PREFIX', help=f'write PREFIX.md and PREFIX.json (default: {DEFAULT_OUT} '
                                                     'for a run of the default configurations that all succeed)')
     args = parse(p, argv)
-    if args.out and unwritable(os.path.dirname(os.path.abspath(args.out))):   # before the run, not after it
-        p.error(f'--out {args.out}: {unwritable(os.path.dirname(os.path.abspath(args.out)))}')
+    if args.out and (problem := unwritable(os.path.dirname(os.path.abspath(args.out)))):   # before the run
+        p.error(f'--out {args.out}: {problem}')
     echo = lambda msg: print(msg, flush=True)  # noqa: E731
     started, load_before, rows, conversions = time.time(), os.getloadavg(), [], []
     try:   # the checkout's short hash, +dirty with uncommitted changes

@@ -49,8 +49,8 @@ def parse_args(argv):
         ap.error(f'--checkpoint {args.checkpoint}: no such file')
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         ap.error(f'--output-dir {args.output_dir}: exists and is not a directory')
-    if unwritable(args.output_dir):   # before the run, not after it
-        ap.error(f'--output-dir {args.output_dir}: {unwritable(args.output_dir)}')
+    if problem := unwritable(args.output_dir):   # before the run, not after it
+        ap.error(f'--output-dir {args.output_dir}: {problem}')
     if not args.checkpoint and args.model is None:
         args.model = DEFAULT_MODEL
     return args

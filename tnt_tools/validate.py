@@ -84,8 +84,8 @@ def check_results_file(path):
         raise BadInput(f'--results-file {path}: folder {folder} does not exist')
     if os.path.isdir(path):
         raise BadInput(f'--results-file {path} is a folder')
-    if unwritable(folder):   # before the evaluation, not after it
-        raise BadInput(f'--results-file {path}: folder {unwritable(folder)}')
+    if problem := unwritable(folder):   # before the evaluation, not after it
+        raise BadInput(f'--results-file {path}: folder {problem}')
 
 
 def write_results(path, row):
