@@ -354,6 +354,7 @@ def _take(args, folder, refuse=False):
 def check_args(args):
     """Checks of everything the run needs (arguments, data, files, output folder), before the device
     is set up and before anything is written."""
+    from tnt_common.files import unwritable
     from tnt_train.checkpoint import CKPT_DIR, read as read_checkpoint, resolve_resume
     from tnt_train.data import check_dataset, export_digits
     from tnt_train.errors import InputError
@@ -416,14 +417,8 @@ def check_args(args):
     except OSError as e:
         raise InputError(f'output folder {args.output} is not writable ({e.strerror})') from None
     for folder in (args.output, os.path.join(args.output, CKPT_DIR)):
-        try:
-            if os.path.isdir(folder):
-                probe = os.path.join(folder, f'.write-test-{os.getpid()}')
-                with open(probe, 'w') as f:
-                    f.write('ok')
-                os.remove(probe)
-        except OSError as e:
-            raise InputError(f'output folder {folder} is not writable ({e.strerror})') from None
+        if problem := unwritable(folder):
+            raise InputError(f'output folder {problem}')
     return classes
 
 

@@ -20,7 +20,7 @@ from bench.report import goals, markdown
 from bench.worker import PREFIX
 from tnt_common.cli import parser
 from tnt_common.files import atomic_output, unwritable
-from tnt_common.variants import list_models
+from tnt_common.variants import family, list_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {'ms-graph': ('mindspore', 'graph'), 'ms-pynative': ('mindspore', 'pynative'), 'torch': ('torch', 'eager')}
@@ -205,6 +205,13 @@ def parse(p, argv=None):
         p.error('--repeats and --batches must be >= 1, --warmup and --quiet-wait >= 0')
     args.full_run = all(getattr(args, k) == getattr(defaults, k) for k in SCOPE)
     args.ms_kwargs = dict(args.ms_kwargs)
+    if args.ms_kwargs:   # refused here, not in every worker; the frameworks are imported only for this
+        import inspect
+        from mindspore_tnt import PyramidTNT, TNT
+        for model in args.models:
+            taken = inspect.signature(PyramidTNT if family(model) == 'ptnt' else TNT).parameters
+            if unknown := sorted(set(args.ms_kwargs) - set(taken)):
+                p.error(f'--ms-arg {", ".join(unknown)}: not an argument of {model}')
     return args
 
 

@@ -25,7 +25,7 @@ from mindspore_tnt.heads import merge_heads, split_heads
 from mindspore_tnt.layernorm import LayerNorm
 from mindspore_tnt.reuse import reusable
 from tnt_common.architecture import (FIRST_STRIDE, INNER_MLP_RATIO, MLP_RATIO, NO_DECAY_NAMES, PATCH_SIZE, PIXEL_KERNEL,
-                                     drop_path_rates, initialise, word_side)
+                                     check_global_pool, drop_path_rates, initialise, patch_grid, word_side)
 from tnt_common.numerics import PYTORCH, Numerics
 from tnt_common.variants import feature_take_indices, model_args, pretrained_cfg, split_tag
 
@@ -244,7 +244,7 @@ class PixelEmbed(nn.Cell):
         super().__init__()
         self.legacy = legacy
         self.patch_size = patch_size
-        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.grid_size = (patch_grid(img_size, patch_size),) * 2
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.in_dim = in_dim
         self.new_patch_size = word_side(patch_size, stride)
@@ -311,7 +311,7 @@ class TNT(nn.Cell):
                  first_stride=FIRST_STRIDE, legacy=False, gelu=PYTORCH.gelu, norm_eps=PYTORCH.norm_eps,
                  final_norm_eps=PYTORCH.final_norm_eps, impl=None, weight_init=''):
         super().__init__()
-        assert global_pool in ('', 'token', 'avg'), global_pool
+        check_global_pool(global_pool)
         self.numerics = Numerics(gelu, norm_eps, final_norm_eps)
         self.num_classes = num_classes
         self.global_pool = global_pool
@@ -360,7 +360,7 @@ class TNT(nn.Cell):
     def reset_classifier(self, num_classes, global_pool=None):
         """New head of ``num_classes`` (0: none); ``global_pool`` 'token', 'avg' or '' (no pooling)."""
         if global_pool is not None:
-            assert global_pool in ('', 'token', 'avg'), global_pool
+            check_global_pool(global_pool)
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Dense(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()

@@ -45,6 +45,8 @@ def parse_args(argv):
     args.checkpoint = args.checkpoint or args.checkpoint_flag
     if args.batch_size < 1:
         ap.error(f'--batch-size must be at least 1, got {args.batch_size}')
+    if not 0 <= args.seed < 2 ** 32:
+        ap.error(f'--seed must be from 0 to 2**32 - 1, got {args.seed}')
     if args.checkpoint and not os.path.exists(args.checkpoint):
         ap.error(f'--checkpoint {args.checkpoint}: no such file')
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):

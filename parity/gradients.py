@@ -85,15 +85,15 @@ def scaled(cell):
     return Scaled()
 
 
-def mindspore_gradients(net, x, y, smoothing=SMOOTHING, wrap=None, keymap=None):
+def mindspore_gradients(net, x, y, smoothing=SMOOTHING, wrap=None, keymap=None, loss_scale=None):
     """(loss, {timm_name: grad}, input grad) of a MindSpore TNT in training mode, as numpy.
 
     ``wrap`` (e.g. an AMP level's ``apply_amp``) is applied to the loss cell before the
     gradient is taken, and the loss is then scaled as training scales it: gradients below
     fp16's smallest normal number (6.1e-5; timm's initialisation gives many) lose their bits
-    in an fp16 backward. The scale starts at ``AMP_LOSS_SCALE`` and halves while a gradient is
-    not finite (a dynamic loss scaler's back-off); the gradients and loss are divided by it
-    again. ``keymap`` names the gradients as torch does (default ``TIMM_TO_MINDSPORE``; a
+    in an fp16 backward. The scale starts at ``loss_scale`` (default ``AMP_LOSS_SCALE``) and
+    halves while a gradient is not finite (a dynamic loss scaler's back-off); the gradients
+    and loss are divided by it again. ``keymap`` names the gradients as torch does (default ``TIMM_TO_MINDSPORE``; a
     PyramidTNT: ``PYRAMID_TO_MINDSPORE``).
     """
     import mindspore as ms
@@ -106,7 +106,7 @@ def mindspore_gradients(net, x, y, smoothing=SMOOTHING, wrap=None, keymap=None):
         loss, dx, grads = grad_cell(cell, params)(ms.Tensor(x), ms.Tensor(y))
         scale, dx, grads = 1., dx.asnumpy(), [g.asnumpy() for g in grads]
     else:
-        step, scale = grad_cell(scaled(wrap(cell)), params), AMP_LOSS_SCALE
+        step, scale = grad_cell(scaled(wrap(cell)), params), loss_scale or AMP_LOSS_SCALE
         while True:
             loss, dx, grads = step(ms.Tensor(x), ms.Tensor(y), ms.Tensor(scale, ms.float32))
             dx, grads = dx.asnumpy(), [g.asnumpy() for g in grads]

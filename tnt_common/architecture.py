@@ -29,6 +29,21 @@ def word_side(patch_size, first_stride):
     return math.ceil(patch_size / first_stride)
 
 
+def patch_grid(img_size, patch_size):
+    """Patches along each side of an ``img_size`` input; ValueError unless ``img_size`` is a
+    positive multiple of ``patch_size`` (the pixel embedding takes whole patches only)."""
+    if img_size < patch_size or img_size % patch_size:
+        raise ValueError(f'img_size {img_size} is not a multiple of the patch size {patch_size}')
+    return img_size // patch_size
+
+
+def check_global_pool(global_pool):
+    """Raise ValueError unless ``global_pool`` is one the head takes: 'token', 'avg' or ''."""
+    if global_pool not in ('', 'token', 'avg'):
+        raise ValueError(f"global_pool {global_pool!r}: 'token' (the class token), 'avg' (the patch tokens' "
+                         f"mean) or '' (none)")
+
+
 def drop_path_rates(rate, depth):
     """Drop-path probability of each of ``depth`` blocks: linear from 0 to ``rate``."""
     return [rate * i / max(depth - 1, 1) for i in range(depth)]

@@ -10,6 +10,7 @@ the ``TNT`` models, what converters, training, tools and benchmarks take) and ``
 ``ptnt.py``). ``list_models()`` lists TNT, ``list_models('ptnt')`` PyramidTNT;
 ``model_args``, ``split_tag`` and ``pretrained_cfg`` take a name of either (``family``).
 """
+import fnmatch
 
 IMAGENET_INCEPTION_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_INCEPTION_STD = (0.5, 0.5, 0.5)
@@ -79,10 +80,13 @@ _FAMILY_CFGS = {'tnt': PRETRAINED_CFGS, 'ptnt': PYRAMID_PRETRAINED_CFGS}
 
 
 def list_models(family='tnt'):
-    """Names of the registered variants of ``family`` ('tnt' or 'ptnt'; None: both)."""
-    if family is None:
-        return sorted(name for table in FAMILIES.values() for name in table)
-    return sorted(FAMILIES[family])
+    """Names of the registered variants of ``family`` ('tnt' or 'ptnt'; None: both), or, given
+    anything else, as timm's ``list_models(filter)``: the names of both families that match it,
+    a name or a wildcard pattern (``'*tiny*'``)."""
+    if family in FAMILIES:
+        return sorted(FAMILIES[family])
+    names = sorted(name for table in FAMILIES.values() for name in table)
+    return names if family is None else fnmatch.filter(names, family)
 
 
 def list_pretrained():
@@ -139,7 +143,8 @@ def check_pretrained(name, pretrained, checkpoint_path):
 def feature_take_indices(num_blocks, indices=None):
     """(absolute block indices, the largest) selected by ``indices``, as timm's helper.
 
-    None: every block; an int n: the last n; a sequence: those blocks (negative from the end).
+    None: every block; an int n: the last n; a non-empty list or tuple of ints: those blocks
+    (negative from the end). ValueError otherwise, naming what was given.
     Pure Python on static values, so it also runs inside a MindSpore GRAPH mode ``construct``.
     """
     if indices is None:
@@ -147,10 +152,14 @@ def feature_take_indices(num_blocks, indices=None):
     if isinstance(indices, int):
         if not 0 < indices <= num_blocks:
             raise ValueError(f'last-n ({indices}) is out of range (1 to {num_blocks})')
-        take = [num_blocks - indices + i for i in range(indices)]
-    else:
-        take = [num_blocks + i if i < 0 else i for i in indices]
-        for i in take:
-            if not 0 <= i < num_blocks:
-                raise ValueError(f'block index {i} is out of range (0 to {num_blocks - 1})')
+        return [num_blocks - indices + i for i in range(indices)], num_blocks - 1
+    if not isinstance(indices, (list, tuple)) or not indices:
+        raise ValueError(f'indices {indices!r}: None, an int (the last n blocks) or a non-empty list of block indices')
+    take = []
+    for i in indices:
+        if not isinstance(i, int):
+            raise ValueError(f'block index {i!r} is not an int')
+        if not -num_blocks <= i < num_blocks:
+            raise ValueError(f'block index {i} is out of range ({-num_blocks} to {num_blocks - 1})')
+        take.append(num_blocks + i if i < 0 else i)
     return take, max(take)

@@ -19,7 +19,7 @@ from mindspore_tnt.amp import apply_amp
 from mindspore_tnt.tnt import IMPLS
 from parity.dtypes import precision_roles, role_dtypes, trace_dtypes
 from parity.forward import set_mode
-from parity.gradients import compare_gradients, describe_gradients, mindspore_gradients, torch_gradients
+from parity.gradients import AMP_LOSS_SCALE, compare_gradients, describe_gradients, mindspore_gradients, torch_gradients
 from parity.precision import BOUNDS, compare_precision, describe_precision, mindspore_outputs
 from parity_tests.helpers import fresh_net, reference, require_cpu_kernels, small_outer_stream
 from tnt_common.compare import rel_err
@@ -211,16 +211,20 @@ def test_output_bound_catches_a_layernorm_eps_fault(level, check, fault, words, 
     assert not report['checks'][check], describe_precision(report)
 
 
-@pytest.mark.parametrize('level,words', [('O0', 1.), ('O2', 0.08), ('O3', 0.05)])
-def test_gradient_bound_catches_a_layernorm_eps_fault(level, words):
+# The loss scale each level's gradients back off to from AMP_LOSS_SCALE (2**16: six and seven
+# calls a model at O2 and O3), where they start: one call each (halved again if not finite).
+@pytest.mark.parametrize('level,words,loss_scale', [('O0', 1., AMP_LOSS_SCALE), ('O2', 0.08, 2. ** 11),
+                                                    ('O3', 0.05, 2. ** 10)])
+def test_gradient_bound_catches_a_layernorm_eps_fault(level, words, loss_scale):
     set_mode('pynative')
     _, x, y, _, _ = reference(NAME)
     _, _, ref = scaled_reference(words, 1.)
     bound = BOUNDS[level]['grad_rel']
     wrap = lambda cell: apply_amp(cell, level)
-    honest = compare_gradients(mindspore_gradients(scaled_net(words, 1.), x, y, wrap=wrap), ref, bound=bound)
+    honest = compare_gradients(mindspore_gradients(scaled_net(words, 1.), x, y, wrap=wrap, loss_scale=loss_scale),
+                               ref, bound=bound)
     assert honest['passed'], describe_gradients(honest)
-    report = compare_gradients(mindspore_gradients(scaled_net(words, 1., 'norm_eps'), x, y, wrap=wrap), ref,
-                               bound=bound)
+    report = compare_gradients(mindspore_gradients(scaled_net(words, 1., 'norm_eps'), x, y, wrap=wrap,
+                                                   loss_scale=loss_scale), ref, bound=bound)
     print(level, describe_gradients(report))
     assert not report['passed'], describe_gradients(report)

@@ -57,6 +57,21 @@ def test_tags_and_listings():
         assert cfg['hf_hub_id'] == 'timm/' + name and f"{cfg['architecture']}.{cfg['tag']}" == name
         assert pretrained_cfg(cfg['architecture']) == cfg   # a bare name is its default tag
     assert pretrained_cfg(NAME)['tag'] == 'untrained'
+    # timm's list_models(filter): a name or wildcard pattern over both families
+    assert mindspore_tnt.list_models('*tiny*') == ['ptnt_tiny_patch16_64', NAME]
+    assert torch_ref.list_models('tnt_s*') == ['tnt_s_legacy_patch16_224', 'tnt_s_patch16_224']
+    assert torch_ref.list_models(NAME) == [NAME] and torch_ref.list_models('resnet*') == []
+
+
+@pytest.mark.parametrize('framework', FRAMEWORKS)
+def test_bad_build_arguments(framework):
+    create = FRAMEWORKS[framework].create_model
+    with pytest.raises(ValueError, match='img_size 72 is not a multiple of the patch size 16'):
+        create(NAME, img_size=72)
+    with pytest.raises(ValueError, match="global_pool 'max': 'token' .* 'avg' .* or '' "):
+        create(NAME, global_pool='max')
+    with pytest.raises(ValueError, match="global_pool 'max'"):
+        create(NAME).reset_classifier(10, 'max')
 
 
 @pytest.mark.parametrize('framework', FRAMEWORKS)
@@ -240,7 +255,11 @@ def test_bad_indices_and_format(framework):
     x = make_batch(1, 64)
     x = torch.from_numpy(x) if framework == 'torch' else ms.Tensor(x)
     for kwargs, message in ((dict(indices=5), r'last-n \(5\) is out of range \(1 to 4\)'),
-                            (dict(indices=[4]), r'block index 4 is out of range \(0 to 3\)'),
+                            (dict(indices=[4]), r'block index 4 is out of range \(-4 to 3\)'),
+                            (dict(indices=(0, -5)), r'block index -5 is out of range \(-4 to 3\)'),
+                            (dict(indices=[]), r'indices \[\]: None, an int \(the last n blocks\) or a non-empty list'),
+                            (dict(indices='3'), r"indices '3': None, an int"),
+                            (dict(indices=[1.0]), r'block index 1.0 is not an int'),
                             (dict(output_fmt='NHWC'), "output_fmt must be 'NCHW' or 'NLC'")):
         with pytest.raises(ValueError, match=message):
             model.forward_intermediates(x, **kwargs)

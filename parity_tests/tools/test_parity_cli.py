@@ -131,3 +131,12 @@ def test_pyramid_amp_is_refused(tmp_path, capsys):
     assert code == 2 and err == ('tnt-parity: error: ptnt_tiny_patch16_64: mixed precision is not done for '
                                  'PyramidTNT yet (docs/ptnt.md); compare it in fp32\n'), err
     assert not out.exists()
+
+
+@pytest.mark.parametrize('seed', ['-3', str(2 ** 32)])
+def test_a_seed_out_of_range_is_refused_naming_it(tmp_path, capsys, seed):
+    with pytest.raises(SystemExit) as e:
+        cli.parse_args(['--model', NAME, '--seed', seed, '--output-dir', str(tmp_path / 'report')])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f'tnt-parity: error: --seed must be from 0 to 2**32 - 1, got {seed}'
