@@ -1,8 +1,9 @@
 """Python API: checkpoint files into ready models of either framework."""
 from convert import readers
-from convert.canonical import adapt, check_finite, to_timm
+from convert.canonical import adapt, check_finite, check_img_size, to_timm
 from convert.errors import ConversionError
-from convert.pyramid import adapt as pyramid_adapt, is_pyramid, to_canonical as pyramid_canonical
+from convert.pyramid import adapt as pyramid_adapt, check_img_size as pyramid_check_img_size, is_pyramid
+from convert.pyramid import to_canonical as pyramid_canonical
 from tnt_common.variants import PYRAMID_VARIANTS, VARIANTS, check_pretrained, family, pretrained_cfg, split_tag
 
 
@@ -48,6 +49,10 @@ def load_model(path, framework, model_name=None, num_classes=None, img_size=None
     nc = can.num_classes if num_classes is None else num_classes
     size = can.img_size if img_size is None else img_size
     skip = 'skip' if nc in (0, can.num_classes) else ''   # every weight comes from the file
+    try:   # the size in --img-size's words, before the model refuses it
+        (pyramid_check_img_size if family(can.variant) == 'ptnt' else check_img_size)(can, size)
+    except ConversionError as e:
+        raise ConversionError(f'{ckpt.path}: {e}') from None
     try:
         model = build(can.variant, num_classes=nc, img_size=size,
                       **{**can.numerics.model_kwargs(), 'weight_init': skip, **model_kwargs})

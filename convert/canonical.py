@@ -13,6 +13,7 @@ from convert import keymap
 from convert.errors import ConversionError
 from convert.layouts import describe, input_size, matching_variants, timm_shapes
 from tnt_common import numerics as nx
+from tnt_common.architecture import patch_grid
 from tnt_common.strict import check_strict
 from tnt_common.variants import VARIANTS, family, list_models
 
@@ -275,6 +276,17 @@ def new_head(embed_dim, num_classes, seed=0):
     return {'head.weight': w, 'head.bias': np.zeros(num_classes, np.float32)}
 
 
+def check_img_size(can, img_size):
+    """Patches along a side of an ``img_size`` (``--img-size``) input to ``can``'s variant;
+    ConversionError unless it is a positive multiple of the patch size."""
+    patch = VARIANTS[can.variant]['patch_size']
+    try:
+        return patch_grid(img_size, patch)
+    except ValueError:
+        raise ConversionError(f'--img-size {img_size} is not a positive multiple of the patch size {patch} '
+                              f'of {can.variant}') from None
+
+
 def adapt(can, num_classes=None, img_size=None, head=None):
     """The hub arrays for ``num_classes`` (head dropped or replaced) and ``img_size``.
 
@@ -287,12 +299,9 @@ def adapt(can, num_classes=None, img_size=None, head=None):
     size = can.img_size if img_size is None else img_size
     if nc < 0:
         raise ConversionError(f'--num-classes must be >= 0, got {nc}')
-    patch = VARIANTS[can.variant]['patch_size']
-    if size <= 0 or size % patch:
-        raise ConversionError(f'--img-size {size} is not a positive multiple of the patch size {patch} '
-                              f'of {can.variant}')
+    grid = check_img_size(can, size)
     if size != can.img_size:
-        arrays['patch_pos'] = resample_patch_pos(arrays['patch_pos'], size // patch)
+        arrays['patch_pos'] = resample_patch_pos(arrays['patch_pos'], grid)
         notes.append(f'patch_pos resampled from {can.img_size} to {size} (bicubic antialiased as timm, cls kept)')
     if nc != can.num_classes:
         arrays.pop('head.weight', None)

@@ -93,16 +93,22 @@ def from_canonical(arrays, layout):
     return out
 
 
+def check_img_size(can, img_size):
+    """ConversionError unless ``img_size`` (``--img-size``) is None or the file's: the input size
+    is fixed (``outer_pos`` and every ``relative_pos`` are for it)."""
+    if img_size not in (None, can.img_size):
+        raise ConversionError(f'--img-size {img_size}: {can.variant} keeps its input size {can.img_size} '
+                              '(outer_pos and relative_pos are not resampled)')
+
+
 def adapt(can, num_classes=None, img_size=None, head=None):
     """As ``canonical.adapt``: a new head for another class count; the input size is fixed
-    (``outer_pos`` and every ``relative_pos`` are for it)."""
+    (``check_img_size``)."""
     arrays, notes = dict(can.arrays), []
     nc = can.num_classes if num_classes is None else num_classes
     if nc < 0:
         raise ConversionError(f'--num-classes must be >= 0, got {nc}')
-    if img_size not in (None, can.img_size):
-        raise ConversionError(f'--img-size {img_size}: {can.variant} keeps its input size {can.img_size} '
-                              '(outer_pos and relative_pos are not resampled)')
+    check_img_size(can, img_size)
     if nc != can.num_classes:
         arrays.pop('head.weight', None)
         arrays.pop('head.bias', None)
