@@ -93,8 +93,8 @@ def mindspore_gradients(net, x, y, smoothing=SMOOTHING, wrap=None, keymap=None, 
     fp16's smallest normal number (6.1e-5; timm's initialisation gives many) lose their bits
     in an fp16 backward. The scale starts at ``loss_scale`` (default ``AMP_LOSS_SCALE``) and
     halves while a gradient is not finite (a dynamic loss scaler's back-off); the gradients
-    and loss are divided by it again. ``keymap`` names the gradients as torch does (default ``TIMM_TO_MINDSPORE``; a
-    PyramidTNT: ``PYRAMID_TO_MINDSPORE``).
+    and loss are divided by it again. ``keymap`` names the gradients as torch does (default
+    ``TIMM_TO_MINDSPORE``; a PyramidTNT: ``PYRAMID_TO_MINDSPORE``).
     """
     import mindspore as ms
     from convert.keymap import TIMM_TO_MINDSPORE

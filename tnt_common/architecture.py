@@ -33,7 +33,7 @@ def patch_grid(img_size, patch_size):
     """Patches along each side of an ``img_size`` input; ValueError unless ``img_size`` is a
     positive multiple of ``patch_size`` (the pixel embedding takes whole patches only)."""
     if img_size < patch_size or img_size % patch_size:
-        raise ValueError(f'img_size {img_size} is not a multiple of the patch size {patch_size}')
+        raise ValueError(f'img_size {img_size} is not a positive multiple of the patch size {patch_size}')
     return img_size // patch_size
 
 

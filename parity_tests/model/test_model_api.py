@@ -66,7 +66,7 @@ def test_tags_and_listings():
 @pytest.mark.parametrize('framework', FRAMEWORKS)
 def test_bad_build_arguments(framework):
     create = FRAMEWORKS[framework].create_model
-    with pytest.raises(ValueError, match='img_size 72 is not a multiple of the patch size 16'):
+    with pytest.raises(ValueError, match='img_size 72 is not a positive multiple of the patch size 16'):
         create(NAME, img_size=72)
     with pytest.raises(ValueError, match="global_pool 'max': 'token' .* 'avg' .* or '' "):
         create(NAME, global_pool='max')
